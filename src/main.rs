@@ -1,3 +1,461 @@
-fn main() {
-    println!("Hello, world!");
+//! The `wsgate` binary: argh → library; errors → one `error:` line and exit 2.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use wsgate::config::{ConfigError, load_key_file, load_keys, parse_origin};
+use wsgate::log::Level;
+use wsgate::time::{Rfc3339, parse_duration, unix_now};
+use wsgate::{ClaimRules, Config, Handler, Key, Methods, Mode, Server, UntrustedToken, Verifier};
+
+#[derive(FromArgs)]
+/// Authenticate WebSocket connections with PASETO v4 tokens.
+struct Cli {
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    Serve(Serve),
+    Keygen(Keygen),
+    Issue(Issue),
+    Verify(Verify),
+}
+
+#[derive(FromArgs)]
+/// Run the server. Without --key (or WSGATE_KEY) it makes an ephemeral key and prints a demo token.
+#[argh(subcommand, name = "serve")]
+struct Serve {
+    /// socket address to bind [127.0.0.1:8080]
+    #[argh(option, default = "\"127.0.0.1:8080\".into()")]
+    listen: String,
+    /// PASERK key file (k4.local, k4.public or k4.secret); repeat for rotation
+    #[argh(option)]
+    key: Vec<PathBuf>,
+    /// enabled methods [header,protocol,cookie,message]; `query` is also available
+    #[argh(option, default = "\"header,protocol,cookie,message\".into()")]
+    auth: String,
+    /// cookie that carries the token [wsgate_token]
+    #[argh(option, default = "\"wsgate_token\".into()")]
+    cookie: String,
+    /// exact browser origin allowed to connect (https://app.example.com); repeatable
+    #[argh(option)]
+    allow_origin: Vec<String>,
+    /// first-message deadline in seconds [5]
+    #[argh(option, default = "5")]
+    auth_timeout: u64,
+    /// required `aud` claim
+    #[argh(option)]
+    audience: Option<String>,
+    /// required `iss` claim
+    #[argh(option)]
+    issuer: Option<String>,
+    /// clock skew allowed on exp, nbf, iat, in seconds [60]
+    #[argh(option, default = "60")]
+    leeway: u64,
+    /// open connections beyond which requests get 503 [10000]
+    #[argh(option, default = "10000")]
+    max_connections: usize,
+    /// largest message in bytes; larger closes with 1009 [1048576]
+    #[argh(option, default = "1048576")]
+    max_message: usize,
+    /// accept upgrades on this path only (404 elsewhere) [any]
+    #[argh(option)]
+    path: Option<String>,
+    /// proxy each session to this WebSocket (ws://host:port/path)
+    #[argh(option)]
+    upstream: Option<String>,
+    /// run this command per session, websocketd style (split like shell words, no shell)
+    #[argh(option)]
+    exec: Option<String>,
+    /// lifetime of tickets minted by POST /ticket, in seconds [30]
+    #[argh(option, default = "30")]
+    ticket_ttl: u64,
+    /// most live tickets remembered; POST /ticket answers 503 beyond [100000]
+    #[argh(option, default = "100000")]
+    ticket_capacity: usize,
+    /// serve files from this directory for plain GETs
+    #[argh(option, long = "static")]
+    static_dir: Option<PathBuf>,
+    /// seconds between pings to idle clients; a client that misses one is dropped [30]
+    #[argh(option, default = "30")]
+    ping_interval: u64,
+    /// error, warn, info or debug [info]
+    #[argh(option, default = "\"info\".into()")]
+    log_level: String,
+}
+
+#[derive(FromArgs)]
+/// Make a key (PASERK) in a file of mode 0600, or on stdout.
+#[argh(subcommand, name = "keygen")]
+struct Keygen {
+    /// make an Ed25519 pair: the secret key to --out F, the public key to F.pub
+    #[argh(switch)]
+    public: bool,
+    /// file to write (not overwritten if it exists); stdout without it
+    #[argh(option)]
+    out: Option<PathBuf>,
+}
+
+#[derive(FromArgs)]
+/// Print a token on stdout (footer {"kid": <key id>}).
+#[argh(subcommand, name = "issue")]
+struct Issue {
+    /// key file: k4.local (v4.local token) or k4.secret (v4.public token)
+    #[argh(option)]
+    key: PathBuf,
+    /// the subject (identity)
+    #[argh(option)]
+    sub: String,
+    /// lifetime: 30s, 15m, 2h, 1d [15m]
+    #[argh(option, default = "\"15m\".into()")]
+    ttl: String,
+    /// the aud claim
+    #[argh(option)]
+    aud: Option<String>,
+    /// the iss claim
+    #[argh(option)]
+    iss: Option<String>,
+    /// extra string claim k=v; repeatable
+    #[argh(option)]
+    claim: Vec<String>,
+    /// the jti claim
+    #[argh(option)]
+    jti: Option<String>,
+}
+
+#[derive(FromArgs)]
+/// Print a token's claims as JSON (exit 0), or `invalid: <reason>` (exit 1).
+#[argh(subcommand, name = "verify")]
+struct Verify {
+    /// key file: k4.local, k4.public or k4.secret
+    #[argh(option)]
+    key: PathBuf,
+    /// clock skew allowed, in seconds [60]
+    #[argh(option, default = "60")]
+    leeway: u64,
+    /// the token (`-` reads it from stdin)
+    #[argh(positional)]
+    token: String,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let name = Path::new(args.first().map(String::as_str).unwrap_or("wsgate"))
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("wsgate")
+        .to_owned();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let cli = match Cli::from_args(&[&name], &rest) {
+        Ok(c) => c,
+        Err(early) => {
+            if early.status.is_ok() {
+                print!("{}", early.output);
+                return ExitCode::SUCCESS;
+            }
+            let first = early
+                .output
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad arguments");
+            eprintln!("error: {} (see `{name} --help`)", first.trim());
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.cmd {
+        Cmd::Serve(s) => serve(s),
+        Cmd::Keygen(k) => keygen(k),
+        Cmd::Issue(i) => issue(i),
+        Cmd::Verify(v) => return verify(v),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(s: Serve) -> Result<(), ConfigError> {
+    let level: Level = s
+        .log_level
+        .parse()
+        .map_err(|e| ConfigError::new("--log-level", e))?;
+    wsgate::log::set_level(level);
+    let mut config = Config::default();
+    config.listen = s.listen.parse().map_err(|_| {
+        ConfigError::new(
+            format!("--listen {}", s.listen),
+            "expected an address like 127.0.0.1:8080",
+        )
+    })?;
+    let env_key = if s.key.is_empty() {
+        std::env::var("WSGATE_KEY").ok()
+    } else {
+        None
+    };
+    config.keys = load_keys(&s.key, env_key.as_deref())?;
+    config.methods = s
+        .auth
+        .parse::<Methods>()
+        .map_err(|e| ConfigError::new(format!("--auth {}", s.auth), e))?;
+    if s.cookie.is_empty()
+        || !s
+            .cookie
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+    {
+        return Err(ConfigError::new(
+            format!("--cookie {}", s.cookie),
+            "not a valid cookie name",
+        ));
+    }
+    config.cookie_name = s.cookie;
+    config.allowed_origins = s
+        .allow_origin
+        .iter()
+        .map(|o| parse_origin(o))
+        .collect::<Result<_, _>>()?;
+    config.auth_timeout = std::time::Duration::from_secs(s.auth_timeout.max(1));
+    config.audience = s.audience;
+    config.issuer = s.issuer;
+    config.leeway = s.leeway;
+    if s.max_connections == 0 {
+        return Err(ConfigError::new("--max-connections", "must be at least 1"));
+    }
+    config.max_connections = s.max_connections;
+    if s.max_message == 0 {
+        return Err(ConfigError::new("--max-message", "must be at least 1"));
+    }
+    config.max_message = s.max_message;
+    if let Some(p) = &s.path {
+        if !p.starts_with('/') {
+            return Err(ConfigError::new(format!("--path {p}"), "must start with /"));
+        }
+    }
+    config.path = s.path;
+    config.mode = match (s.upstream, s.exec) {
+        (Some(_), Some(_)) => return Err(ConfigError::new("--upstream/--exec", "choose one")),
+        (Some(u), None) => Mode::Upstream(u),
+        (None, Some(c)) => Mode::Exec(c),
+        (None, None) => Mode::Echo,
+    };
+    config.ticket_ttl = s.ticket_ttl.max(1);
+    config.ticket_capacity = s.ticket_capacity.max(1);
+    if let Some(d) = &s.static_dir {
+        if !d.is_dir() {
+            return Err(ConfigError::new(
+                format!("--static {}", d.display()),
+                "not a directory",
+            ));
+        }
+    }
+    config.static_dir = s.static_dir;
+    config.ping_interval = std::time::Duration::from_secs(s.ping_interval.max(1));
+    let handler = match &config.mode {
+        Mode::Echo => Handler::echo(),
+        Mode::Upstream(_) | Mode::Exec(_) => {
+            return Err(ConfigError::new(
+                "--upstream/--exec",
+                "not available in this build yet",
+            ));
+        }
+    };
+
+    if config.keys.is_empty() {
+        let key = Key::generate_local().map_err(|e| ConfigError::new("ephemeral key", e))?;
+        let claims = wsgate::token::claims_json("demo", unix_now(), 3600, None, None, None, &[]);
+        let token = key
+            .issue(&claims)
+            .map_err(|e| ConfigError::new("demo token", e))?;
+        let url = format!("ws://{}/", config.listen);
+        // The demo token is the one token wsgate ever prints (SPEC §9.11).
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "wsgate: no --key and no WSGATE_KEY: using an ephemeral key (tokens die with this process)\n\
+             demo token (sub=demo, valid 1 h):\n{token}\n\
+             connect:  websocat -H 'Authorization: Bearer {token}' {url}\n\
+             browser:  new WebSocket('{url}', ['wsgate', '{token}'])"
+        );
+        config.keys.push(key);
+    }
+
+    smol::block_on(async {
+        let server = Server::bind(config, handler)
+            .await
+            .map_err(|e| ConfigError::new("serve", e))?;
+        let handle = server.shutdown_handle();
+        let signals =
+            async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]);
+        let watch = async move {
+            if let Ok(mut signals) = signals {
+                use smol::stream::StreamExt as _;
+                if signals.next().await.is_some() {
+                    handle.shutdown();
+                }
+            }
+            std::future::pending::<std::io::Result<()>>().await
+        };
+        use smol::future::FutureExt as _;
+        server
+            .run()
+            .or(watch)
+            .await
+            .map_err(|e| ConfigError::new("serve", e))
+    })
+}
+
+fn write_secret_file(path: &Path, content: &str) -> Result<(), ConfigError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let what = format!("--out {}", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                ConfigError::new(&what, "already exists (not overwritten)")
+            }
+            _ => ConfigError::new(&what, wsgate::config::io_reason(&e)),
+        })?;
+    f.write_all(content.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .map_err(|e| ConfigError::new(&what, e))
+}
+
+fn keygen(k: Keygen) -> Result<(), ConfigError> {
+    let key = if k.public {
+        Key::generate_secret()
+    } else {
+        Key::generate_local()
+    }
+    .map_err(|e| ConfigError::new("keygen", e))?;
+    let secret = key.to_paserk();
+    let public = key.public_key().map(|p| p.to_paserk());
+    match k.out {
+        Some(path) => {
+            if let Some(public) = &public {
+                let pub_path = PathBuf::from(format!("{}.pub", path.display()));
+                if pub_path.exists() {
+                    return Err(ConfigError::new(
+                        format!("--out {}", pub_path.display()),
+                        "already exists (not overwritten)",
+                    ));
+                }
+                write_secret_file(&path, &secret)?;
+                write_secret_file(&pub_path, public)?;
+                eprintln!(
+                    "wrote {} (secret) and {} (public), key id {}",
+                    path.display(),
+                    pub_path.display(),
+                    key.id()
+                );
+            } else {
+                write_secret_file(&path, &secret)?;
+                eprintln!("wrote {}, key id {}", path.display(), key.id());
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", secret.as_str());
+            if let Some(public) = &public {
+                let _ = writeln!(out, "{}", public.as_str());
+            }
+        }
+    }
+    Ok(())
+}
+
+const RESERVED: [&str; 7] = ["sub", "exp", "iat", "nbf", "aud", "iss", "jti"];
+
+fn issue(i: Issue) -> Result<(), ConfigError> {
+    let key = load_key_file(&i.key)?;
+    if !key.can_issue() {
+        return Err(ConfigError::new(
+            format!("--key {}", i.key.display()),
+            "a k4.public key cannot issue tokens (use the k4.secret key)",
+        ));
+    }
+    let ttl = parse_duration(&i.ttl).filter(|t| *t > 0).ok_or_else(|| {
+        ConfigError::new(format!("--ttl {}", i.ttl), "expected 30s, 15m, 2h or 1d")
+    })?;
+    let mut extra = Vec::with_capacity(i.claim.len());
+    for c in &i.claim {
+        let (k, v) = c
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| ConfigError::new(format!("--claim {c}"), "expected k=v"))?;
+        if RESERVED.contains(&k) || k == wsgate::token::TICKET_CLAIM {
+            return Err(ConfigError::new(
+                format!("--claim {c}"),
+                format!("`{k}` is set by its own option"),
+            ));
+        }
+        extra.push((k.to_owned(), v.to_owned()));
+    }
+    let claims = wsgate::token::claims_json(
+        &i.sub,
+        unix_now(),
+        ttl.min(i64::MAX as u64) as i64,
+        i.aud.as_deref(),
+        i.iss.as_deref(),
+        i.jti.as_deref(),
+        &extra,
+    );
+    let token = key
+        .issue(&claims)
+        .map_err(|e| ConfigError::new("issue", e))?;
+    println!("{token}");
+    Ok(())
+}
+
+fn verify(v: Verify) -> ExitCode {
+    let key = match load_key_file(&v.key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = if v.token == "-" {
+        let mut s = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+            eprintln!("error: stdin: {e}");
+            return ExitCode::from(2);
+        }
+        s.trim().to_owned()
+    } else {
+        v.token.trim().to_owned()
+    };
+    let verifier = Verifier::new(
+        vec![key],
+        ClaimRules {
+            leeway: v.leeway.min(i64::MAX as u64) as i64,
+            ..ClaimRules::default()
+        },
+    );
+    match verifier.verify(UntrustedToken(&token), unix_now()) {
+        Ok(claims) => {
+            println!("{}", claims.json);
+            if claims.exp < unix_now() {
+                eprintln!(
+                    "note: exp {} has passed (within the leeway)",
+                    Rfc3339(claims.exp)
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -1,0 +1,733 @@
+//! The sans-IO decision core: request parts + configuration + `now` → [`Decision`].
+//!
+//! No sockets, no async, no clock. The server calls [`Gate::check_upgrade`] with the
+//! parsed request head and, when the client chose first-message authentication,
+//! [`Gate::check_first_message`] with the first data frame. Tests and fuzzers call
+//! the same functions.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use crate::head::{Request, percent_decode};
+use crate::tickets::{ReplayCache, ReplayError};
+use crate::time::Rfc3339;
+use crate::token::{
+    Claims, Key, MAX_TOKEN_LEN, TICKET_CLAIM, TokenError, UntrustedToken, Verifier, is_token_shaped,
+};
+
+/// Where a token came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// `Authorization: Bearer <token>`.
+    Header,
+    /// A `Sec-WebSocket-Protocol` entry starting `v4.local.` / `v4.public.`.
+    Protocol,
+    /// `Cookie: <name>=<token>`.
+    Cookie,
+    /// `?token=<token>` (off by default: URLs leak into logs).
+    Query,
+    /// The first WebSocket text frame.
+    Message,
+}
+
+impl Method {
+    /// All methods, in the order the handshake checks them (message last).
+    pub const ALL: [Method; 5] = [
+        Method::Header,
+        Method::Protocol,
+        Method::Cookie,
+        Method::Query,
+        Method::Message,
+    ];
+
+    /// The name used by `--auth`, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Header => "header",
+            Method::Protocol => "protocol",
+            Method::Cookie => "cookie",
+            Method::Query => "query",
+            Method::Message => "message",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of enabled methods, as `--auth header,protocol,cookie,message` gives it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Methods(u8);
+
+impl Methods {
+    /// Nothing enabled.
+    pub const NONE: Methods = Methods(0);
+
+    /// Whether `m` is enabled.
+    pub fn contains(self, m: Method) -> bool {
+        self.0 & m.bit() != 0
+    }
+
+    /// This set with `m` added.
+    pub fn with(self, m: Method) -> Methods {
+        Methods(self.0 | m.bit())
+    }
+}
+
+impl Default for Methods {
+    /// `header,protocol,cookie,message` (query is off: tokens in URLs leak into logs).
+    fn default() -> Methods {
+        Methods::NONE
+            .with(Method::Header)
+            .with(Method::Protocol)
+            .with(Method::Cookie)
+            .with(Method::Message)
+    }
+}
+
+impl fmt::Debug for Methods {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(Method::ALL.iter().filter(|m| self.contains(**m)))
+            .finish()
+    }
+}
+
+impl FromStr for Methods {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Methods, String> {
+        let mut set = Methods::NONE;
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let m = Method::ALL
+                .into_iter()
+                .find(|m| m.as_str().eq_ignore_ascii_case(name))
+                .ok_or_else(|| format!("unknown method `{name}` (expected header, protocol, cookie, query, message)"))?;
+            set = set.with(m);
+        }
+        if set == Methods::NONE {
+            return Err("no method enabled".into());
+        }
+        Ok(set)
+    }
+}
+
+/// Why a request or a first message was refused. Each maps to its HTTP status and
+/// close code in one `match`, straight from SPEC §4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// No token, and first-message authentication is disabled.
+    MissingToken,
+    /// Present but bad: malformed, tampered, wrong key, wrong claims.
+    BadToken(TokenError),
+    /// `exp` (+ leeway) passed, or the ticket expired.
+    Expired,
+    /// A single-use ticket presented a second time.
+    TicketReused,
+    /// A ticket presented from another IP than the one that fetched it.
+    TicketWrongIp,
+    /// A browser request whose Origin the rule refuses (always HTTP 403).
+    OriginNotAllowed,
+    /// No first frame within `--auth-timeout`.
+    Timeout,
+    /// The ticket cache is full (a ticket minted elsewhere could not be recorded).
+    Busy,
+}
+
+impl Rejection {
+    /// The HTTP status answered before an upgrade.
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::MissingToken
+            | Rejection::BadToken(_)
+            | Rejection::Expired
+            | Rejection::TicketReused => 401,
+            Rejection::TicketWrongIp | Rejection::OriginNotAllowed => 403,
+            Rejection::Timeout => 408,
+            Rejection::Busy => 503,
+        }
+    }
+
+    /// The close code and reason sent after an upgrade.
+    pub fn close(self) -> (u16, &'static str) {
+        match self {
+            Rejection::MissingToken | Rejection::BadToken(_) => (4401, "invalid token"),
+            Rejection::Expired => (4401, "token expired"),
+            Rejection::TicketReused => (4401, "ticket already used"),
+            Rejection::TicketWrongIp | Rejection::OriginNotAllowed => (4403, "forbidden"),
+            Rejection::Timeout => (4408, "authentication timeout"),
+            Rejection::Busy => (1013, "try again later"),
+        }
+    }
+
+    /// Whether a browser gets this as `101` + close frame instead of an HTTP status.
+    /// Origin refusals are always HTTP 403; a missing token is always 401.
+    pub fn in_band_for_browsers(self) -> bool {
+        !matches!(
+            self,
+            Rejection::OriginNotAllowed | Rejection::MissingToken | Rejection::Busy
+        )
+    }
+
+    /// The `reason` label of `wsgate_auth_failures_total` (SPEC §9.10).
+    pub fn metric_reason(self) -> &'static str {
+        match self {
+            Rejection::MissingToken | Rejection::BadToken(_) | Rejection::Busy => "invalid_token",
+            Rejection::Expired => "expired",
+            Rejection::TicketReused => "ticket_reused",
+            Rejection::TicketWrongIp => "forbidden_ip",
+            Rejection::OriginNotAllowed => "forbidden_origin",
+            Rejection::Timeout => "timeout",
+        }
+    }
+
+    /// The precise reason for the log line.
+    pub fn log_reason(self) -> &'static str {
+        match self {
+            Rejection::MissingToken => "missing_token",
+            Rejection::BadToken(e) => e.as_str(),
+            Rejection::Expired => "expired",
+            Rejection::TicketReused => "ticket_reused",
+            Rejection::TicketWrongIp => "ticket_wrong_ip",
+            Rejection::OriginNotAllowed => "origin_not_allowed",
+            Rejection::Timeout => "auth_timeout",
+            Rejection::Busy => "ticket_cache_full",
+        }
+    }
+}
+
+impl From<TokenError> for Rejection {
+    fn from(e: TokenError) -> Rejection {
+        match e {
+            TokenError::Expired => Rejection::Expired,
+            e => Rejection::BadToken(e),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::BadToken(e) => write!(f, "invalid token: {e}"),
+            Rejection::MissingToken => f.write_str("no token"),
+            Rejection::Expired => f.write_str("token expired"),
+            Rejection::TicketReused => f.write_str("ticket already used"),
+            Rejection::TicketWrongIp => f.write_str("ticket presented from another IP"),
+            Rejection::OriginNotAllowed => f.write_str("origin not allowed"),
+            Rejection::Timeout => f.write_str("no first message in time"),
+            Rejection::Busy => f.write_str("ticket cache full"),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Who a verified token says the client is: what a session handler sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The `sub` claim.
+    pub sub: String,
+    /// The `exp` that bounds the session (the minting token's, for a ticket), Unix seconds.
+    pub exp: i64,
+    /// When the session must end: `exp` + leeway, Unix seconds.
+    pub deadline: i64,
+    /// The claims JSON object as signed.
+    pub claims: String,
+    /// How the token arrived.
+    pub method: Method,
+    /// Whether a single-use ticket opened the session.
+    pub via_ticket: bool,
+}
+
+impl Identity {
+    /// The first-message success frame: `{"type":"authenticated","sub":…,"exp":…}`.
+    pub fn authenticated_frame(&self) -> String {
+        let sub = serde_json::Value::String(self.sub.clone());
+        format!(
+            r#"{{"type":"authenticated","sub":{sub},"exp":"{}"}}"#,
+            Rfc3339(self.exp)
+        )
+    }
+}
+
+/// What to do with an upgrade request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Answer `101` and start the session.
+    Accept {
+        /// The verified client.
+        identity: Identity,
+        /// The `Sec-WebSocket-Protocol` to answer, if any.
+        protocol: Option<&'a str>,
+    },
+    /// Answer `101`, then wait for the token as the first message.
+    AwaitMessage {
+        /// The `Sec-WebSocket-Protocol` to answer, if any.
+        protocol: Option<&'a str>,
+        /// Whether the request came from a browser (has an `Origin`).
+        browser: bool,
+    },
+    /// Refuse. For a browser and an in-band rejection: `101`, then the close frame.
+    Reject {
+        /// Why.
+        rejection: Rejection,
+        /// The method whose token was refused (`None` before a token was found).
+        method: Option<Method>,
+        /// Answer with `101` + close frame (a browser that passed the Origin rule).
+        in_band: bool,
+        /// The `Sec-WebSocket-Protocol` to answer with an in-band refusal.
+        protocol: Option<&'a str>,
+    },
+}
+
+/// The authentication configuration: what [`Gate`] decides with.
+#[derive(Debug)]
+pub struct GateConfig {
+    /// Enabled methods.
+    pub methods: Methods,
+    /// Cookie that carries the token.
+    pub cookie_name: String,
+    /// Exact origins allowed from browsers (lower-case, no trailing `/`).
+    pub allowed_origins: Vec<String>,
+    /// Keys and claim rules.
+    pub verifier: Verifier,
+    /// Lifetime of minted tickets, seconds.
+    pub ticket_ttl: i64,
+    /// Bound on live tickets.
+    pub ticket_capacity: usize,
+}
+
+/// The decision core. Owns the verifier and the ticket replay cache.
+#[derive(Debug)]
+pub struct Gate {
+    cfg: GateConfig,
+    /// Index in the verifier of the key tickets are sealed with.
+    ticket_key: usize,
+    replay: ReplayCache,
+}
+
+/// A minted ticket, ready to send as `{"ticket":…,"expires_in":…}`.
+#[derive(Debug)]
+pub struct Ticket {
+    /// The `v4.local` ticket token.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Its subject.
+    pub sub: String,
+}
+
+/// Why `POST /ticket` refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TicketRefusal {
+    /// No valid token (or a ticket, which cannot mint a ticket): 401.
+    Unauthorized(Rejection),
+    /// Origin rule refused the cookie: 403.
+    Forbidden,
+    /// The replay cache is full: 503.
+    Full,
+}
+
+struct Found<'a> {
+    method: Method,
+    token: std::borrow::Cow<'a, str>,
+}
+
+impl Gate {
+    /// Builds the gate. Tickets are sealed with the first `k4.local` key; without one,
+    /// with a random key made now (tickets then work only on this process).
+    pub fn new(mut cfg: GateConfig) -> Result<Gate, crate::token::KeyError> {
+        let ticket_key = match cfg
+            .verifier
+            .keys()
+            .iter()
+            .position(|k| k.purpose() == crate::token::Purpose::Local)
+        {
+            Some(i) => i,
+            None => {
+                cfg.verifier.push_key(Key::generate_local()?);
+                cfg.verifier.keys().len() - 1
+            }
+        };
+        let replay = ReplayCache::new(cfg.ticket_capacity);
+        Ok(Gate {
+            cfg,
+            ticket_key,
+            replay,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GateConfig {
+        &self.cfg
+    }
+
+    /// The replay cache (for metrics and tests).
+    pub fn replay_cache(&self) -> &ReplayCache {
+        &self.replay
+    }
+
+    /// Decides an upgrade request (the checks after 431/404/426/503, which belong to
+    /// the server): Origin rule, then the token of the first present method.
+    pub fn check_upgrade<'a>(&self, req: &Request<'a>, peer: IpAddr, now: i64) -> Decision<'a> {
+        let protocol = answered_protocol(req);
+        let found = self.find_token(req);
+        let origin = req.header("origin");
+        if let Some(origin) = origin {
+            if !self.origin_allowed(origin, req.header("host"), found.as_ref().map(|f| f.method)) {
+                return Decision::Reject {
+                    rejection: Rejection::OriginNotAllowed,
+                    method: found.map(|f| f.method),
+                    in_band: false,
+                    protocol,
+                };
+            }
+        }
+        let browser = origin.is_some();
+        let Some(found) = found else {
+            if self.cfg.methods.contains(Method::Message) {
+                return Decision::AwaitMessage { protocol, browser };
+            }
+            return Decision::Reject {
+                rejection: Rejection::MissingToken,
+                method: None,
+                in_band: false,
+                protocol,
+            };
+        };
+        match self.verify(&found.token, found.method, peer, now) {
+            Ok(identity) => Decision::Accept { identity, protocol },
+            Err(rejection) => Decision::Reject {
+                rejection,
+                method: Some(found.method),
+                in_band: browser && rejection.in_band_for_browsers(),
+                protocol,
+            },
+        }
+    }
+
+    /// Decides the first data frame of a first-message session: `Some(text)` for a
+    /// text frame (raw token or `{"token":"…"}`), `None` for a binary frame.
+    pub fn check_first_message(
+        &self,
+        text: Option<&str>,
+        peer: IpAddr,
+        now: i64,
+    ) -> Result<Identity, Rejection> {
+        let text = text
+            .ok_or(Rejection::BadToken(TokenError::Malformed))?
+            .trim();
+        if text.len() > MAX_TOKEN_LEN + 256 {
+            return Err(Rejection::BadToken(TokenError::TooLong));
+        }
+        let token: std::borrow::Cow<'_, str> = if text.starts_with('{') {
+            #[derive(serde::Deserialize)]
+            struct Msg<'a> {
+                #[serde(borrow)]
+                token: std::borrow::Cow<'a, str>,
+            }
+            let m: Msg<'_> = serde_json::from_str(text)
+                .map_err(|_| Rejection::BadToken(TokenError::Malformed))?;
+            m.token
+        } else {
+            text.into()
+        };
+        self.verify(token.trim(), Method::Message, peer, now)
+    }
+
+    /// Verifies a token presented by `method` from `peer`, applying the ticket rules.
+    pub fn verify(
+        &self,
+        token: &str,
+        method: Method,
+        peer: IpAddr,
+        now: i64,
+    ) -> Result<Identity, Rejection> {
+        let claims = self.cfg.verifier.verify(UntrustedToken(token), now)?;
+        let leeway = self.cfg.verifier.rules().leeway;
+        let Claims {
+            sub,
+            exp,
+            jti,
+            ticket,
+            json,
+        } = claims;
+        match ticket {
+            None => Ok(Identity {
+                sub,
+                exp,
+                deadline: exp.saturating_add(leeway),
+                claims: json,
+                method,
+                via_ticket: false,
+            }),
+            Some(t) => {
+                if t.ip.parse::<IpAddr>().map(canonical) != Ok(canonical(peer)) {
+                    return Err(Rejection::TicketWrongIp);
+                }
+                let jti = jti.ok_or(Rejection::BadToken(TokenError::BadClaims))?;
+                match self.replay.consume(&jti, exp, now) {
+                    Ok(()) => {}
+                    Err(ReplayError::Reused) => return Err(Rejection::TicketReused),
+                    Err(ReplayError::Full) => return Err(Rejection::Busy),
+                }
+                if now > t.session_exp.saturating_add(leeway) {
+                    return Err(Rejection::Expired);
+                }
+                Ok(Identity {
+                    sub,
+                    exp: t.session_exp,
+                    deadline: t.session_exp.saturating_add(leeway),
+                    claims: json,
+                    method,
+                    via_ticket: true,
+                })
+            }
+        }
+    }
+
+    /// `POST /ticket`: authenticates the caller by Bearer header or cookie (cookie under
+    /// the Origin rule) and mints a single-use ticket bound to `peer`.
+    pub fn mint_ticket(
+        &self,
+        req: &Request<'_>,
+        peer: IpAddr,
+        now: i64,
+    ) -> Result<Ticket, TicketRefusal> {
+        let found = self
+            .bearer(req)
+            .map(|t| (Method::Header, t.into()))
+            .or_else(|| self.cookie(req).map(|t| (Method::Cookie, t)));
+        let Some((method, token)) = found else {
+            return Err(TicketRefusal::Unauthorized(Rejection::MissingToken));
+        };
+        if let Some(origin) = req.header("origin") {
+            if !self.origin_allowed(origin, req.header("host"), Some(method)) {
+                return Err(TicketRefusal::Forbidden);
+            }
+        }
+        let claims = self
+            .cfg
+            .verifier
+            .verify(UntrustedToken(&token), now)
+            .map_err(|e| TicketRefusal::Unauthorized(e.into()))?;
+        if claims.ticket.is_some() {
+            return Err(TicketRefusal::Unauthorized(Rejection::BadToken(
+                TokenError::BadClaims,
+            )));
+        }
+        let mut obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&claims.json).map_err(|_| {
+                TicketRefusal::Unauthorized(Rejection::BadToken(TokenError::BadClaims))
+            })?;
+        for k in ["exp", "nbf", "iat", "jti"] {
+            obj.remove(k);
+        }
+        let jti = random_id().map_err(|_| TicketRefusal::Full)?;
+        let exp = now.saturating_add(self.cfg.ticket_ttl);
+        let s = serde_json::Value::String;
+        obj.insert("jti".into(), s(jti.clone()));
+        obj.insert("iat".into(), s(Rfc3339(now).to_string()));
+        obj.insert("exp".into(), s(Rfc3339(exp).to_string()));
+        let mut t = serde_json::Map::new();
+        t.insert("ip".into(), s(canonical(peer).to_string()));
+        t.insert("session_exp".into(), s(Rfc3339(claims.exp).to_string()));
+        obj.insert(TICKET_CLAIM.into(), serde_json::Value::Object(t));
+        let json = serde_json::Value::Object(obj).to_string();
+        self.replay
+            .issue(&jti, exp, now)
+            .map_err(|_| TicketRefusal::Full)?;
+        let token = self.cfg.verifier.keys()[self.ticket_key]
+            .issue(&json)
+            .map_err(|e| TicketRefusal::Unauthorized(Rejection::BadToken(e)))?;
+        Ok(Ticket {
+            token,
+            expires_in: self.cfg.ticket_ttl,
+            sub: claims.sub,
+        })
+    }
+
+    /// Whether `origin` may connect. Same origin always may; with `--allow-origin`
+    /// every request is checked; without, only cookie-authenticated ones (CSWSH).
+    pub fn origin_allowed(&self, origin: &str, host: Option<&str>, method: Option<Method>) -> bool {
+        if host.is_some_and(|h| same_origin(origin, h)) {
+            return true;
+        }
+        if !self.cfg.allowed_origins.is_empty() {
+            let o = origin.trim_end_matches('/');
+            return self
+                .cfg
+                .allowed_origins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(o));
+        }
+        method != Some(Method::Cookie)
+    }
+
+    /// Whether `origin` is one of `--allow-origin` (for CORS answers).
+    pub fn cors_allowed(&self, origin: &str) -> bool {
+        let o = origin.trim_end_matches('/');
+        self.cfg
+            .allowed_origins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(o))
+    }
+
+    fn bearer<'a>(&self, req: &Request<'a>) -> Option<&'a str> {
+        let v = req.header("authorization")?.trim();
+        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    }
+
+    fn cookie<'a>(&self, req: &Request<'a>) -> Option<std::borrow::Cow<'a, str>> {
+        let name = self.cfg.cookie_name.as_str();
+        req.headers_named("cookie")
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                (k.trim() == name).then(|| {
+                    let v = v.trim();
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(v);
+                    // Browsers store cookie values as given; some clients percent-encode them.
+                    match percent_decode(v) {
+                        Some(d) => d,
+                        None => v.into(),
+                    }
+                })
+            })
+    }
+
+    fn find_token<'a>(&self, req: &Request<'a>) -> Option<Found<'a>> {
+        let m = self.cfg.methods;
+        if m.contains(Method::Header) {
+            if let Some(t) = self.bearer(req) {
+                return Some(Found {
+                    method: Method::Header,
+                    token: t.into(),
+                });
+            }
+        }
+        if m.contains(Method::Protocol) {
+            if let Some(t) = protocol_entries(req).find(|e| is_token_shaped(e)) {
+                return Some(Found {
+                    method: Method::Protocol,
+                    token: t.into(),
+                });
+            }
+        }
+        if m.contains(Method::Cookie) {
+            if let Some(t) = self.cookie(req) {
+                return Some(Found {
+                    method: Method::Cookie,
+                    token: t,
+                });
+            }
+        }
+        if m.contains(Method::Query) {
+            if let Some(t) = query_param(req.target, "token") {
+                return Some(Found {
+                    method: Method::Query,
+                    token: t,
+                });
+            }
+        }
+        None
+    }
+}
+
+fn protocol_entries<'a>(req: &Request<'a>) -> impl Iterator<Item = &'a str> + use<'a> {
+    req.headers_named("sec-websocket-protocol")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+}
+
+/// The subprotocol to answer: the first offered entry that is not a token (SPEC §4, §9.8).
+pub fn answered_protocol<'a>(req: &Request<'a>) -> Option<&'a str> {
+    protocol_entries(req).find(|e| !is_token_shaped(e))
+}
+
+fn query_param<'a>(target: &'a str, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let query = target.split_once('?')?.1;
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v).unwrap_or_else(|| v.into()))
+    })
+}
+
+/// IPv4-mapped IPv6 addresses compare as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A random 128-bit id, base64url (22 characters).
+pub fn random_id() -> Result<String, getrandom::Error> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)?;
+    Ok(data_encoding::BASE64URL_NOPAD.encode(&b))
+}
+
+/// SPEC §9.4: Origin's authority (host and port, port implied by its scheme,
+/// case-insensitive) equals the `Host` header's (a `Host` without a port takes the
+/// default port of the Origin's scheme).
+pub fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        _ => return false,
+    };
+    let authority = authority.trim_end_matches('/');
+    match (
+        split_authority(authority, default_port),
+        split_authority(host.trim(), default_port),
+    ) {
+        (Some((oh, op)), Some((hh, hp))) => op == hp && oh.eq_ignore_ascii_case(hh),
+        _ => false,
+    }
+}
+
+fn split_authority(a: &str, default_port: u16) -> Option<(&str, u16)> {
+    if a.is_empty() || a.contains(['/', '@', '?', '#']) {
+        return None;
+    }
+    let (host, port) = if a.starts_with('[') {
+        let end = a.find(']')?;
+        let rest = &a[end + 1..];
+        match rest.strip_prefix(':') {
+            Some(p) => (&a[..=end], Some(p)),
+            None if rest.is_empty() => (&a[..=end], None),
+            None => return None,
+        }
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (a, None),
+        }
+    };
+    let port = match port {
+        None => default_port,
+        Some(p) => p.parse().ok()?,
+    };
+    Some((host, port))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! Server configuration as a plain value, and the errors that name the bad option.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::auth::Methods;
+use crate::tickets::DEFAULT_TICKET_CAPACITY;
+use crate::token::Key;
+
+/// What happens after authentication.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Send every text and binary message back.
+    #[default]
+    Echo,
+    /// Relay to `ws://host:port/path` (SPEC §6).
+    Upstream(String),
+    /// Run a process per connection, websocketd style (SPEC §6).
+    Exec(String),
+}
+
+/// Everything `serve` needs. Build with `Config::default()` and set fields.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Socket address to bind. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Verification keys, in try order. Must not be empty.
+    pub keys: Vec<Key>,
+    /// Enabled methods. Default `header,protocol,cookie,message`.
+    pub methods: Methods,
+    /// Cookie carrying the token. Default `wsgate_token`.
+    pub cookie_name: String,
+    /// Exact browser origins allowed (`https://app.example.com`). Default none.
+    pub allowed_origins: Vec<String>,
+    /// First-message deadline. Default 5 s.
+    pub auth_timeout: Duration,
+    /// Required `aud`, if any.
+    pub audience: Option<String>,
+    /// Required `iss`, if any.
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf`, `iat`, seconds. Default 60.
+    pub leeway: u64,
+    /// Open TCP connections beyond which every request gets 503. Default 10 000.
+    pub max_connections: usize,
+    /// Largest message, bytes; larger closes with 1009. Default 1 MiB.
+    pub max_message: usize,
+    /// When set, upgrades are accepted on this path only (404 elsewhere).
+    pub path: Option<String>,
+    /// What sessions do. Default echo.
+    pub mode: Mode,
+    /// Lifetime of minted tickets. Default 30 s.
+    pub ticket_ttl: u64,
+    /// Bound on live tickets; `POST /ticket` answers 503 beyond it. Default 100 000.
+    pub ticket_capacity: usize,
+    /// Serve plain `GET`/`HEAD` from this directory.
+    pub static_dir: Option<PathBuf>,
+    /// Idle clients are pinged this often and dropped when the next ping is due
+    /// without an answer. Default 30 s (SPEC §6).
+    pub ping_interval: Duration,
+    /// Whole request head must arrive within this. Default 10 s (SPEC §9.2).
+    pub head_timeout: Duration,
+    /// On shutdown, wait this long for closing handshakes. Default 10 s (SPEC §9.15).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            keys: Vec::new(),
+            methods: Methods::default(),
+            cookie_name: "wsgate_token".into(),
+            allowed_origins: Vec::new(),
+            auth_timeout: Duration::from_secs(5),
+            audience: None,
+            issuer: None,
+            leeway: 60,
+            max_connections: 10_000,
+            max_message: 1 << 20,
+            path: None,
+            mode: Mode::Echo,
+            ticket_ttl: 30,
+            ticket_capacity: DEFAULT_TICKET_CAPACITY,
+            static_dir: None,
+            ping_interval: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configuration mistake, naming the option or file. `Display` is one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The option, file or variable at fault: `--key /etc/wsgate.key`, `WSGATE_KEY`.
+    pub what: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl ConfigError {
+    /// An error about `what`.
+    pub fn new(what: impl Into<String>, why: impl fmt::Display) -> ConfigError {
+        ConfigError {
+            what: what.into(),
+            why: why.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.why)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads a PASERK key file (trailing whitespace allowed). The error names the file
+/// and never shows its content.
+pub fn load_key_file(path: &Path) -> Result<Key, ConfigError> {
+    let what = format!("--key {}", path.display());
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| ConfigError::new(&what, io_reason(&e)))?,
+    );
+    Key::from_paserk(&text).map_err(|e| ConfigError::new(what, e))
+}
+
+/// Reads the keys of `serve`: every `--key` file, or else `WSGATE_KEY`.
+pub fn load_keys(paths: &[PathBuf], env: Option<&str>) -> Result<Vec<Key>, ConfigError> {
+    if !paths.is_empty() {
+        return paths.iter().map(|p| load_key_file(p)).collect();
+    }
+    match env {
+        Some(v) => Ok(vec![
+            Key::from_paserk(v).map_err(|e| ConfigError::new("WSGATE_KEY", e))?,
+        ]),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// An IO error as a short phrase (`no such file`), without the OS error number.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::InvalidData => "not UTF-8 text".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Normalises an `--allow-origin` value: `scheme://host[:port]`, lower-case, no `/`.
+pub fn parse_origin(o: &str) -> Result<String, ConfigError> {
+    let t = o.trim().trim_end_matches('/');
+    let ok = t.split_once("://").is_some_and(|(s, rest)| {
+        matches!(s.to_ascii_lowercase().as_str(), "http" | "https")
+            && !rest.is_empty()
+            && !rest.contains(['/', '?', '#', '@', ' '])
+    });
+    if !ok {
+        return Err(ConfigError::new(
+            format!("--allow-origin {o}"),
+            "expected an origin like https://app.example.com",
+        ));
+    }
+    Ok(t.to_ascii_lowercase())
+}

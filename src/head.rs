@@ -1,0 +1,345 @@
+//! Sans-IO HTTP/1.1 request-head parsing with hard bounds, and the few responses
+//! wsgate writes. Owning the head lets the server answer 401/403/404/426/431/503
+//! and serve endpoints before any WebSocket machinery runs.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// Largest request head accepted, request line through the blank line (SPEC §9.2).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most header lines accepted; more is answered like an oversized head (431).
+pub const MAX_HEADERS: usize = 100;
+
+/// Why a head could not be parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] lines: 431.
+    TooLarge,
+    /// Not HTTP/1.x: 400.
+    Malformed,
+}
+
+/// A parsed request head, borrowing the bytes it was read from.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// `GET`, `POST`, …
+    pub method: &'a str,
+    /// The request target as sent: path and query.
+    pub target: &'a str,
+    headers: &'a [httparse::Header<'a>],
+}
+
+/// Storage for the headers of one [`Request`].
+pub type HeaderStorage<'a> = [httparse::Header<'a>; MAX_HEADERS];
+
+/// Empty storage for [`parse`].
+pub fn header_storage<'a>() -> HeaderStorage<'a> {
+    [httparse::EMPTY_HEADER; MAX_HEADERS]
+}
+
+/// Parses a request head from the start of `buf`: `Ok(None)` until it is complete,
+/// then the request and the number of bytes the head took.
+pub fn parse<'a>(
+    buf: &'a [u8],
+    storage: &'a mut HeaderStorage<'a>,
+) -> Result<Option<(Request<'a>, usize)>, HeadError> {
+    let mut req = httparse::Request::new(storage);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(n)) => {
+            let (Some(method), Some(target)) = (req.method, req.path) else {
+                return Err(HeadError::Malformed);
+            };
+            Ok(Some((
+                Request {
+                    method,
+                    target,
+                    headers: req.headers,
+                },
+                n,
+            )))
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(_) if buf.len() > MAX_HEAD => Err(HeadError::TooLarge),
+        Err(_) => Err(HeadError::Malformed),
+    }
+}
+
+fn value_str(v: &[u8]) -> &str {
+    // A value that is not UTF-8 becomes U+FFFD: never a valid token, origin or cookie.
+    std::str::from_utf8(v).unwrap_or("\u{fffd}")
+}
+
+impl<'a> Request<'a> {
+    /// Parses a complete head (for tests and fuzzing); `None` if incomplete or bad.
+    pub fn parse_complete(
+        buf: &'a [u8],
+        storage: &'a mut HeaderStorage<'a>,
+    ) -> Option<Request<'a>> {
+        parse(buf, storage).ok().flatten().map(|(r, _)| r)
+    }
+
+    /// The first header named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers_named(name).next()
+    }
+
+    /// Every header named `name`, in order.
+    pub fn headers_named<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        let headers: &'a [httparse::Header<'a>] = self.headers;
+        headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| value_str(h.value))
+    }
+
+    /// Every header as `(name, value)`.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
+        let headers: &'a [httparse::Header<'a>] = self.headers;
+        headers.iter().map(|h| (h.name, value_str(h.value)))
+    }
+
+    /// The path: the target before `?`.
+    pub fn path(&self) -> &'a str {
+        self.target.split_once('?').map_or(self.target, |(p, _)| p)
+    }
+
+    /// The query, without `?`.
+    pub fn query(&self) -> Option<&'a str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+
+    /// Whether this asks for a WebSocket: `Upgrade: websocket` and `Connection: upgrade`.
+    pub fn is_upgrade(&self) -> bool {
+        let upgrade = self
+            .headers_named("upgrade")
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("websocket"));
+        let connection = self
+            .headers_named("connection")
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        upgrade && connection
+    }
+
+    /// The `Sec-WebSocket-Key`, when the upgrade is well-formed (`GET`, version 13).
+    pub fn websocket_key(&self) -> Result<&'a str, UpgradeError> {
+        if self.method != "GET" {
+            return Err(UpgradeError::Method);
+        }
+        if self.header("sec-websocket-version").map(str::trim) != Some("13") {
+            return Err(UpgradeError::Version);
+        }
+        match self.header("sec-websocket-key").map(str::trim) {
+            Some(k)
+                if k.len() == 24
+                    && data_encoding::BASE64
+                        .decode(k.as_bytes())
+                        .is_ok_and(|b| b.len() == 16) =>
+            {
+                Ok(k)
+            }
+            _ => Err(UpgradeError::Key),
+        }
+    }
+}
+
+/// An upgrade request that is not a valid WebSocket handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpgradeError {
+    /// Not `GET`: 400.
+    Method,
+    /// `Sec-WebSocket-Version` is not 13: 426 with `Sec-WebSocket-Version: 13`.
+    Version,
+    /// Missing or malformed `Sec-WebSocket-Key`: 400.
+    Key,
+}
+
+/// Decodes `%XX` escapes. `None` for a bad escape or a result that is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            let hi = hex(*b.get(i + 1)?)?;
+            let lo = hex(*b.get(i + 2)?)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+/// The reason phrase for the statuses wsgate sends.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// A complete HTTP response that closes the connection: status line, `headers`,
+/// `Content-Length`, `Connection: close`, then `body` (omitted for `HEAD` by the caller).
+pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8], send_body: bool) -> Vec<u8> {
+    let mut s = String::with_capacity(128 + headers.len() * 40);
+    let _ = write!(s, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    for (k, v) in headers {
+        let _ = write!(s, "{k}: {v}\r\n");
+    }
+    let _ = write!(
+        s,
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut out = s.into_bytes();
+    if send_body {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// A plain-text response (`text/plain; charset=utf-8`).
+pub fn text_response(status: u16, extra: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut headers = Vec::with_capacity(extra.len() + 1);
+    headers.push(("Content-Type", "text/plain; charset=utf-8"));
+    headers.extend_from_slice(extra);
+    response(status, &headers, body.as_bytes(), true)
+}
+
+/// The `101 Switching Protocols` answer to `key`, with an optional subprotocol.
+pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
+    let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut s = String::with_capacity(160);
+    s.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    s.push_str(&accept);
+    if let Some(p) = protocol {
+        s.push_str("\r\nSec-WebSocket-Protocol: ");
+        s.push_str(p);
+    }
+    s.push_str("\r\n\r\n");
+    s.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_then_complete() {
+        let full = b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\nrest";
+        for cut in 0..full.len() - 5 {
+            let mut st = header_storage();
+            assert_eq!(
+                parse(&full[..cut], &mut st).map(|o| o.is_some()),
+                Ok(false),
+                "cut {cut}"
+            );
+        }
+        let mut st = header_storage();
+        let (req, n) = parse(full, &mut st).unwrap().unwrap();
+        assert_eq!(&full[n..], b"rest");
+        assert_eq!(req.path(), "/ws");
+        assert_eq!(req.query(), Some("x=1"));
+        assert_eq!(req.header("HOST"), Some("a"));
+        assert!(req.is_upgrade());
+    }
+
+    #[test]
+    fn bounds() {
+        let mut head = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        let fill = MAX_HEAD - head.len() - 4;
+        head.extend(std::iter::repeat_n(b'a', fill));
+        head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(head.len(), MAX_HEAD);
+        let mut st = header_storage();
+        assert!(
+            parse(&head, &mut st).unwrap().is_some(),
+            "exactly the limit is fine"
+        );
+        let mut over = head.clone();
+        over.insert(20, b'a');
+        let mut st = header_storage();
+        assert_eq!(parse(&over, &mut st).unwrap_err(), HeadError::TooLarge);
+        let mut partial = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        partial.resize(MAX_HEAD, b'a');
+        let mut st = header_storage();
+        assert_eq!(parse(&partial, &mut st).unwrap_err(), HeadError::TooLarge);
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let mut st = header_storage();
+        assert_eq!(parse(&many, &mut st).unwrap_err(), HeadError::TooLarge);
+        let mut st = header_storage();
+        assert_eq!(
+            parse(b"\x00\x01 garbage\r\n\r\n", &mut st).unwrap_err(),
+            HeadError::Malformed
+        );
+    }
+
+    #[test]
+    fn websocket_key_rules() {
+        let ok = b"GET / HTTP/1.1\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        let mut st = header_storage();
+        let r = Request::parse_complete(ok, &mut st).unwrap();
+        assert_eq!(r.websocket_key(), Ok("dGhlIHNhbXBsZSBub25jZQ=="));
+        let v8 = b"GET / HTTP/1.1\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        let mut st = header_storage();
+        assert_eq!(
+            Request::parse_complete(v8, &mut st)
+                .unwrap()
+                .websocket_key(),
+            Err(UpgradeError::Version)
+        );
+        let nokey = b"GET / HTTP/1.1\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let mut st = header_storage();
+        assert_eq!(
+            Request::parse_complete(nokey, &mut st)
+                .unwrap()
+                .websocket_key(),
+            Err(UpgradeError::Key)
+        );
+    }
+
+    #[test]
+    fn accept_key_matches_rfc6455_example() {
+        let r = String::from_utf8(switching_protocols(
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            Some("wsgate"),
+        ))
+        .unwrap();
+        assert!(r.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(r.ends_with("Sec-WebSocket-Protocol: wsgate\r\n\r\n"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2e%2E%2fb").as_deref(), Some("a../b"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+}

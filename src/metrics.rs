@@ -1,0 +1,201 @@
+//! Counters for `GET /metrics` (Prometheus text format). Atomics only: no lock on
+//! any connection path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::auth::{Method, Rejection};
+
+/// Histogram bucket upper bounds in microseconds: 50 µs … 1 s.
+pub const BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+const REASONS: [&str; 6] = [
+    "invalid_token",
+    "expired",
+    "forbidden_origin",
+    "forbidden_ip",
+    "ticket_reused",
+    "timeout",
+];
+
+/// Ticket events counted by `wsgate_tickets_total{event}`.
+#[derive(Clone, Copy, Debug)]
+pub enum TicketEvent {
+    /// Minted by `POST /ticket`.
+    Issued = 0,
+    /// Opened a session.
+    Used = 1,
+    /// Presented a second time.
+    Replayed = 2,
+}
+
+/// All of wsgate's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections: AtomicI64,
+    sessions: AtomicI64,
+    handshakes: [AtomicU64; 5],
+    failures: [AtomicU64; 6],
+    tickets: [AtomicU64; 3],
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds `d` (±1) to the open TCP connections gauge.
+    pub fn connections_add(&self, d: i64) {
+        self.connections.fetch_add(d, Relaxed);
+    }
+
+    /// Adds `d` (±1) to the authenticated sessions gauge.
+    pub fn sessions_add(&self, d: i64) {
+        self.sessions.fetch_add(d, Relaxed);
+    }
+
+    /// Open TCP connections now.
+    pub fn connections(&self) -> i64 {
+        self.connections.load(Relaxed)
+    }
+
+    /// Authenticated sessions now.
+    pub fn sessions(&self) -> i64 {
+        self.sessions.load(Relaxed)
+    }
+
+    /// Counts a successful authentication and its latency.
+    pub fn handshake(&self, method: Method, took: Duration) {
+        self.handshakes[method as usize].fetch_add(1, Relaxed);
+        let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        if let Some(i) = BUCKETS_US.iter().position(|b| us <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Counts a refusal.
+    pub fn failure(&self, r: Rejection) {
+        let reason = r.metric_reason();
+        if let Some(i) = REASONS.iter().position(|x| *x == reason) {
+            self.failures[i].fetch_add(1, Relaxed);
+        }
+        if r == Rejection::TicketReused {
+            self.ticket(TicketEvent::Replayed);
+        }
+    }
+
+    /// Counts a ticket event.
+    pub fn ticket(&self, e: TicketEvent) {
+        self.tickets[e as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(2048);
+        let _ = writeln!(
+            s,
+            "# HELP wsgate_connections_active Open TCP connections, sessions waiting for their first message included."
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE wsgate_connections_active gauge\nwsgate_connections_active {}",
+            self.connections()
+        );
+        let _ = writeln!(
+            s,
+            "# HELP wsgate_sessions_active Authenticated WebSocket sessions."
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE wsgate_sessions_active gauge\nwsgate_sessions_active {}",
+            self.sessions()
+        );
+        let _ = writeln!(
+            s,
+            "# HELP wsgate_handshakes_total Successful authentications by method."
+        );
+        let _ = writeln!(s, "# TYPE wsgate_handshakes_total counter");
+        for m in Method::ALL {
+            let _ = writeln!(
+                s,
+                "wsgate_handshakes_total{{method=\"{m}\"}} {}",
+                self.handshakes[m as usize].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP wsgate_auth_failures_total Refused authentications by reason."
+        );
+        let _ = writeln!(s, "# TYPE wsgate_auth_failures_total counter");
+        for (i, r) in REASONS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "wsgate_auth_failures_total{{reason=\"{r}\"}} {}",
+                self.failures[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP wsgate_tickets_total Single-use tickets by event."
+        );
+        let _ = writeln!(s, "# TYPE wsgate_tickets_total counter");
+        for (i, e) in ["issued", "used", "replayed"].iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "wsgate_tickets_total{{event=\"{e}\"}} {}",
+                self.tickets[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP wsgate_handshake_duration_seconds From accept to authenticated session."
+        );
+        let _ = writeln!(s, "# TYPE wsgate_handshake_duration_seconds histogram");
+        let mut cum = 0;
+        for (i, b) in BUCKETS_US.iter().enumerate() {
+            cum += self.buckets[i].load(Relaxed);
+            let _ = writeln!(
+                s,
+                "wsgate_handshake_duration_seconds_bucket{{le=\"{}\"}} {cum}",
+                *b as f64 / 1e6
+            );
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(
+            s,
+            "wsgate_handshake_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            s,
+            "wsgate_handshake_duration_seconds_sum {}",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(s, "wsgate_handshake_duration_seconds_count {count}");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.handshake(Method::Cookie, Duration::from_micros(70));
+        m.handshake(Method::Cookie, Duration::from_secs(5));
+        m.failure(Rejection::TicketReused);
+        let r = m.render();
+        assert!(r.contains("wsgate_handshakes_total{method=\"cookie\"} 2\n"));
+        assert!(r.contains("wsgate_auth_failures_total{reason=\"ticket_reused\"} 1\n"));
+        assert!(r.contains("wsgate_tickets_total{event=\"replayed\"} 1\n"));
+        assert!(r.contains("wsgate_handshake_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(r.contains("wsgate_handshake_duration_seconds_bucket{le=\"1\"} 1\n"));
+        assert!(r.contains("wsgate_handshake_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+    }
+}

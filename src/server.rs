@@ -1,0 +1,660 @@
+//! The smol server: accept loop, connection limits, head deadline, the refusals of
+//! SPEC §9.2 in order, endpoints, the upgrade, first-message authentication, and
+//! graceful shutdown. The decisions themselves are made by [`crate::auth::Gate`].
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use event_listener::Event;
+use smol::Timer;
+use smol::future::FutureExt as _;
+use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use smol::net::{TcpListener, TcpStream};
+use smol::stream::StreamExt as _;
+
+use crate::auth::{Decision, Gate, GateConfig, Identity, Method, Rejection};
+use crate::config::{Config, ConfigError};
+use crate::endpoints;
+use crate::head::{self, HeadError, MAX_HEAD, UpgradeError};
+use crate::log::Level;
+use crate::metrics::{Metrics, TicketEvent};
+use crate::session::{CLOSE_WAIT, Handler, Session, WsStream};
+use crate::time::unix_now;
+use crate::token::{ClaimRules, Verifier};
+
+/// Connections accepted beyond `--max-connections` still get their 503; past this
+/// many more they are closed at once, so a flood cannot grow memory.
+pub const OVERFLOW_SLACK: usize = 256;
+
+/// Initial read buffer of a session; grows for a large message, as tungstenite does.
+pub const READ_BUFFER: usize = 4096;
+
+/// Why the server could not start or stopped.
+#[derive(Debug)]
+pub enum Error {
+    /// The configuration is unusable.
+    Config(ConfigError),
+    /// Binding the listen address failed.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => e.fmt(f),
+            Error::Bind { addr, source } => write!(f, "--listen {addr}: cannot bind: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e)
+    }
+}
+
+/// State shared by every connection task.
+pub struct Shared {
+    pub(crate) config: Config,
+    pub(crate) gate: Gate,
+    pub(crate) metrics: Metrics,
+    pub(crate) handler: Handler,
+    pub(crate) shutdown: Event,
+    shutting_down: AtomicBool,
+    connections: AtomicUsize,
+    idle: Event,
+    ws_config: WebSocketConfig,
+}
+
+impl Shared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn ws_config(&self) -> WebSocketConfig {
+        self.ws_config
+    }
+}
+
+/// Stops a running [`Server`]: the listener closes at once, every session gets
+/// 1001 `going away`, and `run` returns when they are closed or after the grace period.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Shared>);
+
+impl ShutdownHandle {
+    /// Begins the shutdown. Idempotent.
+    pub fn shutdown(&self) {
+        self.0.shutting_down.store(true, Ordering::Release);
+        self.0.shutdown.notify(usize::MAX);
+    }
+}
+
+impl fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShutdownHandle")
+    }
+}
+
+/// A bound wsgate server.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+struct ConnGuard(Arc<Shared>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.metrics.connections_add(-1);
+        if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify(usize::MAX);
+        }
+    }
+}
+
+impl Server {
+    /// Binds `config.listen` and prepares to serve `handler` for each session.
+    pub async fn bind(mut config: Config, handler: Handler) -> Result<Server, Error> {
+        if config.keys.is_empty() {
+            return Err(ConfigError::new("--key", "no key given").into());
+        }
+        let rules = ClaimRules {
+            leeway: config.leeway.min(i64::MAX as u64) as i64,
+            audience: config.audience.clone(),
+            issuer: config.issuer.clone(),
+        };
+        let gate = Gate::new(GateConfig {
+            methods: config.methods,
+            cookie_name: config.cookie_name.clone(),
+            allowed_origins: config.allowed_origins.clone(),
+            verifier: Verifier::new(std::mem::take(&mut config.keys), rules),
+            ticket_ttl: config.ticket_ttl.min(i64::MAX as u64) as i64,
+            ticket_capacity: config.ticket_capacity,
+        })
+        .map_err(|e| ConfigError::new("ticket key", e))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let max = config.max_message.max(1);
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(max.saturating_mul(2).max(64 * 1024))
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let shared = Arc::new(Shared {
+            config,
+            gate,
+            metrics: Metrics::default(),
+            handler,
+            shutdown: Event::new(),
+            shutting_down: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            idle: Event::new(),
+            ws_config,
+        });
+        Ok(Server { listener, shared })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shared.clone())
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Serves until shut down, on the calling thread (one executor, no thread per
+    /// connection). Returns once every connection closed or the grace period passed.
+    pub async fn run(self) -> io::Result<()> {
+        let Server { listener, shared } = self;
+        let ex = Arc::new(smol::Executor::new());
+        let addr = listener.local_addr()?;
+        crate::log_event!(Level::Info, "listen", "addr" = addr);
+        ex.run(async {
+            let mut stop = shared.shutdown.listen();
+            loop {
+                if shared.is_shutting_down() {
+                    break;
+                }
+                let accepted = async { Some(listener.accept().await) }.or(async {
+                    (&mut stop).await;
+                    None
+                });
+                match accepted.await {
+                    None => break,
+                    Some(Ok((stream, peer))) => {
+                        let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+                        shared.metrics.connections_add(1);
+                        let guard = ConnGuard(shared.clone());
+                        let max = shared.config.max_connections;
+                        if n > max.saturating_add(OVERFLOW_SLACK) {
+                            continue;
+                        }
+                        let task = connection(shared.clone(), stream, peer, n > max);
+                        ex.spawn(async move {
+                            let _guard = guard;
+                            if AssertUnwindSafe(task).catch_unwind().await.is_err() {
+                                crate::log_event!(Level::Error, "panic", "peer" = peer);
+                            }
+                        })
+                        .detach();
+                    }
+                    Some(Err(e)) => {
+                        // Out of file descriptors and the like: say so, back off briefly.
+                        crate::log_event!(Level::Error, "accept_error", "error" = e);
+                        Timer::after(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            drop(listener);
+            crate::log_event!(
+                Level::Info,
+                "shutdown",
+                "connections" = shared.connections.load(Ordering::Acquire)
+            );
+            let grace = Instant::now() + shared.config.shutdown_grace;
+            while shared.connections.load(Ordering::Acquire) > 0 {
+                let idle = shared.idle.listen();
+                if shared.connections.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                let timed_out = async {
+                    idle.await;
+                    false
+                }
+                .or(async {
+                    Timer::at(grace).await;
+                    true
+                })
+                .await;
+                if timed_out {
+                    break;
+                }
+            }
+        })
+        .await;
+        Ok(())
+    }
+}
+
+/// Reads a request head within the deadline. `Ok(Some(n))`: a complete head of `n` bytes.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    shared: &Shared,
+) -> Result<Option<usize>, HeadError> {
+    let mut chunk = [0u8; 2048];
+    loop {
+        let read = async { Some(stream.read(&mut chunk).await) }.or(async {
+            Timer::at(deadline).await;
+            None
+        });
+        let n = match read.await {
+            Some(Ok(0)) | Some(Err(_)) | None => return Ok(None),
+            Some(Ok(n)) => n,
+        };
+        let scan_from = buf.len().saturating_sub(3);
+        let room = (MAX_HEAD + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+        let tail = &buf[scan_from..];
+        let complete =
+            tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n");
+        if complete {
+            let mut storage = head::header_storage();
+            if let Some((_, n)) = head::parse(buf, &mut storage)? {
+                return Ok(Some(n));
+            }
+        } else if buf.len() > MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+        if shared.is_shutting_down() {
+            return Ok(None);
+        }
+    }
+}
+
+/// What the handshake led to, owning everything it needs (the head buffer is freed).
+enum Next {
+    Done,
+    Session {
+        identity: Identity,
+        target: String,
+        leftover: Vec<u8>,
+    },
+    FirstMessage {
+        target: String,
+        leftover: Vec<u8>,
+    },
+    InBand {
+        rejection: Rejection,
+        leftover: Vec<u8>,
+    },
+}
+
+async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
+}
+
+async fn respond(stream: &mut TcpStream, bytes: &[u8]) {
+    if write_all(stream, bytes).await {
+        // Let the client read the answer before the FIN: half-close, then drain briefly.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; 512];
+        let _ = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }
+            .or(async {
+                Timer::after(Duration::from_secs(1)).await;
+            })
+            .await;
+    }
+}
+
+fn log_refusal(peer: SocketAddr, status: u16, reason: &str) {
+    crate::log_event!(
+        Level::Info,
+        "refuse",
+        "peer" = peer,
+        "status" = status,
+        "reason" = reason
+    );
+}
+
+async fn handshake(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    over_limit: bool,
+    accepted: Instant,
+) -> Next {
+    let mut buf = Vec::with_capacity(1024);
+    let deadline = accepted + shared.config.head_timeout;
+    let consumed = match read_head(stream, &mut buf, deadline, shared).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return Next::Done,
+        Err(HeadError::TooLarge) => {
+            log_refusal(peer, 431, "head_too_large");
+            respond(
+                stream,
+                &head::text_response(431, &[], "request head too large\n"),
+            )
+            .await;
+            return Next::Done;
+        }
+        Err(HeadError::Malformed) => {
+            log_refusal(peer, 400, "malformed_head");
+            respond(stream, &head::text_response(400, &[], "bad request\n")).await;
+            return Next::Done;
+        }
+    };
+    let mut storage = head::header_storage();
+    let Ok(Some((req, _))) = head::parse(&buf, &mut storage) else {
+        return Next::Done;
+    };
+    let upgrade = req.is_upgrade();
+    if upgrade {
+        if let Some(p) = &shared.config.path {
+            if req.path() != p {
+                log_refusal(peer, 404, "path");
+                respond(stream, &head::text_response(404, &[], "not found\n")).await;
+                return Next::Done;
+            }
+        }
+    } else if !endpoints::is_endpoint(&req, &shared.config) {
+        log_refusal(peer, 426, "not_an_upgrade");
+        let extra = [("Upgrade", "websocket")];
+        respond(
+            stream,
+            &head::text_response(426, &extra, "this is a WebSocket endpoint\n"),
+        )
+        .await;
+        return Next::Done;
+    }
+    if over_limit {
+        log_refusal(peer, 503, "max_connections");
+        respond(
+            stream,
+            &head::text_response(503, &[("Retry-After", "1")], "too many connections\n"),
+        )
+        .await;
+        return Next::Done;
+    }
+    if !upgrade {
+        let answer = endpoints::serve(shared, &req, peer).await;
+        respond(stream, &answer).await;
+        return Next::Done;
+    }
+    let key = match req.websocket_key() {
+        Ok(k) => k,
+        Err(e) => {
+            let (status, extra): (u16, &[(&str, &str)]) = match e {
+                UpgradeError::Version => (426, &[("Sec-WebSocket-Version", "13")]),
+                _ => (400, &[]),
+            };
+            log_refusal(peer, status, "bad_upgrade");
+            respond(
+                stream,
+                &head::text_response(status, extra, "bad WebSocket handshake\n"),
+            )
+            .await;
+            return Next::Done;
+        }
+    };
+    let leftover = buf[consumed..].to_vec();
+    let target = req.target;
+    match shared.gate.check_upgrade(&req, peer.ip(), unix_now()) {
+        Decision::Accept { identity, protocol } => {
+            if !write_all(stream, &head::switching_protocols(key, protocol)).await {
+                return Next::Done;
+            }
+            auth_ok(shared, peer, &identity, accepted);
+            Next::Session {
+                identity,
+                target: target.to_owned(),
+                leftover,
+            }
+        }
+        Decision::AwaitMessage { protocol, .. } => {
+            if !write_all(stream, &head::switching_protocols(key, protocol)).await {
+                return Next::Done;
+            }
+            Next::FirstMessage {
+                target: target.to_owned(),
+                leftover,
+            }
+        }
+        Decision::Reject {
+            rejection,
+            method,
+            in_band,
+            protocol,
+        } => {
+            auth_fail(shared, peer, method, rejection);
+            if in_band {
+                if !write_all(stream, &head::switching_protocols(key, protocol)).await {
+                    return Next::Done;
+                }
+                return Next::InBand {
+                    rejection,
+                    leftover,
+                };
+            }
+            let status = rejection.status();
+            let mut extra: Vec<(&str, &str)> = Vec::with_capacity(1);
+            match status {
+                401 if rejection == Rejection::MissingToken => {
+                    extra.push(("WWW-Authenticate", "Bearer realm=\"wsgate\""))
+                }
+                401 => extra.push(("WWW-Authenticate", "Bearer error=\"invalid_token\"")),
+                503 => extra.push(("Retry-After", "1")),
+                _ => {}
+            }
+            let (_, body) = rejection.close();
+            respond(
+                stream,
+                &head::text_response(status, &extra, &format!("{body}\n")),
+            )
+            .await;
+            Next::Done
+        }
+    }
+}
+
+pub(crate) fn auth_ok(shared: &Shared, peer: SocketAddr, identity: &Identity, accepted: Instant) {
+    let took = accepted.elapsed();
+    shared.metrics.handshake(identity.method, took);
+    if identity.via_ticket {
+        shared.metrics.ticket(TicketEvent::Used);
+    }
+    crate::log_event!(
+        Level::Info,
+        "auth_ok",
+        "peer" = peer,
+        "method" = identity.method,
+        "sub" = &identity.sub,
+        "ticket" = identity.via_ticket,
+        "ms" = format_args!("{:.3}", took.as_secs_f64() * 1e3),
+    );
+}
+
+pub(crate) fn auth_fail(shared: &Shared, peer: SocketAddr, method: Option<Method>, r: Rejection) {
+    shared.metrics.failure(r);
+    if crate::log::enabled(Level::Info) {
+        crate::log::Line::new(Level::Info, "auth_fail")
+            .kv("peer", peer)
+            .opt("method", method)
+            .kv("reason", r.log_reason())
+            .kv("close", r.close().0)
+            .emit();
+    }
+}
+
+async fn ws_from(shared: &Shared, stream: TcpStream, leftover: Vec<u8>) -> WsStream {
+    WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(shared.ws_config()))
+        .await
+}
+
+/// Sends a close frame and waits (bounded) for the client's, for connections that
+/// never became a session.
+async fn close_ws(ws: &mut WsStream, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
+    if ws.close(Some(frame)).await.is_ok() {
+        let _ = async { while let Some(Ok(_)) = ws.next().await {} }
+            .or(async {
+                Timer::after(CLOSE_WAIT).await;
+            })
+            .await;
+    }
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    over_limit: bool,
+) {
+    let accepted = Instant::now();
+    crate::log_event!(Level::Debug, "accept", "peer" = peer);
+    let _ = stream.set_nodelay(true);
+    match handshake(&shared, &mut stream, peer, over_limit, accepted).await {
+        Next::Done => {}
+        Next::Session {
+            identity,
+            target,
+            leftover,
+        } => {
+            let ws = ws_from(&shared, stream, leftover).await;
+            let session = Session::new(identity, peer, target, ws, shared.clone());
+            shared.handler.run(session).await;
+        }
+        Next::InBand {
+            rejection,
+            leftover,
+        } => {
+            let mut ws = ws_from(&shared, stream, leftover).await;
+            let (code, reason) = rejection.close();
+            close_ws(&mut ws, code, reason).await;
+        }
+        Next::FirstMessage { target, leftover } => {
+            let ws = ws_from(&shared, stream, leftover).await;
+            first_message(shared, ws, peer, target, accepted).await;
+        }
+    }
+}
+
+enum First {
+    Frame(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+    Timeout,
+    Shutdown,
+}
+
+async fn first_message(
+    shared: Arc<Shared>,
+    mut ws: WsStream,
+    peer: SocketAddr,
+    target: String,
+    accepted: Instant,
+) {
+    let deadline = Instant::now() + shared.config.auth_timeout;
+    let mut stop = shared.shutdown.listen();
+    let verdict = loop {
+        if shared.is_shutting_down() {
+            close_ws(&mut ws, 1001, "going away").await;
+            return;
+        }
+        let ev = async { First::Frame(ws.next().await) }
+            .or(async {
+                Timer::at(deadline).await;
+                First::Timeout
+            })
+            .or(async {
+                (&mut stop).await;
+                First::Shutdown
+            })
+            .await;
+        match ev {
+            First::Frame(Some(Ok(Message::Text(t)))) => {
+                break shared
+                    .gate
+                    .check_first_message(Some(t.as_str()), peer.ip(), unix_now());
+            }
+            First::Frame(Some(Ok(Message::Binary(_)))) => {
+                break shared.gate.check_first_message(None, peer.ip(), unix_now());
+            }
+            First::Frame(Some(Ok(Message::Close(_)))) => {
+                let _ = async { while let Some(Ok(_)) = ws.next().await {} }
+                    .or(async {
+                        Timer::after(CLOSE_WAIT).await;
+                    })
+                    .await;
+                return;
+            }
+            First::Frame(Some(Ok(_))) => continue,
+            First::Frame(Some(Err(async_tungstenite::tungstenite::Error::Capacity(_)))) => {
+                close_ws(&mut ws, 1009, "message too big").await;
+                return;
+            }
+            First::Frame(_) => return,
+            First::Timeout => break Err(Rejection::Timeout),
+            First::Shutdown => {
+                stop = shared.shutdown.listen();
+            }
+        }
+    };
+    match verdict {
+        Ok(identity) => {
+            if ws
+                .send(Message::text(identity.authenticated_frame()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            auth_ok(&shared, peer, &identity, accepted);
+            let session = Session::new(identity, peer, target, ws, shared.clone());
+            shared.handler.run(session).await;
+        }
+        Err(rejection) => {
+            auth_fail(&shared, peer, Some(Method::Message), rejection);
+            let (code, reason) = rejection.close();
+            close_ws(&mut ws, code, reason).await;
+        }
+    }
+}

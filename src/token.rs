@@ -1,0 +1,836 @@
+//! Keys (PASERK), token verification, claims and their time checks.
+//!
+//! pasetors does the cryptography; everything around it is here: the 8 KiB bound
+//! checked before any crypto, purpose separation (a `v4.public` token is never tried
+//! against a local key), `kid` selection, and the claims rules with `now` and the
+//! leeway passed in (pasetors' own validator reads the clock and has no leeway).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use pasetors::keys::{
+    AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate, SymmetricKey,
+};
+use pasetors::paserk::{FormatAsPaserk, Id};
+use pasetors::token::UntrustedToken as PasetoToken;
+use pasetors::version4::{LocalToken, PublicToken, V4};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::time::{Rfc3339, parse_rfc3339};
+
+/// Longest token accepted, checked before any cryptography (SPEC §3).
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+const LOCAL_PREFIX: &str = "v4.local.";
+const PUBLIC_PREFIX: &str = "v4.public.";
+
+/// Does this string look like a PASETO v4 token (by its header only)?
+pub fn is_token_shaped(s: &str) -> bool {
+    s.starts_with(LOCAL_PREFIX) || s.starts_with(PUBLIC_PREFIX)
+}
+
+/// The two kinds of PASETO v4 tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `v4.local`: XChaCha20 + BLAKE2b with a 32-byte symmetric key.
+    Local,
+    /// `v4.public`: Ed25519 signatures.
+    Public,
+}
+
+/// A token as received, before any check. Its `Debug` and `Display` show only the
+/// header, so it cannot leak into a log by accident.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct UntrustedToken<'a>(pub &'a str);
+
+impl fmt::Debug for UntrustedToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for UntrustedToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            t if t.starts_with(LOCAL_PREFIX) => f.write_str("v4.local.…"),
+            t if t.starts_with(PUBLIC_PREFIX) => f.write_str("v4.public.…"),
+            _ => f.write_str("<not a v4 token>"),
+        }
+    }
+}
+
+/// Why a key could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// Not a `k4.local.`, `k4.public.` or `k4.secret.` PASERK.
+    UnknownType,
+    /// The right type, but its base64 or length is wrong.
+    Malformed(&'static str),
+    /// The system random number generator failed.
+    Random,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::UnknownType => {
+                f.write_str("not a PASERK k4.local, k4.public or k4.secret key")
+            }
+            KeyError::Malformed(kind) => write!(f, "malformed {kind} key (bad base64 or length)"),
+            KeyError::Random => f.write_str("the system random number generator failed"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+enum Material {
+    Local(SymmetricKey<V4>),
+    Public(AsymmetricPublicKey<V4>),
+    Secret(AsymmetricSecretKey<V4>, AsymmetricPublicKey<V4>),
+}
+
+/// A PASETO v4 key with its PASERK id. Prints no key bytes (`Debug` shows the id).
+/// Secret key bytes are zeroized on drop by pasetors.
+pub struct Key {
+    material: Material,
+    id: String,
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({})", self.id)
+    }
+}
+
+fn paserk(k: &dyn FormatAsPaserk) -> String {
+    let mut s = String::new();
+    // Writing into a String cannot fail.
+    let _ = k.fmt(&mut s);
+    s
+}
+
+impl Key {
+    /// Parses a PASERK string (`k4.local.…`, `k4.public.…` or `k4.secret.…`);
+    /// surrounding whitespace is ignored (key files may end in a newline).
+    pub fn from_paserk(s: &str) -> Result<Key, KeyError> {
+        let s = s.trim();
+        let material = if s.starts_with("k4.local.") {
+            Material::Local(SymmetricKey::try_from(s).map_err(|_| KeyError::Malformed("k4.local"))?)
+        } else if s.starts_with("k4.public.") {
+            Material::Public(
+                AsymmetricPublicKey::try_from(s).map_err(|_| KeyError::Malformed("k4.public"))?,
+            )
+        } else if s.starts_with("k4.secret.") {
+            let sk = AsymmetricSecretKey::<V4>::try_from(s)
+                .map_err(|_| KeyError::Malformed("k4.secret"))?;
+            let pk =
+                AsymmetricPublicKey::try_from(&sk).map_err(|_| KeyError::Malformed("k4.secret"))?;
+            Material::Secret(sk, pk)
+        } else {
+            return Err(KeyError::UnknownType);
+        };
+        Ok(Key::new(material))
+    }
+
+    fn new(material: Material) -> Key {
+        let id = match &material {
+            Material::Local(k) => paserk(&Id::from(k)),
+            Material::Public(pk) | Material::Secret(_, pk) => paserk(&Id::from(pk)),
+        };
+        Key { material, id }
+    }
+
+    /// A fresh random `k4.local` key.
+    pub fn generate_local() -> Result<Key, KeyError> {
+        let k = SymmetricKey::<V4>::generate().map_err(|_| KeyError::Random)?;
+        Ok(Key::new(Material::Local(k)))
+    }
+
+    /// A fresh Ed25519 key pair, as the secret key (which can also verify).
+    pub fn generate_secret() -> Result<Key, KeyError> {
+        let pair = AsymmetricKeyPair::<V4>::generate().map_err(|_| KeyError::Random)?;
+        Ok(Key::new(Material::Secret(pair.secret, pair.public)))
+    }
+
+    /// The PASERK id that token footers name in `kid`: `k4.lid.…` for a local key,
+    /// `k4.pid.…` for a public or secret key (the id of its public half).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Which tokens this key verifies.
+    pub fn purpose(&self) -> Purpose {
+        match self.material {
+            Material::Local(_) => Purpose::Local,
+            _ => Purpose::Public,
+        }
+    }
+
+    /// Whether this key can mint tokens (`k4.local` or `k4.secret`).
+    pub fn can_issue(&self) -> bool {
+        !matches!(self.material, Material::Public(_))
+    }
+
+    /// The key as PASERK. Secret for `k4.local` and `k4.secret`: the buffer is zeroized
+    /// on drop; never log it.
+    pub fn to_paserk(&self) -> Zeroizing<String> {
+        Zeroizing::new(match &self.material {
+            Material::Local(k) => paserk(k),
+            Material::Public(pk) => paserk(pk),
+            Material::Secret(sk, _) => paserk(sk),
+        })
+    }
+
+    /// The public half of a secret key as its own key (`k4.public`).
+    pub fn public_key(&self) -> Option<Key> {
+        match &self.material {
+            Material::Secret(_, pk) | Material::Public(pk) => {
+                AsymmetricPublicKey::from(pk.as_bytes())
+                    .ok()
+                    .map(|pk| Key::new(Material::Public(pk)))
+            }
+            Material::Local(_) => None,
+        }
+    }
+
+    /// Mints a token over `claims_json` with the footer `{"kid":"<id>"}`.
+    pub fn issue(&self, claims_json: &str) -> Result<String, TokenError> {
+        let footer = format!(r#"{{"kid":"{}"}}"#, self.id);
+        self.issue_with_footer(claims_json, Some(footer.as_bytes()))
+    }
+
+    /// Mints a token with any footer (or none). For tests and interop.
+    pub fn issue_with_footer(
+        &self,
+        claims_json: &str,
+        footer: Option<&[u8]>,
+    ) -> Result<String, TokenError> {
+        let made = match &self.material {
+            Material::Local(k) => LocalToken::encrypt(k, claims_json.as_bytes(), footer, None),
+            Material::Secret(sk, _) => PublicToken::sign(sk, claims_json.as_bytes(), footer, None),
+            Material::Public(_) => return Err(TokenError::NoKeyForPurpose),
+        };
+        made.map_err(|_| TokenError::Malformed)
+    }
+
+    /// Checks the cryptography of `token` with this key alone and returns the payload.
+    /// `implicit` is the PASETO implicit assertion (wsgate itself uses none).
+    pub fn open(&self, token: &str, implicit: &[u8]) -> Result<String, TokenError> {
+        let implicit = (!implicit.is_empty()).then_some(implicit);
+        let opened = match &self.material {
+            Material::Local(k) if token.starts_with(LOCAL_PREFIX) => {
+                let t = PasetoToken::<pasetors::token::Local, V4>::try_from(token)
+                    .map_err(|_| TokenError::Malformed)?;
+                LocalToken::decrypt(k, &t, None, implicit)
+            }
+            Material::Public(pk) | Material::Secret(_, pk) if token.starts_with(PUBLIC_PREFIX) => {
+                let t = PasetoToken::<pasetors::token::Public, V4>::try_from(token)
+                    .map_err(|_| TokenError::Malformed)?;
+                PublicToken::verify(pk, &t, None, implicit)
+            }
+            _ => return Err(TokenError::NoKeyForPurpose),
+        };
+        match opened {
+            Ok(t) => Ok(t.payload().to_owned()),
+            Err(pasetors::errors::Error::PayloadInvalidUtf8) => Err(TokenError::BadClaims),
+            Err(_) => Err(TokenError::Forged),
+        }
+    }
+}
+
+/// Why a token was refused. `Display` is the operator's one-line reason; it never
+/// contains the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// Present but empty.
+    Empty,
+    /// Longer than [`MAX_TOKEN_LEN`]; refused before any cryptography.
+    TooLong,
+    /// Holds bytes outside visible ASCII.
+    NotVisibleAscii,
+    /// Not `v4.local.` / `v4.public.`, or bad base64, or wrong length.
+    Malformed,
+    /// No loaded key of the token's purpose (purpose confusion is never attempted).
+    NoKeyForPurpose,
+    /// The footer `kid` names no loaded key.
+    UnknownKid,
+    /// The footer is JSON but not `{"kid":"…"}`.
+    BadFooter,
+    /// Authentication tag or signature did not verify under any candidate key.
+    Forged,
+    /// The payload is not a JSON object of registered claims with the right types.
+    BadClaims,
+    /// No `exp` claim.
+    MissingExp,
+    /// No `sub` claim.
+    MissingSub,
+    /// `exp` (+ leeway) has passed.
+    Expired,
+    /// `nbf` (- leeway) has not come yet.
+    NotYetValid,
+    /// `iat` is further in the future than the leeway.
+    IssuedInFuture,
+    /// `aud` does not match the configured audience.
+    WrongAudience,
+    /// `iss` does not match the configured issuer.
+    WrongIssuer,
+}
+
+impl TokenError {
+    /// A short `snake_case` name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenError::Empty => "empty",
+            TokenError::TooLong => "too_long",
+            TokenError::NotVisibleAscii => "not_ascii",
+            TokenError::Malformed => "malformed",
+            TokenError::NoKeyForPurpose => "no_key_for_purpose",
+            TokenError::UnknownKid => "unknown_kid",
+            TokenError::BadFooter => "bad_footer",
+            TokenError::Forged => "bad_signature",
+            TokenError::BadClaims => "bad_claims",
+            TokenError::MissingExp => "missing_exp",
+            TokenError::MissingSub => "missing_sub",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::IssuedInFuture => "issued_in_future",
+            TokenError::WrongAudience => "wrong_audience",
+            TokenError::WrongIssuer => "wrong_issuer",
+        }
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenError::Empty => "token is empty",
+            TokenError::TooLong => "token is longer than 8 KiB",
+            TokenError::NotVisibleAscii => "token holds bytes outside visible ASCII",
+            TokenError::Malformed => "token is not a well-formed PASETO v4 token",
+            TokenError::NoKeyForPurpose => "no loaded key of the token's purpose (local/public)",
+            TokenError::UnknownKid => "footer kid names no loaded key",
+            TokenError::BadFooter => "footer is not {\"kid\":\"…\"}",
+            TokenError::Forged => "tag or signature does not verify with any loaded key",
+            TokenError::BadClaims => "claims are not a JSON object of PASETO registered claims",
+            TokenError::MissingExp => "token has no exp claim",
+            TokenError::MissingSub => "token has no sub claim",
+            TokenError::Expired => "token expired",
+            TokenError::NotYetValid => "token not valid yet (nbf)",
+            TokenError::IssuedInFuture => "token issued in the future (iat)",
+            TokenError::WrongAudience => "aud does not match",
+            TokenError::WrongIssuer => "iss does not match",
+        })
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience<'a> {
+    #[serde(borrow)]
+    One(Cow<'a, str>),
+    #[serde(borrow)]
+    Many(Vec<Cow<'a, str>>),
+}
+
+#[derive(Deserialize)]
+struct RawClaims<'a> {
+    #[serde(borrow, default)]
+    sub: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    exp: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    nbf: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    iat: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    aud: Option<Audience<'a>>,
+    #[serde(borrow, default)]
+    iss: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    jti: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    wsgate_ticket: Option<RawTicket<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawTicket<'a> {
+    #[serde(borrow)]
+    ip: Cow<'a, str>,
+    #[serde(borrow)]
+    session_exp: Cow<'a, str>,
+}
+
+/// Name of the claim that marks a wsgate ticket: `{"ip": "...", "session_exp": "..."}`.
+pub const TICKET_CLAIM: &str = "wsgate_ticket";
+
+/// What a ticket carries beyond an ordinary token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketClaims {
+    /// The IP address of the client that fetched the ticket (as text).
+    pub ip: String,
+    /// `exp` of the token that minted the ticket (Unix seconds): the session's end.
+    pub session_exp: i64,
+}
+
+/// Claims of a verified token. `json` is the payload exactly as signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    /// `sub`: the identity.
+    pub sub: String,
+    /// `exp` in Unix seconds.
+    pub exp: i64,
+    /// `jti`, if any.
+    pub jti: Option<String>,
+    /// Present when the token is a wsgate ticket.
+    pub ticket: Option<TicketClaims>,
+    /// The whole claims JSON object.
+    pub json: String,
+}
+
+/// The rules a token's claims must meet. `leeway` applies to `exp`, `nbf`, `iat`
+/// of ordinary tokens; tickets get none on their own `exp` (the server minted them).
+#[derive(Clone, Debug, Default)]
+pub struct ClaimRules {
+    /// Allowed clock skew in seconds.
+    pub leeway: i64,
+    /// When set, `aud` must equal it (or be an array holding it).
+    pub audience: Option<String>,
+    /// When set, `iss` must equal it.
+    pub issuer: Option<String>,
+}
+
+fn time_claim(v: &Option<Cow<'_, str>>) -> Result<Option<i64>, TokenError> {
+    match v {
+        None => Ok(None),
+        Some(s) => parse_rfc3339(s).map(Some).ok_or(TokenError::BadClaims),
+    }
+}
+
+impl ClaimRules {
+    /// Parses `payload` and applies the rules at `now` (Unix seconds).
+    pub fn check(&self, payload: String, now: i64) -> Result<Claims, TokenError> {
+        let raw: RawClaims<'_> =
+            serde_json::from_str(&payload).map_err(|_| TokenError::BadClaims)?;
+        let exp = time_claim(&raw.exp)?.ok_or(TokenError::MissingExp)?;
+        let nbf = time_claim(&raw.nbf)?;
+        let iat = time_claim(&raw.iat)?;
+        let ticket = match &raw.wsgate_ticket {
+            None => None,
+            Some(t) => Some(TicketClaims {
+                ip: t.ip.clone().into_owned(),
+                session_exp: parse_rfc3339(&t.session_exp).ok_or(TokenError::BadClaims)?,
+            }),
+        };
+        let leeway = self.leeway;
+        let exp_leeway = if ticket.is_some() { 0 } else { leeway };
+        if now > exp.saturating_add(exp_leeway) {
+            return Err(TokenError::Expired);
+        }
+        if nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
+            return Err(TokenError::NotYetValid);
+        }
+        if iat.is_some_and(|iat| now.saturating_add(leeway) < iat) {
+            return Err(TokenError::IssuedInFuture);
+        }
+        if let Some(want) = &self.audience {
+            let ok = match &raw.aud {
+                Some(Audience::One(a)) => a == want,
+                Some(Audience::Many(all)) => all.iter().any(|a| a == want),
+                None => false,
+            };
+            if !ok {
+                return Err(TokenError::WrongAudience);
+            }
+        }
+        if let Some(want) = &self.issuer {
+            if raw.iss.as_deref() != Some(want.as_str()) {
+                return Err(TokenError::WrongIssuer);
+            }
+        }
+        let sub = raw.sub.ok_or(TokenError::MissingSub)?.into_owned();
+        let jti = raw.jti.map(Cow::into_owned);
+        drop(raw.aud);
+        Ok(Claims {
+            sub,
+            exp,
+            jti,
+            ticket,
+            json: payload,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Footer<'a> {
+    #[serde(borrow)]
+    kid: Cow<'a, str>,
+}
+
+/// The loaded keys, in the order given, and the claim rules: all that is needed
+/// to turn an [`UntrustedToken`] into [`Claims`].
+#[derive(Debug, Default)]
+pub struct Verifier {
+    keys: Vec<Key>,
+    rules: ClaimRules,
+}
+
+impl Verifier {
+    /// A verifier over `keys` (tried in this order when a token has no `kid`).
+    pub fn new(keys: Vec<Key>, rules: ClaimRules) -> Verifier {
+        Verifier { keys, rules }
+    }
+
+    /// The loaded keys.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// Adds a key at the end of the try order.
+    pub fn push_key(&mut self, key: Key) {
+        self.keys.push(key);
+    }
+
+    /// The claim rules.
+    pub fn rules(&self) -> &ClaimRules {
+        &self.rules
+    }
+
+    /// Verifies the token's cryptography and claims at `now`.
+    pub fn verify(&self, token: UntrustedToken<'_>, now: i64) -> Result<Claims, TokenError> {
+        let payload = self.open(token, b"")?;
+        self.rules.check(payload, now)
+    }
+
+    /// The cryptographic half of [`Verifier::verify`]: bounds, purpose, `kid`
+    /// selection, then pasetors. Returns the payload unchecked.
+    pub fn open(&self, token: UntrustedToken<'_>, implicit: &[u8]) -> Result<String, TokenError> {
+        let t = token.0;
+        if t.is_empty() {
+            return Err(TokenError::Empty);
+        }
+        if t.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(TokenError::NotVisibleAscii);
+        }
+        let purpose = if t.starts_with(LOCAL_PREFIX) {
+            Purpose::Local
+        } else if t.starts_with(PUBLIC_PREFIX) {
+            Purpose::Public
+        } else {
+            return Err(TokenError::Malformed);
+        };
+        let kid = footer_kid(t)?;
+        let mut candidates = self
+            .keys
+            .iter()
+            .filter(|k| k.purpose() == purpose)
+            .peekable();
+        if candidates.peek().is_none() {
+            return Err(TokenError::NoKeyForPurpose);
+        }
+        if let Some(kid) = kid {
+            let key = self
+                .keys
+                .iter()
+                .find(|k| k.id() == kid)
+                .ok_or(TokenError::UnknownKid)?;
+            if key.purpose() != purpose {
+                return Err(TokenError::UnknownKid);
+            }
+            return key.open(t, implicit);
+        }
+        let mut last = TokenError::Forged;
+        for key in candidates {
+            match key.open(t, implicit) {
+                Ok(p) => return Ok(p),
+                Err(TokenError::Malformed) => return Err(TokenError::Malformed),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// The `kid` of the token's footer, when the footer is a JSON object. A footer
+/// that is not JSON (PASETO allows any) carries no `kid`.
+fn footer_kid(token: &str) -> Result<Option<String>, TokenError> {
+    let mut parts = token.splitn(4, '.');
+    let footer = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (_, _, _, Some(f)) => f,
+        _ => return Ok(None),
+    };
+    let bytes = data_encoding::BASE64URL_NOPAD
+        .decode(footer.as_bytes())
+        .map_err(|_| TokenError::Malformed)?;
+    if bytes.first() != Some(&b'{') {
+        return Ok(None);
+    }
+    let f: Footer<'_> = serde_json::from_slice(&bytes).map_err(|_| TokenError::BadFooter)?;
+    Ok(Some(f.kid.into_owned()))
+}
+
+/// Builds a claims JSON object for `issue`: `sub`, `exp` = now + ttl, `iat` = now,
+/// optional `aud`, `iss`, `jti`, and extra string claims (which may not replace those).
+pub fn claims_json(
+    sub: &str,
+    now: i64,
+    ttl: i64,
+    aud: Option<&str>,
+    iss: Option<&str>,
+    jti: Option<&str>,
+    extra: &[(String, String)],
+) -> String {
+    let mut m = serde_json::Map::new();
+    for (k, v) in extra {
+        m.insert(k.clone(), serde_json::Value::String(v.clone()));
+    }
+    let s = |v: &str| serde_json::Value::String(v.to_owned());
+    m.insert("sub".into(), s(sub));
+    m.insert("iat".into(), s(&Rfc3339(now).to_string()));
+    m.insert(
+        "exp".into(),
+        s(&Rfc3339(now.saturating_add(ttl)).to_string()),
+    );
+    if let Some(a) = aud {
+        m.insert("aud".into(), s(a));
+    }
+    if let Some(i) = iss {
+        m.insert("iss".into(), s(i));
+    }
+    if let Some(j) = jti {
+        m.insert("jti".into(), s(j));
+    }
+    serde_json::Value::Object(m).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 2_000_000_000;
+
+    fn local() -> Key {
+        Key::generate_local().unwrap()
+    }
+
+    fn claims(exp: i64) -> String {
+        format!(r#"{{"sub":"alice","exp":"{}"}}"#, Rfc3339(exp))
+    }
+
+    fn verifier(keys: Vec<Key>) -> Verifier {
+        Verifier::new(
+            keys,
+            ClaimRules {
+                leeway: 60,
+                ..ClaimRules::default()
+            },
+        )
+    }
+
+    #[test]
+    fn local_and_public_round_trip() {
+        let l = local();
+        let s = Key::generate_secret().unwrap();
+        let p = s.public_key().unwrap();
+        let tl = l.issue(&claims(NOW + 100)).unwrap();
+        let tp = s.issue(&claims(NOW + 100)).unwrap();
+        let v = verifier(vec![l, p]);
+        assert_eq!(v.verify(UntrustedToken(&tl), NOW).unwrap().sub, "alice");
+        assert_eq!(v.verify(UntrustedToken(&tp), NOW).unwrap().exp, NOW + 100);
+    }
+
+    #[test]
+    fn purpose_confusion_is_not_attempted() {
+        let s = Key::generate_secret().unwrap();
+        let t = s.issue(&claims(NOW + 100)).unwrap();
+        let v = verifier(vec![local()]);
+        assert_eq!(
+            v.verify(UntrustedToken(&t), NOW),
+            Err(TokenError::NoKeyForPurpose)
+        );
+    }
+
+    #[test]
+    fn kid_selects_and_unknown_kid_fails() {
+        let (a, b) = (local(), local());
+        let tb = b.issue(&claims(NOW + 100)).unwrap();
+        let v = verifier(vec![a, b]);
+        assert!(v.verify(UntrustedToken(&tb), NOW).is_ok());
+        let other = local().issue(&claims(NOW + 100)).unwrap();
+        assert_eq!(
+            v.verify(UntrustedToken(&other), NOW),
+            Err(TokenError::UnknownKid)
+        );
+        // Without kid: every key of the purpose is tried, a foreign key fails.
+        let nokid = local().issue_with_footer(&claims(NOW + 100), None).unwrap();
+        assert_eq!(
+            v.verify(UntrustedToken(&nokid), NOW),
+            Err(TokenError::Forged)
+        );
+    }
+
+    #[test]
+    fn no_kid_tries_keys_in_order() {
+        let (a, b) = (local(), local());
+        let t = b.issue_with_footer(&claims(NOW + 100), None).unwrap();
+        let v = verifier(vec![a, b]);
+        assert!(v.verify(UntrustedToken(&t), NOW).is_ok());
+    }
+
+    #[test]
+    fn time_rules_with_leeway() {
+        let k = local();
+        let t = |c: String| k.issue(&c).unwrap();
+        let v = verifier(vec![local()]);
+        drop(v);
+        let tokens = [
+            (t(claims(NOW - 59)), Ok(())),
+            (t(claims(NOW - 61)), Err(TokenError::Expired)),
+            (
+                t(format!(
+                    r#"{{"sub":"a","exp":"{}","nbf":"{}"}}"#,
+                    Rfc3339(NOW + 500),
+                    Rfc3339(NOW + 59)
+                )),
+                Ok(()),
+            ),
+            (
+                t(format!(
+                    r#"{{"sub":"a","exp":"{}","nbf":"{}"}}"#,
+                    Rfc3339(NOW + 500),
+                    Rfc3339(NOW + 61)
+                )),
+                Err(TokenError::NotYetValid),
+            ),
+            (
+                t(format!(
+                    r#"{{"sub":"a","exp":"{}","iat":"{}"}}"#,
+                    Rfc3339(NOW + 500),
+                    Rfc3339(NOW + 61)
+                )),
+                Err(TokenError::IssuedInFuture),
+            ),
+            (t(r#"{"sub":"a"}"#.into()), Err(TokenError::MissingExp)),
+            (
+                t(format!(r#"{{"exp":"{}"}}"#, Rfc3339(NOW + 500))),
+                Err(TokenError::MissingSub),
+            ),
+            (
+                t(r#"{"sub":"a","exp":12345}"#.into()),
+                Err(TokenError::BadClaims),
+            ),
+            (t(r#"["not an object"]"#.into()), Err(TokenError::BadClaims)),
+            (
+                t(r#"{"sub":"a","exp":"tomorrow"}"#.into()),
+                Err(TokenError::BadClaims),
+            ),
+        ];
+        let v = verifier(vec![k]);
+        for (i, (tok, want)) in tokens.iter().enumerate() {
+            assert_eq!(
+                v.verify(UntrustedToken(tok), NOW).map(|_| ()),
+                *want,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn audience_and_issuer() {
+        let k = local();
+        let t = k
+            .issue(&format!(
+                r#"{{"sub":"a","exp":"{}","aud":["x","api"],"iss":"idp"}}"#,
+                Rfc3339(NOW + 9)
+            ))
+            .unwrap();
+        let mut v = Verifier::new(
+            vec![k],
+            ClaimRules {
+                leeway: 0,
+                audience: Some("api".into()),
+                issuer: Some("idp".into()),
+            },
+        );
+        assert!(v.verify(UntrustedToken(&t), NOW).is_ok());
+        v.rules.audience = Some("other".into());
+        assert_eq!(
+            v.verify(UntrustedToken(&t), NOW),
+            Err(TokenError::WrongAudience)
+        );
+        v.rules.audience = None;
+        v.rules.issuer = Some("evil".into());
+        assert_eq!(
+            v.verify(UntrustedToken(&t), NOW),
+            Err(TokenError::WrongIssuer)
+        );
+    }
+
+    #[test]
+    fn bounds_before_crypto() {
+        let v = verifier(vec![local()]);
+        let long = format!("v4.local.{}", "A".repeat(MAX_TOKEN_LEN));
+        assert_eq!(
+            v.verify(UntrustedToken(&long), NOW),
+            Err(TokenError::TooLong)
+        );
+        assert_eq!(v.verify(UntrustedToken(""), NOW), Err(TokenError::Empty));
+        assert_eq!(
+            v.verify(UntrustedToken("v4.local.ab cd"), NOW),
+            Err(TokenError::NotVisibleAscii)
+        );
+        assert_eq!(
+            v.verify(UntrustedToken("v3.local.abcd"), NOW),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            v.verify(UntrustedToken("v4.local.!!!"), NOW),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let k = local();
+        let t = k.issue(&claims(NOW + 100)).unwrap();
+        let v = verifier(vec![k]);
+        let mut bytes = t.into_bytes();
+        let i = 20;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let t = String::from_utf8(bytes).unwrap();
+        assert_eq!(v.verify(UntrustedToken(&t), NOW), Err(TokenError::Forged));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let k = local();
+        let paserk = k.to_paserk();
+        let b64 = paserk.trim_start_matches("k4.local.");
+        assert!(!format!("{k:?}").contains(b64));
+        let t = k.issue(&claims(NOW)).unwrap();
+        assert_eq!(format!("{}", UntrustedToken(&t)), "v4.local.…");
+        assert_eq!(format!("{:?}", UntrustedToken(&t)), "v4.local.…");
+    }
+
+    #[test]
+    fn paserk_round_trip_and_errors() {
+        let k = Key::generate_secret().unwrap();
+        let again = Key::from_paserk(&format!("{}\n", k.to_paserk().as_str())).unwrap();
+        assert_eq!(again.id(), k.id());
+        assert!(k.id().starts_with("k4.pid."));
+        assert_eq!(
+            Key::from_paserk("k3.local.AAAA").unwrap_err(),
+            KeyError::UnknownType
+        );
+        assert_eq!(
+            Key::from_paserk("k4.local.AAAA").unwrap_err(),
+            KeyError::Malformed("k4.local")
+        );
+    }
+}
