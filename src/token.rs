@@ -67,6 +67,9 @@ pub enum KeyError {
     UnknownType,
     /// The right type, but its base64 or length is wrong.
     Malformed(&'static str),
+    /// A `k4.secret` whose Ed25519 seed is all zeros: refused (pasetors would panic,
+    /// and such a key is public knowledge).
+    WeakKey,
     /// The system random number generator failed.
     Random,
 }
@@ -78,6 +81,7 @@ impl fmt::Display for KeyError {
                 f.write_str("not a PASERK k4.local, k4.public or k4.secret key")
             }
             KeyError::Malformed(kind) => write!(f, "malformed {kind} key (bad base64 or length)"),
+            KeyError::WeakKey => f.write_str("k4.secret key with an all-zero seed refused"),
             KeyError::Random => f.write_str("the system random number generator failed"),
         }
     }
@@ -122,7 +126,18 @@ impl Key {
             Material::Public(
                 AsymmetricPublicKey::try_from(s).map_err(|_| KeyError::Malformed("k4.public"))?,
             )
-        } else if s.starts_with("k4.secret.") {
+        } else if let Some(b64) = s.strip_prefix("k4.secret.") {
+            let bytes = Zeroizing::new(
+                data_encoding::BASE64URL_NOPAD
+                    .decode(b64.as_bytes())
+                    .map_err(|_| KeyError::Malformed("k4.secret"))?,
+            );
+            if bytes.len() != 64 {
+                return Err(KeyError::Malformed("k4.secret"));
+            }
+            if bytes[..32].iter().all(|b| *b == 0) {
+                return Err(KeyError::WeakKey);
+            }
             let sk = AsymmetricSecretKey::<V4>::try_from(s)
                 .map_err(|_| KeyError::Malformed("k4.secret"))?;
             let pk =
@@ -413,6 +428,10 @@ fn time_claim(v: &Option<Cow<'_, str>>) -> Result<Option<i64>, TokenError> {
 impl ClaimRules {
     /// Parses `payload` and applies the rules at `now` (Unix seconds).
     pub fn check(&self, payload: String, now: i64) -> Result<Claims, TokenError> {
+        // serde would also read a struct from a JSON array: claims must be an object.
+        if !payload.trim_start().starts_with('{') {
+            return Err(TokenError::BadClaims);
+        }
         let raw: RawClaims<'_> =
             serde_json::from_str(&payload).map_err(|_| TokenError::BadClaims)?;
         let exp = time_claim(&raw.exp)?.ok_or(TokenError::MissingExp)?;

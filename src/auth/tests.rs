@@ -1,1 +1,639 @@
+//! One test per row of SPEC §4 and rule of §9, against the sans-IO core.
 
+use super::*;
+use crate::head::{Request, header_storage};
+use crate::token::{ClaimRules, Verifier};
+
+const NOW: i64 = 2_000_000_000;
+const IP: &str = "10.0.0.7";
+
+struct Fixture {
+    key: Key,
+    gate: Gate,
+}
+
+fn fixture_with(methods: &str, origins: &[&str], keys: Vec<Key>) -> Gate {
+    Gate::new(GateConfig {
+        methods: methods.parse().unwrap(),
+        cookie_name: "wsgate_token".into(),
+        allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+        verifier: Verifier::new(
+            keys,
+            ClaimRules {
+                leeway: 60,
+                ..ClaimRules::default()
+            },
+        ),
+        ticket_ttl: 30,
+        ticket_capacity: 100,
+    })
+    .unwrap()
+}
+
+fn fixture(methods: &str, origins: &[&str]) -> Fixture {
+    let key = Key::generate_local().unwrap();
+    let again = Key::from_paserk(&key.to_paserk()).unwrap();
+    Fixture {
+        key,
+        gate: fixture_with(methods, origins, vec![again]),
+    }
+}
+
+impl Fixture {
+    fn token(&self, sub: &str, exp: i64) -> String {
+        self.key
+            .issue(&format!(r#"{{"sub":"{sub}","exp":"{}"}}"#, Rfc3339(exp)))
+            .unwrap()
+    }
+
+    fn valid(&self) -> String {
+        self.token("alice", NOW + 600)
+    }
+
+    fn decide(&self, headers: &[(&str, &str)]) -> Decision<'static> {
+        self.decide_target("/ws", headers)
+    }
+
+    fn decide_target(&self, target: &str, headers: &[(&str, &str)]) -> Decision<'static> {
+        let raw = request(target, headers);
+        let raw: &'static [u8] = Box::leak(raw.into_boxed_slice());
+        let storage: &'static mut _ = Box::leak(Box::new(header_storage()));
+        let req = Request::parse_complete(raw, storage).unwrap();
+        self.gate.check_upgrade(&req, IP.parse().unwrap(), NOW)
+    }
+}
+
+fn request(target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = format!(
+        "GET {target} HTTP/1.1\r\nHost: wsgate.example:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (k, v) in headers {
+        s.push_str(&format!("{k}: {v}\r\n"));
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
+fn accepted(d: Decision<'_>) -> (Identity, Option<&str>) {
+    match d {
+        Decision::Accept { identity, protocol } => (identity, protocol),
+        other => panic!("expected Accept, got {other:?}"),
+    }
+}
+
+fn rejected(d: Decision<'_>) -> (Rejection, bool) {
+    match d {
+        Decision::Reject {
+            rejection, in_band, ..
+        } => (rejection, in_band),
+        other => panic!("expected Reject, got {other:?}"),
+    }
+}
+
+const DEFAULT: &str = "header,protocol,cookie,message";
+
+#[test]
+fn valid_token_by_each_method() {
+    let f = fixture("header,protocol,cookie,query,message", &[]);
+    let t = f.valid();
+    let (id, _) = accepted(f.decide(&[("Authorization", &format!("Bearer {t}"))]));
+    assert_eq!((id.sub.as_str(), id.method), ("alice", Method::Header));
+    let (id, proto) = accepted(f.decide(&[("Sec-WebSocket-Protocol", &format!("wsgate, {t}"))]));
+    assert_eq!((id.method, proto), (Method::Protocol, Some("wsgate")));
+    let (id, _) = accepted(f.decide(&[("Cookie", &format!("a=b; wsgate_token={t}; c=d"))]));
+    assert_eq!(id.method, Method::Cookie);
+    let (id, _) = accepted(f.decide_target(&format!("/ws?x=1&token={t}"), &[]));
+    assert_eq!(id.method, Method::Query);
+    assert_eq!(id.exp, NOW + 600);
+    assert_eq!(id.deadline, NOW + 660);
+}
+
+#[test]
+fn protocol_answer_is_first_non_token_entry_and_never_the_token() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f.valid();
+    let (_, proto) =
+        accepted(f.decide(&[("Sec-WebSocket-Protocol", &format!("{t}, chat, wsgate"))]));
+    assert_eq!(proto, Some("chat"));
+    // Only the token offered: no protocol answered (SPEC §9.8).
+    let (_, proto) = accepted(f.decide(&[("Sec-WebSocket-Protocol", &t)]));
+    assert_eq!(proto, None);
+    // Split over two headers.
+    let (_, proto) = accepted(f.decide(&[
+        ("Sec-WebSocket-Protocol", &t),
+        ("Sec-WebSocket-Protocol", "wsgate"),
+    ]));
+    assert_eq!(proto, Some("wsgate"));
+}
+
+#[test]
+fn query_is_off_by_default() {
+    let f = fixture("header,protocol,cookie", &[]);
+    let t = f.valid();
+    assert_eq!(
+        rejected(f.decide_target(&format!("/ws?token={t}"), &[])).0,
+        Rejection::MissingToken
+    );
+}
+
+#[test]
+fn disabled_methods_are_ignored() {
+    let f = fixture("cookie", &[]);
+    let t = f.valid();
+    // A header token is not looked at when `header` is off: no token found.
+    assert_eq!(
+        rejected(f.decide(&[("Authorization", &format!("Bearer {t}"))])).0,
+        Rejection::MissingToken
+    );
+}
+
+#[test]
+fn first_present_method_decides_without_fallback() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f.valid();
+    let d = f.decide(&[
+        ("Authorization", "Bearer v4.local.garbage"),
+        ("Cookie", &format!("wsgate_token={t}")),
+    ]);
+    assert!(matches!(rejected(d).0, Rejection::BadToken(_)));
+    let d = f.decide(&[
+        ("Sec-WebSocket-Protocol", "wsgate, v4.local.garbage"),
+        ("Cookie", &format!("wsgate_token={t}")),
+    ]);
+    assert!(matches!(rejected(d).0, Rejection::BadToken(_)));
+}
+
+#[test]
+fn present_but_empty_is_invalid_not_absent() {
+    let f = fixture(DEFAULT, &[]);
+    for h in [
+        ("Authorization", "Bearer"),
+        ("Authorization", "Bearer "),
+        ("Cookie", "wsgate_token="),
+    ] {
+        assert_eq!(
+            rejected(f.decide(&[h])).0,
+            Rejection::BadToken(TokenError::Empty),
+            "{h:?}"
+        );
+    }
+    // Another scheme is not a header token: falls to message auth.
+    assert!(matches!(
+        f.decide(&[("Authorization", "Basic YTpi")]),
+        Decision::AwaitMessage { .. }
+    ));
+    // Non-visible ASCII.
+    assert_eq!(
+        rejected(f.decide(&[("Authorization", "Bearer v4.local.\u{e9}x")])).0,
+        Rejection::BadToken(TokenError::NotVisibleAscii)
+    );
+}
+
+#[test]
+fn invalid_token_is_401_without_origin() {
+    let f = fixture(DEFAULT, &[]);
+    let (r, in_band) = rejected(f.decide(&[("Authorization", "Bearer v4.local.AAAA")]));
+    assert_eq!((r.status(), in_band), (401, false));
+    assert_eq!(r.close(), (4401, "invalid token"));
+}
+
+#[test]
+fn expired_token() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f.token("alice", NOW - 61);
+    let (r, in_band) = rejected(f.decide(&[("Authorization", &format!("Bearer {t}"))]));
+    assert_eq!((r, r.status(), in_band), (Rejection::Expired, 401, false));
+    assert_eq!(r.close(), (4401, "token expired"));
+}
+
+#[test]
+fn browser_gets_in_band_close_codes() {
+    let f = fixture(DEFAULT, &["https://app.example.com"]);
+    let origin = ("Origin", "https://app.example.com");
+    let bad = f.decide(&[origin, ("Sec-WebSocket-Protocol", "wsgate, v4.local.AAAA")]);
+    match bad {
+        Decision::Reject {
+            rejection,
+            in_band,
+            protocol,
+            ..
+        } => {
+            assert!(in_band);
+            assert_eq!(rejection.close(), (4401, "invalid token"));
+            assert_eq!(
+                protocol,
+                Some("wsgate"),
+                "browsers need their protocol answered even on refusal"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let expired = f.token("a", NOW - 3600);
+    let (r, in_band) =
+        rejected(f.decide(&[origin, ("Authorization", &format!("Bearer {expired}"))]));
+    assert_eq!((r, in_band), (Rejection::Expired, true));
+}
+
+#[test]
+fn no_token_with_message_enabled_awaits_message() {
+    let f = fixture(DEFAULT, &[]);
+    assert_eq!(
+        f.decide(&[("Sec-WebSocket-Protocol", "wsgate")]),
+        Decision::AwaitMessage {
+            protocol: Some("wsgate"),
+            browser: false
+        }
+    );
+}
+
+#[test]
+fn no_token_with_message_disabled_is_401() {
+    let f = fixture("header,cookie", &[]);
+    let (r, in_band) = rejected(f.decide(&[]));
+    assert_eq!(
+        (r, r.status(), in_band),
+        (Rejection::MissingToken, 401, false)
+    );
+    // Also for a browser: a missing token is HTTP 401.
+    let (_, in_band) = rejected(f.decide(&[("Origin", "http://wsgate.example:8080")]));
+    assert!(!in_band);
+}
+
+#[test]
+fn cookie_from_foreign_origin_is_403_without_allow_list() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f.valid();
+    let (r, in_band) = rejected(f.decide(&[
+        ("Origin", "https://evil.example"),
+        ("Cookie", &format!("wsgate_token={t}")),
+    ]));
+    assert_eq!(
+        (r, r.status(), in_band),
+        (Rejection::OriginNotAllowed, 403, false)
+    );
+    // Other methods from a foreign origin pass without --allow-origin.
+    accepted(f.decide(&[
+        ("Origin", "https://evil.example"),
+        ("Authorization", &format!("Bearer {t}")),
+    ]));
+    assert!(matches!(
+        f.decide(&[("Origin", "https://evil.example")]),
+        Decision::AwaitMessage { browser: true, .. }
+    ));
+}
+
+#[test]
+fn allow_list_checks_every_method() {
+    let f = fixture(DEFAULT, &["https://app.example.com"]);
+    let t = f.valid();
+    let evil = ("Origin", "https://evil.example");
+    for h in [
+        ("Authorization", format!("Bearer {t}")),
+        ("Sec-WebSocket-Protocol", format!("wsgate, {t}")),
+    ] {
+        assert_eq!(
+            rejected(f.decide(&[evil, (h.0, &h.1)])).0,
+            Rejection::OriginNotAllowed
+        );
+    }
+    assert_eq!(
+        rejected(f.decide(&[evil])).0,
+        Rejection::OriginNotAllowed,
+        "first-message included"
+    );
+    // Origin refusal comes before the token check: even a bad token gets 403.
+    assert_eq!(
+        rejected(f.decide(&[evil, ("Authorization", "Bearer junk")])).0,
+        Rejection::OriginNotAllowed
+    );
+    accepted(f.decide(&[
+        ("Origin", "https://APP.example.com"),
+        ("Cookie", &format!("wsgate_token={t}")),
+    ]));
+}
+
+#[test]
+fn same_origin_is_always_allowed() {
+    let f = fixture(DEFAULT, &["https://app.example.com"]);
+    let t = f.valid();
+    accepted(f.decide(&[
+        ("Origin", "http://WSGATE.example:8080"),
+        ("Cookie", &format!("wsgate_token={t}")),
+    ]));
+    assert!(same_origin("https://a.example", "a.example"));
+    assert!(same_origin("https://a.example", "a.example:443"));
+    assert!(same_origin("http://a.example:80", "a.example"));
+    assert!(!same_origin("https://a.example", "a.example:80"));
+    assert!(!same_origin("http://a.example:8080", "a.example"));
+    assert!(same_origin("http://[::1]:8080", "[::1]:8080"));
+    assert!(!same_origin("null", "a.example"));
+    assert!(!same_origin("http://a.example.evil.com", "a.example"));
+}
+
+#[test]
+fn first_message_raw_and_json() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f.valid();
+    let ip = IP.parse().unwrap();
+    let id = f
+        .gate
+        .check_first_message(Some(&format!("  {t}\n")), ip, NOW)
+        .unwrap();
+    assert_eq!((id.sub.as_str(), id.method), ("alice", Method::Message));
+    let id = f
+        .gate
+        .check_first_message(
+            Some(&format!(r#"{{"type":"auth","token":"{t}","x":1}}"#)),
+            ip,
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(id.sub, "alice");
+    assert_eq!(
+        id.authenticated_frame(),
+        format!(
+            r#"{{"type":"authenticated","sub":"alice","exp":"{}"}}"#,
+            Rfc3339(NOW + 600)
+        )
+    );
+}
+
+#[test]
+fn first_message_rejections() {
+    let f = fixture(DEFAULT, &[]);
+    let ip = IP.parse().unwrap();
+    let g = &f.gate;
+    assert_eq!(
+        g.check_first_message(None, ip, NOW).unwrap_err().close(),
+        (4401, "invalid token")
+    );
+    assert_eq!(
+        g.check_first_message(Some("hello"), ip, NOW)
+            .unwrap_err()
+            .close(),
+        (4401, "invalid token")
+    );
+    assert_eq!(
+        g.check_first_message(Some("{\"tok\":1}"), ip, NOW)
+            .unwrap_err()
+            .close(),
+        (4401, "invalid token")
+    );
+    let expired = f.token("a", NOW - 3600);
+    assert_eq!(
+        g.check_first_message(Some(&expired), ip, NOW)
+            .unwrap_err()
+            .close(),
+        (4401, "token expired")
+    );
+    let long = format!("v4.local.{}", "A".repeat(9000));
+    assert_eq!(
+        g.check_first_message(Some(&long), ip, NOW).unwrap_err(),
+        Rejection::BadToken(TokenError::TooLong)
+    );
+    assert_eq!(Rejection::Timeout.close(), (4408, "authentication timeout"));
+}
+
+fn ticket_request(auth: &str, origin: Option<&str>) -> Vec<u8> {
+    let mut s = format!("POST /ticket HTTP/1.1\r\nHost: wsgate.example:8080\r\n{auth}\r\n");
+    if let Some(o) = origin {
+        s.push_str(&format!("Origin: {o}\r\n"));
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
+fn mint(
+    f: &Fixture,
+    auth: &str,
+    origin: Option<&str>,
+    ip: &str,
+    now: i64,
+) -> Result<Ticket, TicketRefusal> {
+    let raw = ticket_request(auth, origin);
+    let mut st = header_storage();
+    let req = Request::parse_complete(&raw, &mut st).unwrap();
+    f.gate.mint_ticket(&req, ip.parse().unwrap(), now)
+}
+
+#[test]
+fn tickets_are_single_use_same_ip_and_end_with_the_minting_token() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f.valid();
+    let ticket = mint(&f, &format!("Authorization: Bearer {t}"), None, IP, NOW).unwrap();
+    assert_eq!(ticket.expires_in, 30);
+    let ip = IP.parse().unwrap();
+    // Another IP: forbidden, and the ticket stays unused.
+    let other = f
+        .gate
+        .verify(
+            &ticket.token,
+            Method::Header,
+            "10.9.9.9".parse().unwrap(),
+            NOW,
+        )
+        .unwrap_err();
+    assert_eq!(
+        (other, other.status(), other.close()),
+        (Rejection::TicketWrongIp, 403, (4403, "forbidden"))
+    );
+    let id = f
+        .gate
+        .verify(&ticket.token, Method::Cookie, ip, NOW + 1)
+        .unwrap();
+    assert!(id.via_ticket);
+    assert_eq!((id.sub.as_str(), id.exp), ("alice", NOW + 600));
+    let again = f
+        .gate
+        .verify(&ticket.token, Method::Cookie, ip, NOW + 2)
+        .unwrap_err();
+    assert_eq!(
+        (again, again.status(), again.close()),
+        (Rejection::TicketReused, 401, (4401, "ticket already used"))
+    );
+}
+
+#[test]
+fn ticket_expiry_has_no_leeway() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f.valid();
+    let ticket = mint(&f, &format!("Authorization: Bearer {t}"), None, IP, NOW).unwrap();
+    let late = f
+        .gate
+        .verify(
+            &ticket.token,
+            Method::Message,
+            IP.parse().unwrap(),
+            NOW + 31,
+        )
+        .unwrap_err();
+    assert_eq!(late, Rejection::Expired);
+}
+
+#[test]
+fn ticket_cannot_mint_ticket_and_needs_a_token() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f.valid();
+    let ticket = mint(&f, &format!("Authorization: Bearer {t}"), None, IP, NOW).unwrap();
+    assert!(matches!(
+        mint(
+            &f,
+            &format!("Authorization: Bearer {}", ticket.token),
+            None,
+            IP,
+            NOW
+        ),
+        Err(TicketRefusal::Unauthorized(_))
+    ));
+    assert!(matches!(
+        mint(&f, "X-Nothing: 1", None, IP, NOW),
+        Err(TicketRefusal::Unauthorized(Rejection::MissingToken))
+    ));
+    assert!(matches!(
+        mint(&f, "Authorization: Bearer junk", None, IP, NOW),
+        Err(TicketRefusal::Unauthorized(_))
+    ));
+}
+
+#[test]
+fn ticket_by_cookie_obeys_origin_rule() {
+    let f = fixture(DEFAULT, &["https://app.example.com"]);
+    let t = f.valid();
+    let cookie = format!("Cookie: wsgate_token={t}");
+    assert_eq!(
+        mint(&f, &cookie, Some("https://evil.example"), IP, NOW).unwrap_err(),
+        TicketRefusal::Forbidden
+    );
+    assert!(mint(&f, &cookie, Some("https://app.example.com"), IP, NOW).is_ok());
+}
+
+#[test]
+fn full_ticket_cache_refuses_new_tickets() {
+    let key = Key::generate_local().unwrap();
+    let t = key
+        .issue(&format!(r#"{{"sub":"a","exp":"{}"}}"#, Rfc3339(NOW + 600)))
+        .unwrap();
+    let gate = Gate::new(GateConfig {
+        methods: Methods::default(),
+        cookie_name: "wsgate_token".into(),
+        allowed_origins: vec![],
+        verifier: Verifier::new(vec![key], ClaimRules::default()),
+        ticket_ttl: 30,
+        ticket_capacity: 2,
+    })
+    .unwrap();
+    let raw = ticket_request(&format!("Authorization: Bearer {t}"), None);
+    let mut st = header_storage();
+    let req = Request::parse_complete(&raw, &mut st).unwrap();
+    let ip = IP.parse().unwrap();
+    assert!(gate.mint_ticket(&req, ip, NOW).is_ok());
+    assert!(gate.mint_ticket(&req, ip, NOW).is_ok());
+    assert_eq!(
+        gate.mint_ticket(&req, ip, NOW).unwrap_err(),
+        TicketRefusal::Full
+    );
+    // Once they expire, there is room again.
+    assert!(gate.mint_ticket(&req, ip, NOW + 31).is_ok());
+}
+
+#[test]
+fn tickets_work_on_public_key_only_servers() {
+    let secret = Key::generate_secret().unwrap();
+    let gate = fixture_with(DEFAULT, &[], vec![secret.public_key().unwrap()]);
+    let t = secret
+        .issue(&format!(
+            r#"{{"sub":"bob","exp":"{}"}}"#,
+            Rfc3339(NOW + 600)
+        ))
+        .unwrap();
+    let raw = ticket_request(&format!("Authorization: Bearer {t}"), None);
+    let mut st = header_storage();
+    let req = Request::parse_complete(&raw, &mut st).unwrap();
+    let ticket = gate.mint_ticket(&req, IP.parse().unwrap(), NOW).unwrap();
+    assert!(ticket.token.starts_with("v4.local."));
+    let id = gate
+        .verify(&ticket.token, Method::Protocol, IP.parse().unwrap(), NOW)
+        .unwrap();
+    assert_eq!(id.sub, "bob");
+}
+
+#[test]
+fn ipv4_mapped_peer_matches_ticket_ip() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f.valid();
+    let ticket = mint(
+        &f,
+        &format!("Authorization: Bearer {t}"),
+        None,
+        "::ffff:10.0.0.7",
+        NOW,
+    )
+    .unwrap();
+    assert!(
+        f.gate
+            .verify(&ticket.token, Method::Header, IP.parse().unwrap(), NOW)
+            .is_ok()
+    );
+}
+
+#[test]
+fn methods_parse() {
+    assert_eq!(
+        "header, query".parse::<Methods>().unwrap(),
+        Methods::NONE.with(Method::Header).with(Method::Query)
+    );
+    assert!("header,magic".parse::<Methods>().is_err());
+    assert!("".parse::<Methods>().is_err());
+}
+
+#[test]
+fn rejection_table() {
+    // SPEC §4, one line per row: status, close code and reason, metric label.
+    let rows = [
+        (
+            Rejection::BadToken(TokenError::Forged),
+            401,
+            4401,
+            "invalid token",
+            "invalid_token",
+        ),
+        (Rejection::Expired, 401, 4401, "token expired", "expired"),
+        (
+            Rejection::TicketReused,
+            401,
+            4401,
+            "ticket already used",
+            "ticket_reused",
+        ),
+        (
+            Rejection::TicketWrongIp,
+            403,
+            4403,
+            "forbidden",
+            "forbidden_ip",
+        ),
+        (
+            Rejection::OriginNotAllowed,
+            403,
+            4403,
+            "forbidden",
+            "forbidden_origin",
+        ),
+        (
+            Rejection::Timeout,
+            408,
+            4408,
+            "authentication timeout",
+            "timeout",
+        ),
+    ];
+    for (r, status, code, reason, metric) in rows {
+        assert_eq!(
+            (r.status(), r.close(), r.metric_reason()),
+            (status, (code, reason), metric),
+            "{r:?}"
+        );
+    }
+    assert!(!Rejection::OriginNotAllowed.in_band_for_browsers());
+}
