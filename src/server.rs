@@ -476,9 +476,6 @@ async fn handshake(
             let status = rejection.status();
             let mut extra: Vec<(&str, &str)> = Vec::with_capacity(1);
             match status {
-                401 if rejection == Rejection::MissingToken => {
-                    extra.push(("WWW-Authenticate", "Bearer realm=\"wsgate\""))
-                }
                 401 => extra.push(("WWW-Authenticate", "Bearer error=\"invalid_token\"")),
                 503 => extra.push(("Retry-After", "1")),
                 _ => {}
