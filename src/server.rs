@@ -550,7 +550,10 @@ async fn connection(
     let accepted = Instant::now();
     crate::log_event!(Level::Debug, "accept", "peer" = peer);
     let _ = stream.set_nodelay(true);
-    match handshake(&shared, &mut stream, peer, over_limit, accepted).await {
+    // Boxed: the head buffer and header storage live only as long as the handshake,
+    // not in every session's task.
+    let next = Box::pin(handshake(&shared, &mut stream, peer, over_limit, accepted)).await;
+    match next {
         Next::Done => {}
         Next::Session {
             identity,

@@ -1,0 +1,76 @@
+//! Keepalive (SPEC §6): the server pings idle clients and drops those that stop
+//! answering, while clients that answer stay. `--ping-interval 1` makes it quick.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::*;
+use smol::stream::StreamExt as _;
+
+#[test]
+fn silent_peer_is_pinged_then_dropped_while_live_peer_stays() {
+    let key = LocalKey::generate();
+    let server = Server::start(&["--key", &key.path, "--ping-interval", "1"]);
+    let token = key.token(&Claims::new("alice").exp_in(600));
+
+    // A raw TCP peer that completes the handshake, then never answers anything.
+    let mut dead = std::net::TcpStream::connect(server.addr).unwrap();
+    dead.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut dead,
+        &upgrade_bytes(&server.host(), "/", &[("Authorization", &bearer(&token))]),
+    )
+    .unwrap();
+
+    run(async {
+        // A live peer whose reads answer the server's pings (as every client library does).
+        let mut live = ws_bearer(&server, &token).await;
+        let reader = async {
+            let mut pings = 0;
+            while let Some(Ok(m)) = live.next().await {
+                if let tungstenite::Message::Ping(_) = m {
+                    pings += 1;
+                }
+            }
+            pings
+        };
+        let dead_peer = smol::unblock(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                match dead.read(&mut buf) {
+                    Ok(0) => return Ok(seen),
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        // The dead peer's stream must end (server dropped it); the reader never ends by itself.
+        let outcome =
+            smol::future::or(async { Err(reader.await) }, async { Ok(dead_peer.await) }).await;
+        let bytes = match outcome {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => panic!("silent peer was not dropped within the read timeout: {e}"),
+            Err(pings) => panic!("live peer ended first after {pings} pings"),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        let head_end = text.find("\r\n\r\n").unwrap() + 4;
+        // At least one ping frame (FIN + opcode 0x9) reached the silent peer.
+        assert!(
+            bytes[head_end..].windows(1).any(|w| w[0] == 0x89),
+            "no ping frame sent: {:?}",
+            &bytes[head_end..]
+        );
+    });
+    server.wait_log_line(|l| l.contains("event=ping_timeout"));
+
+    // The server keeps serving: a fresh client (and the live one's slot) work.
+    run(async {
+        let mut ws = ws_bearer(&server, &token).await;
+        assert_echo(&mut ws).await;
+    });
+}
