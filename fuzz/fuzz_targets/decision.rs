@@ -1,0 +1,41 @@
+//! The upgrade decision and the first-message check on arbitrary request heads and
+//! text: never panics; a token is never echoed as the subprotocol; in-band refusals
+//! only for requests with an Origin.
+#![no_main]
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use wsgate::{ClaimRules, Decision, Gate, GateConfig, Key, Verifier};
+
+fn gate() -> &'static Gate {
+    static GATE: OnceLock<Gate> = OnceLock::new();
+    GATE.get_or_init(|| {
+        Gate::new(GateConfig {
+            methods: "header,protocol,cookie,query,message".parse().unwrap(),
+            cookie_name: "wsgate_token".into(),
+            allowed_origins: vec!["https://app.example.com".into()],
+            verifier: Verifier::new(vec![Key::generate_local().unwrap()], ClaimRules::default()),
+            ticket_ttl: 30,
+            ticket_capacity: 1024,
+        })
+        .unwrap()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let peer = "10.0.0.1".parse().unwrap();
+    let mut storage = wsgate::head::header_storage();
+    if let Ok(Some((req, _))) = wsgate::head::parse(data, &mut storage) {
+        match gate().check_upgrade(&req, peer, 2_000_000_000) {
+            Decision::Reject { in_band: true, .. } => assert!(req.header("origin").is_some()),
+            Decision::Accept { protocol, .. } | Decision::AwaitMessage { protocol, .. } => {
+                assert!(!protocol.is_some_and(|p| p.starts_with("v4.")))
+            }
+            _ => {}
+        }
+        let _ = gate().mint_ticket(&req, peer, 2_000_000_000);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = gate().check_first_message(Some(text), peer, 2_000_000_000);
+    }
+});
