@@ -92,7 +92,7 @@ fn ticket(shared: &Shared, req: &Request<'_>, peer: SocketAddr) -> Vec<u8> {
                 response(200, &cors, body.as_bytes(), true)
             }
             Err(TicketRefusal::Unauthorized(r)) => {
-                crate::server::auth_fail(shared, peer, None, r);
+                crate::server::auth_fail(shared, peer, None, r, crate::server::Answer::Http);
                 cors.push(("WWW-Authenticate", "Bearer error=\"invalid_token\""));
                 cors.push(("Cache-Control", "no-store"));
                 text_response(401, &cors, "invalid token\n")
@@ -103,6 +103,7 @@ fn ticket(shared: &Shared, req: &Request<'_>, peer: SocketAddr) -> Vec<u8> {
                     peer,
                     None,
                     crate::auth::Rejection::OriginNotAllowed,
+                    crate::server::Answer::Http,
                 );
                 text_response(403, &cors, "forbidden\n")
             }

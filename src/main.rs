@@ -268,21 +268,13 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         }
     };
 
+    let mut demo_token = None;
     if config.keys.is_empty() {
         let key = Key::generate_local().map_err(|e| ConfigError::new("ephemeral key", e))?;
         let claims = wsgate::token::claims_json("demo", unix_now(), 3600, None, None, None, &[]);
-        let token = key
-            .issue(&claims)
-            .map_err(|e| ConfigError::new("demo token", e))?;
-        let url = format!("ws://{}/", config.listen);
-        // The demo token is the one token wsgate ever prints (SPEC §9.11).
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(
-            err,
-            "wsgate: no --key and no WSGATE_KEY: using an ephemeral key (tokens die with this process)\n\
-             demo token (sub=demo, valid 1 h):\n{token}\n\
-             connect:  websocat -H 'Authorization: Bearer {token}' {url}\n\
-             browser:  new WebSocket('{url}', ['wsgate', '{token}'])"
+        demo_token = Some(
+            key.issue(&claims)
+                .map_err(|e| ConfigError::new("demo token", e))?,
         );
         config.keys.push(key);
     }
@@ -291,6 +283,12 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         let server = Server::bind(config, handler)
             .await
             .map_err(|e| ConfigError::new("serve", e))?;
+        if let Some(token) = demo_token {
+            let addr = server
+                .local_addr()
+                .map_err(|e| ConfigError::new("serve", e))?;
+            print_demo(&token, addr);
+        }
         let handle = server.shutdown_handle();
         let signals =
             async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]);
@@ -310,6 +308,20 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             .await
             .map_err(|e| ConfigError::new("serve", e))
     })
+}
+
+/// The key-less `serve` banner: the demo token is the one token wsgate ever prints
+/// (SPEC §9.11), with connect examples for the address actually bound.
+fn print_demo(token: &str, addr: std::net::SocketAddr) {
+    let url = format!("ws://{addr}/");
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "wsgate: no --key and no WSGATE_KEY: using an ephemeral key (tokens die with this process)\n\
+         demo token (sub=demo, valid 1 h):\n{token}\n\
+         connect:  websocat -H 'Authorization: Bearer {token}' {url}\n\
+         browser:  new WebSocket('{url}', ['wsgate', '{token}'])"
+    );
 }
 
 fn write_secret_file(path: &Path, content: &str) -> Result<(), ConfigError> {

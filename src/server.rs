@@ -463,7 +463,13 @@ async fn handshake(
             in_band,
             protocol,
         } => {
-            auth_fail(shared, peer, method, rejection);
+            auth_fail(
+                shared,
+                peer,
+                method,
+                rejection,
+                if in_band { Answer::Close } else { Answer::Http },
+            );
             if in_band {
                 if !write_all(stream, &head::switching_protocols(key, protocol)).await {
                     return Next::Done;
@@ -508,15 +514,36 @@ pub(crate) fn auth_ok(shared: &Shared, peer: SocketAddr, identity: &Identity, ac
     );
 }
 
-pub(crate) fn auth_fail(shared: &Shared, peer: SocketAddr, method: Option<Method>, r: Rejection) {
+/// How a refusal reached the client, for the log line.
+#[derive(Clone, Copy)]
+pub(crate) enum Answer {
+    /// An HTTP status before any upgrade.
+    Http,
+    /// A close frame after the upgrade.
+    Close,
+}
+
+/// Counts and logs a refusal: `reason=` is the metric label of SPEC §9.10,
+/// `detail=` the precise cause, then the status or close code that was sent.
+pub(crate) fn auth_fail(
+    shared: &Shared,
+    peer: SocketAddr,
+    method: Option<Method>,
+    r: Rejection,
+    answer: Answer,
+) {
     shared.metrics.failure(r);
     if crate::log::enabled(Level::Info) {
-        crate::log::Line::new(Level::Info, "auth_fail")
+        let line = crate::log::Line::new(Level::Info, "auth_fail")
             .kv("peer", peer)
             .opt("method", method)
-            .kv("reason", r.log_reason())
-            .kv("close", r.close().0)
-            .emit();
+            .kv("reason", r.metric_reason())
+            .kv("detail", r.log_reason());
+        match answer {
+            Answer::Http => line.kv("status", r.status()),
+            Answer::Close => line.kv("close", r.close().0),
+        }
+        .emit();
     }
 }
 
@@ -652,7 +679,13 @@ async fn first_message(
             shared.handler.run(session).await;
         }
         Err(rejection) => {
-            auth_fail(&shared, peer, Some(Method::Message), rejection);
+            auth_fail(
+                &shared,
+                peer,
+                Some(Method::Message),
+                rejection,
+                Answer::Close,
+            );
             let (code, reason) = rejection.close();
             close_ws(&mut ws, code, reason).await;
         }
