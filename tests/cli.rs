@@ -1,0 +1,475 @@
+//! SPEC §2 and §9.5: `keygen`, `issue`, `verify`, configuration errors, `--help`.
+
+mod common;
+use common::*;
+use pasetors::keys::{AsymmetricPublicKey, AsymmetricSecretKey, SymmetricKey};
+use pasetors::token::UntrustedToken;
+use pasetors::version4::{LocalToken, PublicToken, V4};
+use pasetors::{Local, Public};
+use std::os::unix::fs::PermissionsExt;
+
+fn mode(path: &str) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn is_b64url(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn ok_stdout(args: &[&str]) -> String {
+    let o = wsgate(args);
+    assert!(
+        o.status.success(),
+        "wsgate {args:?} failed: {:?}\n{}",
+        o.status,
+        stderr_of(&o)
+    );
+    stdout_of(&o)
+}
+
+/// Asserts the config-error contract: exit 2, exactly one line `error: …` mentioning `needle`.
+fn assert_config_error(o: &std::process::Output, needle: &str) {
+    let err = stderr_of(o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "exit status {:?}, stderr:\n{err}",
+        o.status
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stderr, got:\n{err}");
+    assert!(
+        lines[0].starts_with("error: "),
+        "line must start with `error: `: {err}"
+    );
+    assert!(
+        lines[0].contains(needle),
+        "the error must name {needle:?}: {err}"
+    );
+}
+
+fn decrypt_local(key: &SymmetricKey<V4>, token: &str) -> serde_json::Value {
+    let u = UntrustedToken::<Local, V4>::try_from(token).unwrap();
+    let t = LocalToken::decrypt(key, &u, None, None).expect("token decrypts with the key");
+    serde_json::from_str(t.payload()).unwrap()
+}
+
+fn footer_of(token: &str) -> serde_json::Value {
+    let f = token.split('.').nth(3).expect("a footer");
+    let bytes = data_encoding::BASE64URL_NOPAD.decode(f.as_bytes()).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn keygen_local_writes_paserk_mode_0600() {
+    let dir = TempDir::new();
+    let f = dir.file("k");
+    ok_stdout(&["keygen", "--out", &f]);
+    assert_eq!(mode(&f), 0o600);
+    let text = std::fs::read_to_string(&f).unwrap();
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    assert!(!line.contains('\n'));
+    let b64 = line
+        .strip_prefix("k4.local.")
+        .unwrap_or_else(|| panic!("not k4.local: {text}"));
+    assert!(is_b64url(b64) && b64.len() == 43, "{b64}");
+    SymmetricKey::<V4>::try_from(line).expect("a valid PASERK");
+    // Two runs make two different keys.
+    let g = dir.file("k2");
+    ok_stdout(&["keygen", "--out", &g]);
+    assert_ne!(std::fs::read_to_string(&g).unwrap(), text);
+}
+
+#[test]
+fn keygen_public_writes_secret_and_pub_mode_0600() {
+    let dir = TempDir::new();
+    let f = dir.file("ed");
+    let pubf = format!("{f}.pub");
+    ok_stdout(&["keygen", "--public", "--out", &f]);
+    assert_eq!(mode(&f), 0o600);
+    assert_eq!(mode(&pubf), 0o600);
+    let secret = std::fs::read_to_string(&f).unwrap();
+    let public = std::fs::read_to_string(&pubf).unwrap();
+    assert!(secret.starts_with("k4.secret."), "{secret}");
+    assert!(public.starts_with("k4.public."), "{public}");
+    let sk = AsymmetricSecretKey::<V4>::try_from(secret.trim()).expect("valid k4.secret");
+    let pk = AsymmetricPublicKey::<V4>::try_from(public.trim()).expect("valid k4.public");
+    let derived = AsymmetricPublicKey::<V4>::try_from(&sk).unwrap();
+    assert_eq!(
+        derived, pk,
+        "the .pub file holds the secret key's public half"
+    );
+}
+
+#[test]
+fn issue_local_token_claims_and_kid() {
+    let dir = TempDir::new();
+    let f = dir.file("k");
+    ok_stdout(&["keygen", "--out", &f]);
+    let key = LocalKey::from_file(&f);
+    let out = ok_stdout(&[
+        "issue",
+        "--key",
+        &f,
+        "--sub",
+        "alice",
+        "--ttl",
+        "15m",
+        "--aud",
+        "chat",
+        "--iss",
+        "me",
+        "--claim",
+        "role=admin",
+        "--claim",
+        "team=blue",
+        "--jti",
+        "id-1",
+    ]);
+    assert_eq!(out.lines().count(), 1, "one token line: {out}");
+    let token = out.trim();
+    assert!(token.starts_with("v4.local."), "{token}");
+    assert_eq!(footer_of(token), serde_json::json!({ "kid": key.kid }));
+    let c = decrypt_local(&key.key, token);
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["aud"], "chat");
+    assert_eq!(c["iss"], "me");
+    assert_eq!(c["role"], "admin");
+    assert_eq!(c["team"], "blue");
+    assert_eq!(c["jti"], "id-1");
+    let exp = parse_rfc3339(c["exp"].as_str().expect("exp is RFC 3339")).unwrap();
+    // 15 minutes from (about) now; a wide window, this is not a timing test.
+    assert!(
+        (exp - now() - 900).abs() < 120,
+        "exp {exp} vs now {}",
+        now()
+    );
+}
+
+#[test]
+fn issue_ttl_units() {
+    let k = LocalKey::generate();
+    for (ttl, secs) in [("30s", 30), ("15m", 900), ("2h", 7200)] {
+        let out = ok_stdout(&["issue", "--key", &k.path, "--sub", "s", "--ttl", ttl]);
+        let c = decrypt_local(&k.key, out.trim());
+        let exp = parse_rfc3339(c["exp"].as_str().unwrap()).unwrap();
+        assert!((exp - now() - secs).abs() < 120, "--ttl {ttl}: exp {exp}");
+    }
+}
+
+#[test]
+fn issue_public_token_with_pid() {
+    let dir = TempDir::new();
+    let f = dir.file("ed");
+    ok_stdout(&["keygen", "--public", "--out", &f]);
+    let pk = AsymmetricPublicKey::<V4>::try_from(
+        std::fs::read_to_string(format!("{f}.pub")).unwrap().trim(),
+    )
+    .unwrap();
+    let out = ok_stdout(&["issue", "--key", &f, "--sub", "bob"]);
+    let token = out.trim();
+    assert!(token.starts_with("v4.public."), "{token}");
+    let kid = footer_of(token)["kid"].as_str().unwrap().to_owned();
+    assert!(kid.starts_with("k4.pid."), "{kid}");
+    let mut expect = String::new();
+    pasetors::paserk::FormatAsPaserk::fmt(&pasetors::paserk::Id::from(&pk), &mut expect).unwrap();
+    assert_eq!(kid, expect);
+    let u = UntrustedToken::<Public, V4>::try_from(token).unwrap();
+    let t = PublicToken::verify(&pk, &u, None, None).expect("signature verifies");
+    let c: serde_json::Value = serde_json::from_str(t.payload()).unwrap();
+    assert_eq!(c["sub"], "bob");
+}
+
+#[test]
+fn issued_token_is_accepted_by_serve() {
+    let dir = TempDir::new();
+    let f = dir.file("k");
+    ok_stdout(&["keygen", "--out", &f]);
+    let token = ok_stdout(&["issue", "--key", &f, "--sub", "alice"])
+        .trim()
+        .to_owned();
+    let s = Server::start(&["--key", &f]);
+    run(async {
+        let mut ws = ws_ok(&s, &[]).await;
+        let v = first_message_ok(&mut ws, &token).await;
+        assert_eq!(v["sub"], "alice");
+    });
+    // And a public pair: serve gets the .pub, issue the secret.
+    let g = dir.file("ed");
+    ok_stdout(&["keygen", "--public", "--out", &g]);
+    let token = ok_stdout(&["issue", "--key", &g, "--sub", "bob"])
+        .trim()
+        .to_owned();
+    let s = Server::start(&["--key", &format!("{g}.pub")]);
+    assert_still_serves(&s, &token);
+}
+
+#[test]
+fn verify_round_trip_local_and_public() {
+    let dir = TempDir::new();
+    let f = dir.file("k");
+    ok_stdout(&["keygen", "--out", &f]);
+    let token = ok_stdout(&[
+        "issue",
+        "--key",
+        &f,
+        "--sub",
+        "alice",
+        "--claim",
+        "role=admin",
+    ])
+    .trim()
+    .to_owned();
+    let out = ok_stdout(&["verify", "--key", &f, &token]);
+    let c: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("claims JSON: {out}"));
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["role"], "admin");
+
+    let g = dir.file("ed");
+    ok_stdout(&["keygen", "--public", "--out", &g]);
+    let token = ok_stdout(&["issue", "--key", &g, "--sub", "bob"])
+        .trim()
+        .to_owned();
+    let out = ok_stdout(&["verify", "--key", &format!("{g}.pub"), &token]);
+    let c: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(c["sub"], "bob");
+}
+
+#[test]
+fn verify_token_from_another_library() {
+    let k = LocalKey::generate();
+    let t = k.token(&Claims::new("interop").set("x", 1));
+    let out = ok_stdout(&["verify", "--key", &k.path, &t]);
+    let c: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(c["sub"], "interop");
+}
+
+fn assert_invalid(o: &std::process::Output) {
+    let err = stderr_of(o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "verify must exit 1: {:?} {err}",
+        o.status
+    );
+    assert!(
+        err.starts_with("invalid: "),
+        "stderr must be `invalid: <reason>`: {err}"
+    );
+    assert!(
+        stdout_of(o).trim().is_empty(),
+        "no claims on stdout for an invalid token"
+    );
+}
+
+#[test]
+fn verify_rejects_tampered_expired_and_foreign_tokens() {
+    let k = LocalKey::generate();
+    let good = k.token(&Claims::new("alice"));
+    assert_invalid(&wsgate(&["verify", "--key", &k.path, &tamper(&good)]));
+    assert_invalid(&wsgate(&[
+        "verify",
+        "--key",
+        &k.path,
+        &k.token(&Claims::new("a").exp_in(-3600)),
+    ]));
+    assert_invalid(&wsgate(&[
+        "verify",
+        "--key",
+        &k.path,
+        &LocalKey::generate().token_no_footer(&Claims::new("a")),
+    ]));
+    assert_invalid(&wsgate(&["verify", "--key", &k.path, "not-a-token"]));
+    assert_invalid(&wsgate(&[
+        "verify",
+        "--key",
+        &k.path,
+        &k.token(&Claims::new("a").without("exp")),
+    ]));
+    let p = PublicKeyPair::generate();
+    assert_invalid(&wsgate(&[
+        "verify",
+        "--key",
+        &k.path,
+        &p.token(&Claims::new("a")),
+    ]));
+}
+
+#[test]
+fn config_error_missing_key_file() {
+    let dir = TempDir::new();
+    let missing = dir.file("does-not-exist.key");
+    assert_config_error(
+        &wsgate(&["serve", "--listen", "127.0.0.1:0", "--key", &missing]),
+        &missing,
+    );
+    assert_config_error(
+        &wsgate(&["issue", "--key", &missing, "--sub", "a"]),
+        &missing,
+    );
+    assert_config_error(
+        &wsgate(&["verify", "--key", &missing, "v4.local.x"]),
+        &missing,
+    );
+}
+
+#[test]
+fn config_error_malformed_paserk() {
+    let dir = TempDir::new();
+    let bad = dir.file("bad.key");
+    std::fs::write(&bad, "k4.local.not-base64!!\n").unwrap();
+    assert_config_error(
+        &wsgate(&["serve", "--listen", "127.0.0.1:0", "--key", &bad]),
+        &bad,
+    );
+    assert_config_error(&wsgate(&["issue", "--key", &bad, "--sub", "a"]), &bad);
+    std::fs::write(&bad, "").unwrap();
+    assert_config_error(
+        &wsgate(&["serve", "--listen", "127.0.0.1:0", "--key", &bad]),
+        &bad,
+    );
+}
+
+#[test]
+fn config_error_wrong_key_type() {
+    let dir = TempDir::new();
+    let f = dir.file("id.key");
+    // A key id is not a key.
+    std::fs::write(&f, format!("{}\n", LocalKey::generate().kid)).unwrap();
+    assert_config_error(
+        &wsgate(&["serve", "--listen", "127.0.0.1:0", "--key", &f]),
+        &f,
+    );
+    // A public key cannot issue tokens.
+    let p = PublicKeyPair::generate();
+    assert_config_error(
+        &wsgate(&["issue", "--key", &p.public_path, "--sub", "a"]),
+        &p.public_path,
+    );
+}
+
+#[test]
+fn config_error_malformed_wsgate_key_env() {
+    let o = wsgate_env(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("WSGATE_KEY", "k4.local.garbage")],
+    );
+    assert_config_error(&o, "WSGATE_KEY");
+}
+
+#[test]
+fn config_error_bad_option_values() {
+    let k = LocalKey::generate();
+    let serve = |opt: &'static str, val: &'static str| {
+        let o = wsgate(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            &k.path,
+            opt,
+            val,
+        ]);
+        assert_config_error(&o, opt);
+    };
+    serve("--max-connections", "many");
+    serve("--auth-timeout", "never");
+    serve("--leeway", "soon");
+    serve("--max-message", "big");
+    serve("--auth", "header,telepathy");
+    assert_config_error(
+        &wsgate(&["serve", "--listen", "not-an-address", "--key", &k.path]),
+        "--listen",
+    );
+    assert_config_error(
+        &wsgate(&["issue", "--key", &k.path, "--sub", "a", "--ttl", "10 years"]),
+        "--ttl",
+    );
+    assert_config_error(
+        &wsgate(&[
+            "issue", "--key", &k.path, "--sub", "a", "--claim", "novalue",
+        ]),
+        "--claim",
+    );
+}
+
+#[test]
+fn config_error_does_not_print_key_material() {
+    let dir = TempDir::new();
+    let f = dir.file("wrong.key");
+    let p = PublicKeyPair::generate();
+    // A secret key is the wrong type for serve; whatever the verdict, no key bytes are printed.
+    std::fs::write(&f, format!("{}\n", p.secret_paserk)).unwrap();
+    let o = wsgate(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--key",
+        &f,
+        "--max-connections",
+        "x",
+    ]);
+    let all = format!("{}{}", stdout_of(&o), stderr_of(&o));
+    assert!(
+        !all.contains(paserk_body(&p.secret_paserk)),
+        "key bytes printed: {all}"
+    );
+}
+
+#[test]
+fn help_for_each_subcommand() {
+    for (sub, expect) in [
+        (
+            "serve",
+            &[
+                "--listen",
+                "--key",
+                "--auth",
+                "--cookie",
+                "--allow-origin",
+                "--max-connections",
+            ][..],
+        ),
+        ("keygen", &["--public", "--out"][..]),
+        (
+            "issue",
+            &[
+                "--key", "--sub", "--ttl", "--aud", "--iss", "--claim", "--jti",
+            ][..],
+        ),
+        ("verify", &["--key"][..]),
+    ] {
+        let o = wsgate(&[sub, "--help"]);
+        assert_eq!(o.status.code(), Some(0), "{sub} --help: {:?}", o.status);
+        let text = stdout_of(&o);
+        for opt in expect {
+            assert!(
+                text.contains(opt),
+                "`wsgate {sub} --help` mentions {opt}:\n{text}"
+            );
+        }
+    }
+    let o = wsgate(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let text = stdout_of(&o);
+    for sub in ["serve", "keygen", "issue", "verify"] {
+        assert!(text.contains(sub), "top-level help lists {sub}:\n{text}");
+    }
+}
+
+#[test]
+fn harness_rfc3339_round_trips() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
+    for t in [0, 951_782_400, 1_798_761_599, now()] {
+        assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+    }
+    assert_eq!(
+        parse_rfc3339("2000-02-29T01:30:00.5+01:30"),
+        Some(951_782_400)
+    );
+}

@@ -1,0 +1,194 @@
+//! SPEC §4 (expiry during a session), §6 (echo, shutdown) and §9.6 / §9.15.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn echo_text_and_binary_many_messages() {
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        for i in 0..20 {
+            let text = format!("message {i} ✓");
+            send_text(&mut ws, &text).await;
+            assert_eq!(recv_text(&mut ws).await, text);
+        }
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        match recv_data(&mut ws).await {
+            Message::Binary(b) => assert_eq!(&b[..], &big[..]),
+            m => panic!("expected binary, got {m:?}"),
+        }
+        ws.send(Message::text(String::new())).await.unwrap();
+        assert_eq!(recv_text(&mut ws).await, "");
+    });
+}
+
+#[test]
+fn client_ping_gets_pong_in_session() {
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        ws.send(Message::Ping(b"p1".to_vec().into())).await.unwrap();
+        match recv(&mut ws).await {
+            Message::Pong(p) => assert_eq!(&p[..], b"p1"),
+            m => panic!("expected pong, got {m:?}"),
+        }
+        assert_echo(&mut ws).await;
+    });
+}
+
+#[test]
+fn client_close_is_answered() {
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        ws.close(Some(tungstenite::protocol::CloseFrame {
+            code: 1000u16.into(),
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+        match recv(&mut ws).await {
+            Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1000),
+            m => panic!("expected the close reply, got {m:?}"),
+        }
+    });
+    assert_still_serves(&s, &t);
+}
+
+#[test]
+fn concurrent_sessions_are_independent() {
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    run(async {
+        let mut a = ws_bearer(&s, &k.token(&Claims::new("a"))).await;
+        let mut b = ws_ok(&s, &[]).await;
+        first_message_ok(&mut b, &k.token(&Claims::new("b"))).await;
+        send_text(&mut a, "to a").await;
+        send_text(&mut b, "to b").await;
+        assert_eq!(recv_text(&mut b).await, "to b");
+        assert_eq!(recv_text(&mut a).await, "to a");
+    });
+}
+
+fn expiring_session(method: &str) {
+    let k = LocalKey::generate();
+    let s = Server::start(&[&k.arg()[..], &["--leeway", "0"]].concat());
+    let claims = Claims::new("alice").exp_in(4);
+    let t = k.token(&claims);
+    run(async {
+        let mut ws = match method {
+            "header" => ws_bearer(&s, &t).await,
+            _ => {
+                let mut ws = ws_ok(&s, &[]).await;
+                let v = first_message_ok(&mut ws, &t).await;
+                assert_eq!(
+                    parse_rfc3339(v["exp"].as_str().unwrap()),
+                    parse_rfc3339(claims.exp())
+                );
+                ws
+            }
+        };
+        // The session works until exp, then is closed by the server.
+        send_text(&mut ws, "before").await;
+        let mut got = Vec::new();
+        let (code, reason) = loop {
+            match recv(&mut ws).await {
+                Message::Text(t) => got.push(t.to_string()),
+                Message::Close(Some(f)) => break (u16::from(f.code), f.reason.to_string()),
+                Message::Close(None) => break (1005, String::new()),
+                _ => {}
+            }
+        };
+        assert!(got.len() <= 1, "{got:?}");
+        assert_eq!((code, reason.as_str()), (4401, "token expired"));
+    });
+    assert_still_serves(&s, &k.token(&Claims::new("bob")));
+}
+
+#[test]
+fn session_closed_4401_when_token_expires_header() {
+    expiring_session("header");
+}
+
+#[test]
+fn session_closed_4401_when_token_expires_first_message() {
+    expiring_session("message");
+}
+
+#[test]
+fn session_lasts_until_exp_plus_leeway() {
+    // exp is already 5 s past but leeway 60: accepted, and not closed at once.
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    let t = k.token(&Claims::new("alice").exp_in(-5));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        assert_echo(&mut ws).await;
+    });
+}
+
+fn shutdown_on(sig: &str) {
+    let k = LocalKey::generate();
+    let mut s = Server::start(&[&k.arg()[..], &["--auth-timeout", "30"]].concat());
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut a = ws_bearer(&s, &t).await;
+        let mut b = ws_ok(&s, &[]).await;
+        first_message_ok(&mut b, &t).await;
+        let mut waiting = ws_ok(&s, &[]).await; // still waiting for its first message
+        assert_echo(&mut a).await;
+        s.signal(sig);
+        assert_eq!(expect_close(&mut a).await, (1001, "going away".into()));
+        assert_eq!(expect_close(&mut b).await, (1001, "going away".into()));
+        let (code, _) = expect_close(&mut waiting).await;
+        assert_eq!(code, 1001);
+    });
+    let st = s
+        .wait_exit(Duration::from_secs(15))
+        .expect("wsgate exits after the closing handshakes");
+    assert_eq!(st.code(), Some(0), "exit status {st:?}");
+    // The listener is gone.
+    assert!(
+        std::net::TcpStream::connect(s.addr).is_err(),
+        "listener still open after shutdown"
+    );
+}
+
+#[test]
+fn sigterm_sends_1001_and_exits_0() {
+    shutdown_on("TERM");
+}
+
+#[test]
+fn sigint_sends_1001_and_exits_0() {
+    shutdown_on("INT");
+}
+
+#[test]
+fn sigterm_exits_within_10_s_even_if_a_client_never_answers_close() {
+    let k = LocalKey::generate();
+    let mut s = Server::start(&k.arg());
+    let t = k.token(&Claims::new("alice"));
+    // A raw TCP client that completes the upgrade and then never reads or writes.
+    let req = upgrade_bytes(&s.host(), "/", &[("Authorization", &bearer(&t))]);
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    std::io::Write::write_all(&mut c, &req).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let r = read_response(&mut c);
+    assert_eq!(r.status, 101);
+    s.signal("TERM");
+    let st = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("exit within the 10 s bound (+ slack)");
+    assert_eq!(st.code(), Some(0));
+    drop(c);
+}
