@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what the browser end-to-end and interop tests need, idempotently:
+#   - Debian's `chromium` package (/usr/bin/chromium); no browser download from a test tool;
+#   - the Node packages pinned in tests/browser/package-lock.json (`npm ci`): playwright-core
+#     (drives /usr/bin/chromium), paseto-ts and paseto (independent PASETO v4 implementations), ws.
+# Needs root (or sudo) for apt-get, and node >= 20 with npm. Safe to run again: it skips what is
+# already there. Exits non-zero, saying what failed, if anything cannot be installed.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+browser_dir="$root/tests/browser"
+log() { printf 'test-deps: %s\n' "$*" >&2; }
+die() { printf 'test-deps: error: %s\n' "$*" >&2; exit 1; }
+
+# --- Chromium (Debian package) ---
+if [ -x /usr/bin/chromium ]; then
+  log "chromium present: $(/usr/bin/chromium --version 2>/dev/null || echo '?')"
+else
+  command -v apt-get >/dev/null || die "/usr/bin/chromium missing and no apt-get: install Debian's chromium package"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "installing chromium needs root (or sudo)"
+    sudo="sudo"
+  fi
+  log "installing Debian chromium (apt-get)"
+  $sudo apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium \
+    || die "apt-get install chromium failed"
+  [ -x /usr/bin/chromium ] || die "chromium installed but /usr/bin/chromium is missing"
+  log "installed: $(/usr/bin/chromium --version 2>/dev/null || echo '?')"
+fi
+
+# --- Node packages ---
+command -v node >/dev/null || die "node not found (need Node.js >= 20)"
+command -v npm >/dev/null || die "npm not found"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 20 ] || die "Node.js $(node --version) is too old: need >= 20"
+
+# `npm ci` only when node_modules does not match the lock file (npm writes its own copy of the
+# lock into node_modules/.package-lock.json on install).
+stamp="$browser_dir/node_modules/.package-lock.json"
+if [ -f "$stamp" ] && [ "$stamp" -nt "$browser_dir/package-lock.json" ] \
+   && [ -d "$browser_dir/node_modules/playwright-core" ]; then
+  log "tests/browser/node_modules up to date"
+else
+  log "npm ci in tests/browser"
+  (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) \
+    || die "npm ci in tests/browser failed"
+fi
+
+log "ok"
