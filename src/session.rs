@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use smol::Timer;
 use smol::future::FutureExt as _;
@@ -42,18 +42,42 @@ pub struct Session {
     timer: Timer,
     deadline: Option<Instant>,
     ping_interval: Duration,
-    next_ping: Instant,
+    /// When the keepalive next looks at the session (set only at ticks, so a
+    /// busy session re-arms no timer per message).
+    next_check: Instant,
+    /// What the timer is armed for, to skip re-arming it for the same instant.
+    armed: Option<Instant>,
+    /// A frame arrived since the last keepalive check (no clock read per frame).
+    active: bool,
     awaiting_pong: bool,
     shutdown: event_listener::EventListener,
     started: Instant,
     close_code: Option<u16>,
+    close_reason: String,
+    forward_control: bool,
+    /// A message read ahead by `hold_or`, returned by the next `recv_or`.
+    stashed: Option<Message>,
     open: bool,
 }
 
-enum Event {
+enum Event<T> {
     Frame(Option<Result<Message, WsError>>),
     Tick,
     Shutdown,
+    Other(T),
+}
+
+/// What [`Session::recv_or`] and [`Session::hold_or`] saw first.
+#[derive(Debug)]
+pub enum Race<T> {
+    /// A message from the client: text or binary (and ping or pong when
+    /// [`Session::forward_control_frames`] is on).
+    Client(Message),
+    /// The session is over, as when [`Session::recv`] returns `None`; see
+    /// [`Session::closed_with`].
+    Closed,
+    /// The other future finished first.
+    Other(T),
 }
 
 /// Converts a Unix-seconds deadline into an `Instant`, or `None` if it is too far
@@ -89,11 +113,16 @@ impl Session {
             timer: Timer::never(),
             deadline,
             ping_interval,
-            next_ping: now + ping_interval,
+            next_check: now + ping_interval,
+            armed: None,
+            active: false,
             awaiting_pong: false,
             shutdown,
             started: now,
             close_code: None,
+            close_reason: String::new(),
+            forward_control: false,
+            stashed: None,
             open: true,
         }
     }
@@ -133,31 +162,100 @@ impl Session {
         self.open
     }
 
+    /// How the session ended: the close code and reason sent or received (1005 for
+    /// a close frame without a code, 1006 for an abrupt end). `None` while open.
+    pub fn closed_with(&self) -> Option<(u16, &str)> {
+        match (self.open, self.close_code) {
+            (false, code) => Some((code.unwrap_or(1006), &self.close_reason)),
+            (true, _) => None,
+        }
+    }
+
+    /// When on, [`Session::recv_or`] also returns the client's pings and pongs (pings
+    /// are still answered), so a relay can pass them on. Off by default.
+    pub fn forward_control_frames(&mut self, on: bool) {
+        self.forward_control = on;
+    }
+
+    /// The WebSocket limits of the server (message size, buffers), for a handler
+    /// that opens a WebSocket of its own.
+    pub(crate) fn ws_config(&self) -> WebSocketConfig {
+        self.shared.ws_config()
+    }
+
     /// The raw WebSocket stream, for handlers that need more than `recv`/`send`
     /// (expiry and shutdown are then theirs to watch).
     pub fn stream(&mut self) -> &mut WsStream {
         &mut self.ws
     }
 
-    fn arm_timer(&mut self) {
-        let at = match self.deadline {
-            Some(d) if d < self.next_ping => d,
-            _ => self.next_ping,
+    /// Arms the timer for the deadline and, when reading, the keepalive check.
+    fn arm_timer(&mut self, read: bool) {
+        let at = match (self.deadline, read) {
+            (Some(d), true) => Some(d.min(self.next_check)),
+            (None, true) => Some(self.next_check),
+            (d, false) => d,
         };
-        self.timer.set_at(at);
+        if at != self.armed {
+            self.armed = at;
+            match at {
+                Some(at) => self.timer.set_at(at),
+                None => self.timer = Timer::never(),
+            }
+        }
     }
 
     /// The next text or binary message, or `None` when the session is over (the
     /// client left, its token expired, it stopped answering pings, a message was
     /// too big, or the server is shutting down; the close frame is already sent).
     pub async fn recv(&mut self) -> Option<Message> {
+        match self.recv_or(std::future::pending::<()>()).await {
+            Race::Client(m) => Some(m),
+            Race::Closed | Race::Other(()) => None,
+        }
+    }
+
+    /// Like [`Session::recv`], racing `other`: returns [`Race::Other`] if `other`
+    /// finishes first. Nothing is lost when it does (a message being read stays
+    /// buffered), so a handler can wait on its client and on something else at once,
+    /// e.g. `session.recv_or(upstream.next())`.
+    pub async fn recv_or<T>(&mut self, other: impl Future<Output = T>) -> Race<T> {
+        self.wait(true, other).await
+    }
+
+    /// Waits for `other` without taking messages from the client (backpressure: its
+    /// previous message is still being delivered). At most one message is read
+    /// ahead and kept for the next [`Session::recv_or`], so a client that leaves
+    /// meanwhile is noticed, and memory stays bounded. The session still closes when
+    /// the token expires or the server shuts down ([`Race::Closed`]). Never returns
+    /// [`Race::Client`].
+    pub async fn hold_or<T>(&mut self, other: impl Future<Output = T>) -> Race<T> {
+        self.wait(false, other).await
+    }
+
+    async fn wait<T>(&mut self, read: bool, other: impl Future<Output = T>) -> Race<T> {
+        let mut other = std::pin::pin!(other);
         while self.open {
-            self.arm_timer();
+            if read {
+                if let Some(m) = self.stashed.take() {
+                    return Race::Client(m);
+                }
+            }
+            let read_frames = self.stashed.is_none();
+            // Not reading: no pings (their answers could not be read), only expiry.
+            self.arm_timer(read);
             let ev = {
                 let ws = &mut self.ws;
                 let timer = &mut self.timer;
                 let shutdown = &mut self.shutdown;
-                let frame = async { Event::Frame(ws.next().await) };
+                let other = &mut other;
+                let frame = async {
+                    if read_frames {
+                        Event::Frame(ws.next().await)
+                    } else {
+                        std::future::pending::<Event<T>>().await
+                    }
+                };
                 let tick = async {
                     timer.await;
                     Event::Tick
@@ -166,16 +264,27 @@ impl Session {
                     shutdown.await;
                     Event::Shutdown
                 };
-                frame.or(tick).or(stop).await
+                let other = async { Event::Other(other.await) };
+                frame.or(tick).or(stop).or(other).await
             };
             match ev {
+                Event::Other(t) => return Race::Other(t),
                 Event::Frame(Some(Ok(m))) => {
-                    self.awaiting_pong = false;
-                    self.next_ping = Instant::now() + self.ping_interval;
+                    self.active = true;
                     match m {
-                        Message::Text(_) | Message::Binary(_) => return Some(m),
+                        Message::Text(_) | Message::Binary(_) if read => return Race::Client(m),
+                        Message::Ping(_) | Message::Pong(_) if read && self.forward_control => {
+                            return Race::Client(m);
+                        }
+                        Message::Text(_) | Message::Binary(_) => self.stashed = Some(m),
+                        Message::Ping(_) | Message::Pong(_) if self.forward_control => {
+                            self.stashed = Some(m);
+                        }
                         Message::Close(frame) => {
-                            self.close_code = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                            let (code, reason) = frame
+                                .map_or((1005, Default::default()), |f| (f.code.into(), f.reason));
+                            self.close_code = Some(code);
+                            self.close_reason = reason.to_string();
                             self.drain().await;
                         }
                         _ => {}
@@ -189,11 +298,17 @@ impl Session {
                     self.open = false;
                 }
                 Event::Tick => {
+                    // A fired timer must be re-armed, even for the same instant.
+                    self.armed = None;
                     let now = Instant::now();
                     if self.deadline.is_some_and(|d| now >= d) {
                         self.close(4401, "token expired").await;
-                    } else if now >= self.next_ping {
-                        if self.awaiting_pong {
+                    } else if read && now >= self.next_check {
+                        self.next_check = now + self.ping_interval;
+                        if std::mem::take(&mut self.active) {
+                            // The client spoke since the last check: it is alive.
+                            self.awaiting_pong = false;
+                        } else if self.awaiting_pong {
                             crate::log_event!(
                                 Level::Info,
                                 "ping_timeout",
@@ -204,7 +319,6 @@ impl Session {
                             self.open = false;
                         } else {
                             self.awaiting_pong = true;
-                            self.next_ping = now + self.ping_interval;
                             if self
                                 .ws
                                 .send(Message::Ping(Default::default()))
@@ -222,12 +336,57 @@ impl Session {
                 }
             }
         }
-        None
+        Race::Closed
     }
 
     /// Sends a message to the client.
     pub async fn send(&mut self, msg: Message) -> Result<(), WsError> {
         self.ws.send(msg).await
+    }
+
+    /// Sends a message to the client, unless the token expires or the server shuts
+    /// down before the client takes it: the session is then closed (4401 `token
+    /// expired`, 1001 `going away`) and `false` returned. A client that stops reading
+    /// cannot outlive its token. `false` also when sending fails.
+    pub async fn send_watched(&mut self, msg: Message) -> bool {
+        if !self.open {
+            return false;
+        }
+        let deadline = self.deadline;
+        let sent = {
+            let ws = &mut self.ws;
+            let shutdown = &mut self.shutdown;
+            let send = async { Some(ws.send(msg).await.is_ok()) };
+            let expire = async {
+                match deadline {
+                    Some(d) => Timer::at(d).await,
+                    None => Timer::never().await,
+                };
+                None
+            };
+            let stop = async {
+                shutdown.await;
+                None
+            };
+            send.or(expire).or(stop).await
+        };
+        match sent {
+            Some(true) => true,
+            Some(false) => {
+                self.close_code.get_or_insert(1006);
+                self.open = false;
+                false
+            }
+            None if self.shared.is_shutting_down() => {
+                self.shutdown = self.shared.shutdown.listen();
+                self.close(1001, "going away").await;
+                false
+            }
+            None => {
+                self.close(4401, "token expired").await;
+                false
+            }
+        }
     }
 
     /// Closes the session with `code` and `reason`, waiting (bounded) for the client's
@@ -237,11 +396,20 @@ impl Session {
             return;
         }
         self.close_code = Some(code);
+        self.close_reason = reason.to_owned();
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.to_owned().into(),
         };
-        if self.ws.close(Some(frame)).await.is_ok() {
+        // Bounded: a client that stops reading cannot hold the close forever.
+        let ws = &mut self.ws;
+        let sent = async { ws.close(Some(frame)).await.is_ok() }
+            .or(async {
+                Timer::after(CLOSE_WAIT).await;
+                false
+            })
+            .await;
+        if sent {
             self.drain().await;
         }
         self.open = false;

@@ -1,0 +1,507 @@
+//! Process mode (SPEC §6, §9.13), websocketd style: one process per authenticated
+//! session.
+//!
+//! - The command is split like POSIX shell words and run without a shell. Its
+//!   environment is cleared except `PATH`, `HOME` and `LANG`, then holds
+//!   `WSGATE_SUB`, `WSGATE_CLAIMS` (JSON), `REMOTE_ADDR`, `REMOTE_PORT` and
+//!   `WSGATE_PATH` (the request path, without its query): nothing from the
+//!   request's headers, never the token or cookies.
+//! - Each text message is written to its stdin followed by `\n`; binary messages as
+//!   they are. Each stdout line (without its `\n`) is sent as a text message, or as
+//!   binary if it is not UTF-8; a line longer than `--max-message` is sent in pieces.
+//! - Each stderr line is logged: `event=exec_stderr peer=… sub=… line=…`.
+//! - Backpressure as in [`crate::relay`]: a client message is read only once the
+//!   previous one is written to stdin, a stdout line only once the previous one was
+//!   sent; stdout keeps being read while stdin is blocked, so a busy process cannot
+//!   deadlock the session.
+//! - The process exiting closes the session with 1000 (a non-zero status: 1011);
+//!   the session ending (client gone, expiry, shutdown) kills the process (SIGKILL)
+//!   and reaps it, so no zombies are left.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message;
+use smol::Timer;
+use smol::future::FutureExt as _;
+use smol::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use smol::process::{ChildStdin, Command, Stdio};
+
+use crate::config::ConfigError;
+use crate::log::Level;
+use crate::session::{Handler, Race, Session};
+
+/// Longest stderr line logged; the rest of a longer line comes as further lines.
+pub const MAX_STDERR_LINE: usize = 4096;
+
+/// How long to wait for the last stderr lines and for the exit status once the
+/// process is done or killed.
+pub const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// The environment variables passed on from wsgate's own environment.
+pub const INHERITED_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
+
+/// `PATH` for the process when wsgate itself has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// A checked `--exec` command: the program and its arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecCommand {
+    argv: Vec<String>,
+}
+
+impl ExecCommand {
+    /// Splits `cmd` like POSIX shell words (quotes and backslashes; no expansion,
+    /// no pipes or redirections: those are refused) and checks that the program
+    /// exists. The error names `--exec`.
+    ///
+    /// ```
+    /// let c = wsgate::process::ExecCommand::parse("cat -u 'a b'").unwrap();
+    /// assert_eq!(c.argv(), ["cat", "-u", "a b"]);
+    /// assert!(wsgate::process::ExecCommand::parse("cat | grep x").is_err());
+    /// ```
+    pub fn parse(cmd: &str) -> Result<ExecCommand, ConfigError> {
+        let bad = |why: &dyn fmt::Display| ConfigError::new(format!("--exec {cmd}"), why);
+        let argv = split_words(cmd).map_err(|e| bad(&e))?;
+        let Some(program) = argv.first() else {
+            return Err(bad(&"empty command"));
+        };
+        if !program_exists(program) {
+            return Err(bad(&format_args!("program `{program}` not found")));
+        }
+        Ok(ExecCommand { argv })
+    }
+
+    /// The program and its arguments.
+    pub fn argv(&self) -> &[String] {
+        &self.argv
+    }
+}
+
+/// Splits a command line like POSIX shell words: blanks separate words; `'…'`
+/// keeps everything; `"…"` keeps everything but `\"`, `\\`, `\$`, `` \` ``; `\`
+/// escapes the next character. Unquoted shell syntax (`| & ; < > ( ) $` and
+/// backquote) is refused, since no shell runs the command.
+pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated ' quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some('\n') => {}
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("unterminated \" quote".into()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated \" quote".into()),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(c) => {
+                    in_word = true;
+                    word.push(c);
+                }
+                None => return Err("trailing backslash".into()),
+            },
+            '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' => {
+                return Err(format!(
+                    "`{c}` is shell syntax, and no shell runs the command: quote it, or run `sh -c '…'`"
+                ));
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return is_executable(Path::new(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
+}
+
+impl Handler {
+    /// Process mode: runs `cmd` for every session, as `wsgate serve --exec` does.
+    ///
+    /// ```
+    /// let handler = wsgate::Handler::exec("cat").unwrap();
+    /// # drop(handler);
+    /// assert!(wsgate::Handler::exec("no-such-program-here").is_err());
+    /// ```
+    pub fn exec(cmd: &str) -> Result<Handler, ConfigError> {
+        let cmd = Arc::new(ExecCommand::parse(cmd)?);
+        Ok(Handler::new(move |s| {
+            let cmd = cmd.clone();
+            async move { run(s, &cmd).await }
+        }))
+    }
+}
+
+/// Runs `cmd` for `session` until the process exits or the session ends.
+pub async fn run(mut session: Session, cmd: &ExecCommand) {
+    let peer = session.peer();
+    let sub = session.sub().to_owned();
+    let mut command = Command::new(&cmd.argv[0]);
+    command.args(&cmd.argv[1..]).env_clear();
+    for k in INHERITED_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            command.env(k, v);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        command.env("PATH", DEFAULT_PATH);
+    }
+    command
+        .env("WSGATE_SUB", &sub)
+        .env("WSGATE_CLAIMS", session.claims())
+        .env("REMOTE_ADDR", peer.ip().to_string())
+        .env("REMOTE_PORT", peer.port().to_string())
+        .env("WSGATE_PATH", session.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            crate::log_event!(
+                Level::Warn,
+                "exec_error",
+                "peer" = peer,
+                "sub" = &sub,
+                "program" = &cmd.argv[0],
+                "reason" = e,
+            );
+            session.close(1011, "exec failed").await;
+            return;
+        }
+    };
+    let pid = child.id();
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        session.close(1011, "exec failed").await;
+        return;
+    };
+    let max_line = session
+        .ws_config()
+        .max_message_size
+        .unwrap_or(1 << 20)
+        .max(1);
+
+    let mut errors = std::pin::pin!(log_stderr(BufReader::new(stderr), peer, &sub));
+    let mut errors_done = false;
+    let outcome = {
+        let status = child.status();
+        let mut bridge = std::pin::pin!(bridge(
+            &mut session,
+            stdin,
+            BufReader::new(stdout),
+            status,
+            max_line
+        ));
+        // stderr is logged all along; once it ends the bridge runs alone.
+        match async { Some((&mut bridge).await) }
+            .or(async {
+                (&mut errors).await;
+                None
+            })
+            .await
+        {
+            Some(o) => o,
+            None => {
+                errors_done = true;
+                bridge.await
+            }
+        }
+    };
+    let status = match outcome {
+        Outcome::Exited(status) => status,
+        Outcome::SessionOver => {
+            // The client left (or expired, or the server stops): kill and reap.
+            let _ = child.kill();
+            bounded(child.status()).await.and_then(Result::ok)
+        }
+    };
+    // The last stderr lines (bounded: a grandchild may hold the pipe).
+    if !errors_done {
+        bounded(&mut errors).await;
+    }
+    crate::log_event!(
+        Level::Debug,
+        "exec_exit",
+        "peer" = peer,
+        "sub" = &sub,
+        "pid" = pid,
+        "status" = status.map_or("unknown".into(), describe),
+    );
+    if session.is_open() {
+        match status {
+            Some(s) if s.success() => session.close(1000, "").await,
+            Some(s) => session.close(1011, &describe(s)).await,
+            None => session.close(1011, "process failed").await,
+        }
+    }
+}
+
+fn describe(s: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => "exited".into(),
+    }
+}
+
+enum Outcome {
+    /// The process exited (`None`: its status could not be read).
+    Exited(Option<ExitStatus>),
+    /// The session ended first.
+    SessionOver,
+}
+
+type Writing = Pin<Box<dyn Future<Output = (ChildStdin, io::Result<()>)> + Send>>;
+
+enum Ev {
+    Written(ChildStdin, io::Result<()>),
+    Line(io::Result<Option<Vec<u8>>>),
+    Exit(io::Result<ExitStatus>),
+}
+
+async fn bridge<R: AsyncBufRead + Unpin>(
+    session: &mut Session,
+    stdin: ChildStdin,
+    mut stdout: R,
+    status: impl Future<Output = io::Result<ExitStatus>>,
+    max_line: usize,
+) -> Outcome {
+    let mut status = std::pin::pin!(status);
+    let mut idle = Some(stdin);
+    let mut writing: Option<Writing> = None;
+    let mut line = Vec::new();
+    let mut stdout_open = true;
+    loop {
+        let holding = writing.is_some();
+        let process = async {
+            let written = async {
+                match writing.as_mut() {
+                    Some(f) => {
+                        let (w, r) = f.await;
+                        Ev::Written(w, r)
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let output = async {
+                if stdout_open {
+                    Ev::Line(next_line(&mut stdout, &mut line, max_line).await)
+                } else {
+                    // All output is sent: only the exit status is left.
+                    Ev::Exit((&mut status).await)
+                }
+            };
+            written.or(output).await
+        };
+        let race = if holding {
+            session.hold_or(process).await
+        } else {
+            session.recv_or(process).await
+        };
+        match race {
+            Race::Client(m) => {
+                let bytes = match m {
+                    Message::Text(t) => {
+                        let mut b = Vec::with_capacity(t.len() + 1);
+                        b.extend_from_slice(t.as_bytes());
+                        b.push(b'\n');
+                        b
+                    }
+                    Message::Binary(b) => b.to_vec(),
+                    _ => continue,
+                };
+                // A process that closed its stdin gets no more input; messages are dropped.
+                if let Some(mut w) = idle.take() {
+                    writing = Some(Box::pin(async move {
+                        let r = match w.write_all(&bytes).await {
+                            Ok(()) => w.flush().await,
+                            Err(e) => Err(e),
+                        };
+                        (w, r)
+                    }));
+                }
+            }
+            Race::Closed => return Outcome::SessionOver,
+            Race::Other(Ev::Written(w, r)) => {
+                writing = None;
+                if r.is_ok() {
+                    idle = Some(w);
+                }
+            }
+            Race::Other(Ev::Line(Ok(Some(bytes)))) => {
+                let msg = match String::from_utf8(bytes) {
+                    Ok(t) => Message::text(t),
+                    Err(e) => Message::binary(e.into_bytes()),
+                };
+                if !session.send_watched(msg).await {
+                    return Outcome::SessionOver;
+                }
+            }
+            Race::Other(Ev::Line(_)) => stdout_open = false,
+            Race::Other(Ev::Exit(r)) => return Outcome::Exited(r.ok()),
+        }
+    }
+}
+
+/// The next line without its `\n` (at most `max` bytes: longer lines come in
+/// pieces; a last line without `\n` counts), or `None` at the end. Cancel-safe: a
+/// partial line stays in `line` for the next call.
+async fn next_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<Vec<u8>>> {
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok((!line.is_empty()).then(|| std::mem::take(line)));
+        }
+        let room = max.saturating_sub(line.len());
+        let window = &buf[..buf.len().min(room)];
+        if let Some(i) = window.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&window[..i]);
+            r.consume(i + 1);
+            return Ok(Some(std::mem::take(line)));
+        }
+        let n = window.len();
+        line.extend_from_slice(window);
+        r.consume(n);
+        if line.len() >= max {
+            return Ok(Some(std::mem::take(line)));
+        }
+    }
+}
+
+async fn log_stderr<R: AsyncBufRead + Unpin>(mut r: R, peer: std::net::SocketAddr, sub: &str) {
+    let mut line = Vec::new();
+    while let Ok(Some(l)) = next_line(&mut r, &mut line, MAX_STDERR_LINE).await {
+        crate::log_event!(
+            Level::Warn,
+            "exec_stderr",
+            "peer" = peer,
+            "sub" = sub,
+            "line" = String::from_utf8_lossy(&l),
+        );
+    }
+}
+
+async fn bounded<T>(f: impl Future<Output = T>) -> Option<T> {
+    async { Some(f.await) }
+        .or(async {
+            Timer::after(EXIT_WAIT).await;
+            None
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        split_words(s).unwrap()
+    }
+
+    #[test]
+    fn splits_like_a_shell() {
+        assert_eq!(words("  cat   -u "), ["cat", "-u"]);
+        assert_eq!(
+            words(r#"a 'b c' "d \"e\" \$f \x" g\ h ''"#),
+            ["a", "b c", r#"d "e" $f \x"#, "g h", ""]
+        );
+        assert_eq!(words(r#"x'y'"z""#), ["xyz"]);
+        assert_eq!(words("a\\\nb"), ["ab"]);
+        assert!(words("").is_empty());
+        assert_eq!(words("'|' \"a;b\" \\$"), ["|", "a;b", "$"]);
+    }
+
+    #[test]
+    fn refuses_what_needs_a_shell() {
+        for bad in [
+            "a | b",
+            "a;b",
+            "a > f",
+            "echo $HOME",
+            "a &",
+            "`x`",
+            "'open",
+            "\"open",
+            "a\\",
+        ] {
+            assert!(split_words(bad).is_err(), "{bad}");
+        }
+        assert!(ExecCommand::parse("   ").is_err());
+        assert!(ExecCommand::parse("/no/such/program").is_err());
+    }
+
+    #[test]
+    fn lines_are_bounded_and_cancel_safe() {
+        smol::block_on(async {
+            let data: &[u8] = b"ab\ncdefgh\n\nlast";
+            let mut r = BufReader::with_capacity(2, data);
+            let mut line = Vec::new();
+            let mut got = Vec::new();
+            while let Some(l) = next_line(&mut r, &mut line, 4).await.unwrap() {
+                got.push(String::from_utf8(l).unwrap());
+            }
+            assert_eq!(got, ["ab", "cdef", "gh", "", "last"]);
+        });
+    }
+}

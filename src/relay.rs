@@ -1,0 +1,466 @@
+//! Proxy mode (SPEC §6, §9.14): each authenticated client gets its own connection to
+//! an upstream WebSocket, and frames are relayed both ways.
+//!
+//! - The upstream request is built fresh: `X-Wsgate-Sub: <sub>` and
+//!   `X-Wsgate-Claims: <base64url of the claims JSON>`, and nothing of the client's
+//!   request (no `Authorization`, cookie, subprotocol or client `X-Wsgate-*` header),
+//!   so credentials never travel and a client cannot forge its identity.
+//! - The client's path and query are appended to the upstream path (a client on `/`
+//!   gets the upstream path itself); a `token` query parameter is never passed on.
+//! - Backpressure: a message is read from one side only once the previous one was
+//!   written to the other side, so each direction holds at most one message. The two
+//!   directions are independent, so an upstream that echoes cannot deadlock the relay.
+//! - Close codes travel both ways. The upstream ending without a close frame, or
+//!   being unreachable, closes the client with 1011. The token's expiry (4401) and
+//!   server shutdown (1001) close both sides, through [`Session::recv_or`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::client::IntoClientRequest as _;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use smol::Timer;
+use smol::future::FutureExt as _;
+use smol::net::TcpStream;
+use smol::stream::StreamExt as _;
+
+use crate::config::ConfigError;
+use crate::log::Level;
+use crate::session::{CLOSE_WAIT, Handler, Race, Session};
+
+/// Bound on reaching the upstream: TCP connect and WebSocket handshake (SPEC §9.14).
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A checked `--upstream` URL: `ws://host[:port][/path]` (no query, no `wss://`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    authority: String,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl UpstreamUrl {
+    /// Parses and checks an upstream URL; the error names `--upstream`.
+    ///
+    /// ```
+    /// let u = wsgate::relay::UpstreamUrl::parse("ws://127.0.0.1:9000/app").unwrap();
+    /// assert_eq!(u.target_for("/room?x=1"), "/app/room?x=1");
+    /// assert!(wsgate::relay::UpstreamUrl::parse("http://example.com/").is_err());
+    /// ```
+    pub fn parse(url: &str) -> Result<UpstreamUrl, ConfigError> {
+        let bad = |why: &str| ConfigError::new(format!("--upstream {url}"), why);
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected a URL like ws://127.0.0.1:9000/path"))?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "ws" => {}
+            "wss" => {
+                return Err(bad(
+                    "wss:// is not supported (no TLS to the upstream); use ws://",
+                ));
+            }
+            _ => return Err(bad("expected a URL like ws://127.0.0.1:9000/path")),
+        }
+        if rest.contains(['?', '#']) {
+            return Err(bad(
+                "no query or fragment allowed (the client's are appended)",
+            ));
+        }
+        if !rest.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad("spaces and non-ASCII characters are not allowed"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err(bad("no user info allowed"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed `[`"))?;
+            match after {
+                "" => (h, None),
+                p => (h, Some(p.strip_prefix(':').ok_or_else(|| bad("bad port"))?)),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            None => 80,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("bad port"))?,
+        };
+        let u = UpstreamUrl {
+            authority: authority.to_owned(),
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+        };
+        // The request the relay will build must be valid too.
+        u.request_url("/")
+            .into_client_request()
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(u)
+    }
+
+    /// The upstream request target for a client's: the client's path appended to the
+    /// upstream path (without doubling `/`; a client on `/` gets the upstream path
+    /// itself), then the client's query without its `token` parameters.
+    pub fn target_for(&self, client_target: &str) -> String {
+        let (path, query) = client_target.split_once('?').unwrap_or((client_target, ""));
+        let mut out = if path.is_empty() || path == "/" {
+            self.path.clone()
+        } else {
+            let mut p = self.path.trim_end_matches('/').to_owned();
+            if !path.starts_with('/') {
+                p.push('/');
+            }
+            p.push_str(path);
+            p
+        };
+        let mut first = true;
+        for pair in query.split('&') {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if pair.is_empty() || key == "token" {
+                continue;
+            }
+            out.push(if first { '?' } else { '&' });
+            out.push_str(pair);
+            first = false;
+        }
+        out
+    }
+
+    fn request_url(&self, target: &str) -> String {
+        format!("ws://{}{}", self.authority, target)
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ws://{}{}", self.authority, self.path)
+    }
+}
+
+impl std::str::FromStr for UpstreamUrl {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<UpstreamUrl, ConfigError> {
+        UpstreamUrl::parse(s)
+    }
+}
+
+impl Handler {
+    /// Proxy mode: relays every session to its own connection to `url`
+    /// (`ws://host:port/path`), as `wsgate serve --upstream` does.
+    ///
+    /// ```
+    /// let handler = wsgate::Handler::upstream("ws://127.0.0.1:9000/app").unwrap();
+    /// # drop(handler);
+    /// assert!(wsgate::Handler::upstream("127.0.0.1:9000").is_err());
+    /// ```
+    pub fn upstream(url: &str) -> Result<Handler, ConfigError> {
+        let url = Arc::new(UpstreamUrl::parse(url)?);
+        Ok(Handler::new(move |s| {
+            let url = url.clone();
+            async move { relay(s, &url).await }
+        }))
+    }
+}
+
+/// Relays `session` to its own connection to `upstream` until either side closes.
+pub async fn relay(mut session: Session, upstream: &UpstreamUrl) {
+    let target = upstream.target_for(session.target());
+    let (sub, claims) = (session.sub().to_owned(), session.claims().to_owned());
+    let dial = dial(upstream, &target, &sub, &claims, session.ws_config());
+    let dialled = async {
+        dial.or(async {
+            Timer::after(DIAL_TIMEOUT).await;
+            Err("timed out".to_owned())
+        })
+        .await
+    };
+    // Dial while still watching the client, expiry and shutdown.
+    let mut dialled = std::pin::pin!(dialled);
+    let ws = match session.hold_or(&mut dialled).await {
+        Race::Other(Ok(ws)) => ws,
+        Race::Other(Err(reason)) => {
+            log_error(&session, upstream, "dial", &reason);
+            session.close(1011, "upstream unavailable").await;
+            return;
+        }
+        Race::Closed | Race::Client(_) => {
+            // The session ended during the dial (bounded): an upstream that answers
+            // still gets the close code rather than a reset.
+            if let Ok(ws) = dialled.await {
+                let (tx, mut rx) = ws.split();
+                close_upstream(&session, Some(tx), &mut rx).await;
+            }
+            return;
+        }
+    };
+    session.forward_control_frames(true);
+    let (tx, rx) = ws.split();
+    pump(&mut session, upstream, tx, rx).await;
+}
+
+/// Connects and performs the upstream handshake with a fresh request.
+async fn dial(
+    up: &UpstreamUrl,
+    target: &str,
+    sub: &str,
+    claims: &str,
+    config: WebSocketConfig,
+) -> Result<WebSocketStream<TcpStream>, String> {
+    let mut req = up
+        .request_url(target)
+        .into_client_request()
+        .map_err(|e| format!("bad request target: {e}"))?;
+    let sub = HeaderValue::from_str(sub)
+        .map_err(|_| "sub cannot be sent as a header value".to_owned())?;
+    let claims = data_encoding::BASE64URL_NOPAD.encode(claims.as_bytes());
+    let headers = req.headers_mut();
+    headers.insert("x-wsgate-sub", sub);
+    headers.insert(
+        "x-wsgate-claims",
+        HeaderValue::from_str(&claims).map_err(|e| e.to_string())?,
+    );
+    let tcp = TcpStream::connect((up.host.as_str(), up.port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    match async_tungstenite::client_async_with_config(req, tcp, Some(config)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(resp)) => Err(format!("handshake: HTTP {}", resp.status().as_u16())),
+        Err(e) => Err(format!("handshake: {e}")),
+    }
+}
+
+fn log_error(session: &Session, up: &UpstreamUrl, stage: &str, reason: &str) {
+    crate::log_event!(
+        Level::Warn,
+        "upstream_error",
+        "peer" = session.peer(),
+        "sub" = session.sub(),
+        "upstream" = up,
+        "stage" = stage,
+        "reason" = reason,
+    );
+}
+
+type UpTx = WebSocketSender<TcpStream>;
+type UpRx = WebSocketReceiver<TcpStream>;
+/// An upstream write in flight; it owns the sender and gives it back when done.
+type Sending = Pin<Box<dyn Future<Output = (UpTx, Result<(), WsError>)> + Send>>;
+
+enum Up {
+    Sent(UpTx, Result<(), WsError>),
+    Msg(Option<Result<Message, WsError>>),
+}
+
+enum End {
+    /// The session ended (client close, expiry, shutdown, ping timeout).
+    Client,
+    /// The upstream sent a close frame.
+    UpstreamClosed(Option<CloseFrame>),
+    /// The upstream went away without a close frame, or failed.
+    UpstreamBroken(String),
+}
+
+async fn pump(session: &mut Session, upstream: &UpstreamUrl, tx: UpTx, mut rx: UpRx) {
+    let mut idle = Some(tx);
+    let mut sending: Option<Sending> = None;
+    let end = loop {
+        // While a message to the upstream is in flight the client is not read
+        // (`hold_or`), but the upstream still is: each direction waits only for itself.
+        let holding = sending.is_some();
+        let up = async {
+            let sent = async {
+                match sending.as_mut() {
+                    Some(f) => {
+                        let (t, r) = f.await;
+                        Up::Sent(t, r)
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let read = async { Up::Msg(rx.next().await) };
+            sent.or(read).await
+        };
+        let race = if holding {
+            session.hold_or(up).await
+        } else {
+            session.recv_or(up).await
+        };
+        match race {
+            Race::Client(m) => {
+                let Some(mut t) = idle.take() else {
+                    break End::UpstreamBroken("sender lost".into());
+                };
+                sending = Some(Box::pin(async move {
+                    let r = t.send(m).await;
+                    (t, r)
+                }));
+            }
+            Race::Closed => break End::Client,
+            Race::Other(Up::Sent(t, r)) => {
+                sending = None;
+                if let Err(e) = r {
+                    break End::UpstreamBroken(format!("write: {e}"));
+                }
+                idle = Some(t);
+            }
+            Race::Other(Up::Msg(Some(Ok(m)))) => match m {
+                Message::Close(f) => break End::UpstreamClosed(f),
+                Message::Frame(_) => {}
+                m => {
+                    if !session.send_watched(m).await {
+                        break End::Client;
+                    }
+                }
+            },
+            Race::Other(Up::Msg(Some(Err(e)))) => break End::UpstreamBroken(format!("read: {e}")),
+            Race::Other(Up::Msg(None)) => {
+                break End::UpstreamBroken("closed without a close frame".into());
+            }
+        }
+    };
+    match end {
+        End::Client => {
+            // Finish the write in flight (bounded), then pass the client's close on.
+            let tx = match sending.take() {
+                Some(f) => bounded(f).await.map(|(t, _)| t),
+                None => idle.take(),
+            };
+            close_upstream(session, tx, &mut rx).await;
+        }
+        End::UpstreamClosed(f) => {
+            let (code, reason) = match &f {
+                Some(f) => (u16::from(f.code), f.reason.to_string()),
+                None => (1000, String::new()),
+            };
+            // Our reply to the upstream's close is queued; reading flushes it.
+            let client = session.close(code, &reason);
+            let upstream = drain(&mut rx);
+            smol::future::zip(client, upstream).await;
+        }
+        End::UpstreamBroken(reason) => {
+            log_error(session, upstream, "relay", &reason);
+            session.close(1011, "upstream error").await;
+        }
+    }
+}
+
+/// Passes the session's close code on to the upstream and waits (bounded) for its end.
+async fn close_upstream(session: &Session, tx: Option<UpTx>, rx: &mut UpRx) {
+    let (code, reason) = session.closed_with().unwrap_or((1006, ""));
+    let frame = match code {
+        1005 => None,
+        // An abrupt end or a lost client cannot be sent as such.
+        1006 | 1015 => Some(close_frame(1001, "client gone")),
+        c => Some(close_frame(c, reason)),
+    };
+    if let Some(mut tx) = tx {
+        if bounded(tx.close(frame)).await.is_some_and(|r| r.is_ok()) {
+            drain(rx).await;
+        }
+    }
+}
+
+fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    }
+}
+
+async fn bounded<T>(f: impl Future<Output = T>) -> Option<T> {
+    async { Some(f.await) }
+        .or(async {
+            Timer::after(CLOSE_WAIT).await;
+            None
+        })
+        .await
+}
+
+/// Reads the upstream until its end (its close reply, then EOF), bounded.
+async fn drain(rx: &mut UpRx) {
+    bounded(async { while let Some(Ok(_)) = rx.next().await {} }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        let u = UpstreamUrl::parse("ws://127.0.0.1:9000/base").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 9000, "/base")
+        );
+        let u = UpstreamUrl::parse("WS://example.com").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("example.com", 80, "/")
+        );
+        let u = UpstreamUrl::parse("ws://[::1]:81/x/").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 81));
+        for bad in [
+            "127.0.0.1:9000",
+            "http://h/",
+            "wss://h/",
+            "ws://",
+            "ws://h:0/",
+            "ws://h:99999/",
+            "ws://h:x/",
+            "ws://h/a?b=1",
+            "ws://h/a#f",
+            "ws://u:p@h/",
+            "ws://h/a b",
+            "ws://[::1/",
+        ] {
+            let e = UpstreamUrl::parse(bad).unwrap_err();
+            assert!(e.what.starts_with("--upstream"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn appends_client_path_and_query() {
+        let base = UpstreamUrl::parse("ws://h:1/base").unwrap();
+        let slash = UpstreamUrl::parse("ws://h:1/base/").unwrap();
+        let root = UpstreamUrl::parse("ws://h:1").unwrap();
+        assert_eq!(base.target_for("/room?x=1"), "/base/room?x=1");
+        assert_eq!(slash.target_for("/room?x=1"), "/base/room?x=1");
+        assert_eq!(root.target_for("/room"), "/room");
+        assert_eq!(base.target_for("/"), "/base");
+        assert_eq!(base.target_for("/?x=1"), "/base?x=1");
+        assert_eq!(root.target_for("/"), "/");
+        assert_eq!(base.target_for("/a/b/"), "/base/a/b/");
+    }
+
+    #[test]
+    fn never_passes_a_token_parameter() {
+        let base = UpstreamUrl::parse("ws://h:1/base").unwrap();
+        assert_eq!(base.target_for("/r?token=v4.local.x&x=1"), "/base/r?x=1");
+        assert_eq!(base.target_for("/r?x=1&token=v4.local.x"), "/base/r?x=1");
+        assert_eq!(base.target_for("/r?token"), "/base/r");
+        assert_eq!(base.target_for("/r?tokens=1&&y"), "/base/r?tokens=1&y");
+    }
+}

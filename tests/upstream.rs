@@ -1,0 +1,664 @@
+//! SPEC §6 and §9.14, proxy mode: `serve --upstream ws://…` against a real upstream
+//! WebSocket server run in this process (async-tungstenite's `accept_hdr_async`
+//! over a smol listener on 127.0.0.1:0, capturing each request head), and the same
+//! relay as a library handler (`Handler::upstream`).
+
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use smol::stream::StreamExt as _;
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::protocol::CloseFrame;
+
+/// One connection the upstream accepted: its request head and its WebSocket.
+struct UpConn {
+    target: String,
+    headers: Vec<(String, String)>,
+    ws: Ws,
+}
+
+impl UpConn {
+    fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// An upstream WebSocket server on its own thread; the test drives each accepted
+/// connection itself.
+struct Upstream {
+    addr: SocketAddr,
+    conns: smol::channel::Receiver<UpConn>,
+    /// Handshakes still to refuse with 503.
+    refuse: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, conns) = smol::channel::unbounded();
+        let refuse = Arc::new(AtomicUsize::new(0));
+        let to_refuse = refuse.clone();
+        std::thread::spawn(move || {
+            smol::block_on(async move {
+                let listener = smol::net::TcpListener::try_from(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let refuse_this = to_refuse
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                        .is_ok();
+                    let mut head = None;
+                    // The error type is tungstenite's.
+                    #[allow(clippy::result_large_err)]
+                    let callback = |req: &Request, resp: Response| {
+                        let headers = req
+                            .headers()
+                            .iter()
+                            .map(|(n, v)| {
+                                (
+                                    n.as_str().to_owned(),
+                                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                )
+                            })
+                            .collect::<Vec<_>>();
+                        head = Some((req.uri().to_string(), headers));
+                        if refuse_this {
+                            let mut r = ErrorResponse::new(Some("busy".into()));
+                            *r.status_mut() = tungstenite::http::StatusCode::SERVICE_UNAVAILABLE;
+                            Err(r)
+                        } else {
+                            Ok(resp)
+                        }
+                    };
+                    let accepted = async_tungstenite::accept_hdr_async(stream, callback).await;
+                    if let (Ok(ws), Some((target, headers))) = (accepted, head) {
+                        if tx
+                            .send(UpConn {
+                                target,
+                                headers,
+                                ws,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            })
+        });
+        Upstream {
+            addr,
+            conns,
+            refuse,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    async fn next(&self) -> UpConn {
+        timeout(IO_TIMEOUT, self.conns.recv())
+            .await
+            .expect("no upstream connection in time")
+            .unwrap()
+    }
+}
+
+fn gateway(k: &LocalKey, url: &str, extra: &[&str]) -> Server {
+    let mut args = k.arg().to_vec();
+    args.extend(["--upstream", url]);
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn close(code: u16, reason: &str) -> Option<CloseFrame> {
+    Some(CloseFrame {
+        code: code.into(),
+        reason: reason.to_owned().into(),
+    })
+}
+
+/// Next data or close message on the upstream side, skipping pings and pongs.
+async fn up_recv(ws: &mut Ws) -> Message {
+    recv_data(ws).await
+}
+
+#[test]
+fn upstream_gets_identity_headers_and_no_credentials() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/base"), &[]);
+    let t = k.token(&Claims::new("alice").set("role", "admin"));
+    let cookie = format!("wsgate_token={t}; theme=dark");
+    run(async {
+        let (mut ws, _) = ws_connect(
+            &s,
+            "/room/7?x=1&token=v4.local.in-the-query",
+            &[
+                ("Authorization", &bearer(&t)),
+                ("Cookie", &cookie),
+                ("Sec-WebSocket-Protocol", &format!("wsgate, {t}")),
+                ("X-Wsgate-Sub", "mallory"),
+                ("X-Wsgate-Claims", "eyJzdWIiOiJtYWxsb3J5In0"),
+                ("X-Wsgate-Extra", "forged"),
+                ("Origin", &format!("http://{}", s.host())),
+            ],
+        )
+        .await
+        .unwrap_or_else(|r| panic!("expected 101, got:\n{}", r.head));
+        let mut conn = up.next().await;
+        assert_eq!(conn.target, "/base/room/7?x=1");
+        assert_eq!(conn.header("x-wsgate-sub"), ["alice"]);
+        let claims = conn.header("x-wsgate-claims");
+        assert_eq!(claims.len(), 1);
+        let json = data_encoding::BASE64URL_NOPAD
+            .decode(claims[0].as_bytes())
+            .expect("X-Wsgate-Claims is base64url without padding");
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["sub"], "alice");
+        assert_eq!(v["role"], "admin");
+        for name in [
+            "authorization",
+            "cookie",
+            "sec-websocket-protocol",
+            "origin",
+            "x-wsgate-extra",
+        ] {
+            assert!(
+                conn.header(name).is_empty(),
+                "{name} reached the upstream: {:?}",
+                conn.headers
+            );
+        }
+        for (n, v) in &conn.headers {
+            assert!(
+                !v.contains("v4.local."),
+                "a token reached the upstream in {n}: {v}"
+            );
+            assert!(
+                !v.contains("mallory"),
+                "a forged header reached the upstream: {n}: {v}"
+            );
+        }
+        // And the relay works.
+        send_text(&mut ws, "hi").await;
+        assert_eq!(up_recv(&mut conn.ws).await, Message::text("hi"));
+        conn.ws.send(Message::text("hello alice")).await.unwrap();
+        assert_eq!(recv_text(&mut ws).await, "hello alice");
+    });
+}
+
+#[test]
+fn client_path_is_appended_without_double_slash() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/base/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        for (client, upstream) in [
+            ("/room?x=1", "/base/room?x=1"),
+            ("/", "/base/"),
+            ("/a/b", "/base/a/b"),
+        ] {
+            let (_ws, _) = ws_connect(&s, client, &[("Authorization", &bearer(&t))])
+                .await
+                .unwrap_or_else(|r| panic!("expected 101, got:\n{}", r.head));
+            assert_eq!(up.next().await.target, upstream, "client {client}");
+        }
+    });
+}
+
+#[test]
+fn text_binary_and_pings_are_relayed_both_ways() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let mut conn = up.next().await;
+        for i in 0..50 {
+            let text = format!("to upstream {i} ✓");
+            send_text(&mut ws, &text).await;
+            assert_eq!(up_recv(&mut conn.ws).await, Message::text(text));
+            let bin: Vec<u8> = (0..=255u8).chain([i as u8]).collect();
+            conn.ws.send(Message::binary(bin.clone())).await.unwrap();
+            assert_eq!(recv_data(&mut ws).await, Message::binary(bin));
+        }
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        assert_eq!(up_recv(&mut conn.ws).await, Message::binary(big.clone()));
+        conn.ws.send(Message::binary(big.clone())).await.unwrap();
+        assert_eq!(recv_data(&mut ws).await, Message::binary(big));
+
+        // A client ping reaches the upstream; an upstream ping reaches the client.
+        ws.send(Message::Ping(b"from client".to_vec().into()))
+            .await
+            .unwrap();
+        loop {
+            match recv(&mut conn.ws).await {
+                Message::Ping(p) => {
+                    assert_eq!(&p[..], b"from client");
+                    break;
+                }
+                Message::Pong(_) => continue,
+                m => panic!("expected the client's ping, got {m:?}"),
+            }
+        }
+        conn.ws
+            .send(Message::Ping(b"from upstream".to_vec().into()))
+            .await
+            .unwrap();
+        loop {
+            match recv(&mut ws).await {
+                Message::Ping(p) => {
+                    assert_eq!(&p[..], b"from upstream");
+                    break;
+                }
+                Message::Pong(_) => continue,
+                m => panic!("expected the upstream's ping, got {m:?}"),
+            }
+        }
+        // The client's automatic pong travels back to the upstream.
+        loop {
+            match recv(&mut conn.ws).await {
+                Message::Pong(p) if &p[..] == b"from upstream" => break,
+                Message::Pong(_) | Message::Ping(_) => continue,
+                m => panic!("expected the client's pong, got {m:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn client_close_code_reaches_the_upstream() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let mut conn = up.next().await;
+        ws.close(close(4000, "bye now")).await.unwrap();
+        match up_recv(&mut conn.ws).await {
+            Message::Close(Some(f)) => {
+                assert_eq!((u16::from(f.code), f.reason.as_str()), (4000, "bye now"))
+            }
+            m => panic!("expected the client's close, got {m:?}"),
+        }
+        // The client's close handshake completes.
+        match recv(&mut ws).await {
+            Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 4000),
+            m => panic!("expected the close reply, got {m:?}"),
+        }
+    });
+    let line = s.wait_log_line(|l| l.contains("event=close"));
+    assert_eq!(log_value(&line, "code").as_deref(), Some("4000"), "{line}");
+}
+
+#[test]
+fn upstream_close_code_reaches_the_client() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let mut conn = up.next().await;
+        conn.ws.close(close(4123, "game over")).await.unwrap();
+        assert_eq!(expect_close(&mut ws).await, (4123, "game over".to_owned()));
+        // The upstream's close handshake completes too: it sees the reply, then the end.
+        match timeout(IO_TIMEOUT, conn.ws.next())
+            .await
+            .expect("close reply in time")
+        {
+            Some(Ok(Message::Close(_))) | None => {}
+            other => panic!("expected the close reply, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn upstream_ending_abruptly_gives_1011() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let conn = up.next().await;
+        drop(conn); // TCP closed, no close frame.
+        let (code, _) = expect_close(&mut ws).await;
+        assert_eq!(code, 1011);
+    });
+    let line = s.wait_log_line(|l| l.contains("event=upstream_error"));
+    assert_eq!(log_value(&line, "sub").as_deref(), Some("alice"), "{line}");
+}
+
+#[test]
+fn upstream_refusing_gives_1011_and_the_next_client_is_served() {
+    let up = Upstream::start();
+    up.refuse.store(1, Ordering::Release);
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        assert_eq!(
+            expect_close(&mut ws).await,
+            (1011, "upstream unavailable".to_owned())
+        );
+        let mut ws = ws_bearer(&s, &t).await;
+        let mut conn = up.next().await;
+        send_text(&mut ws, "second").await;
+        assert_eq!(up_recv(&mut conn.ws).await, Message::text("second"));
+    });
+    let dial_error = |l: &str| l.contains("event=upstream_error") && l.contains("stage=dial");
+    let line = s.wait_log_line(dial_error);
+    assert!(line.contains("503"), "the log says why: {line}");
+    // One line for the one failure (the test's end may add a `stage=relay` line).
+    assert_eq!(
+        s.log().lines().filter(|l| dial_error(l)).count(),
+        1,
+        "{}",
+        s.log()
+    );
+    assert!(
+        !s.log().contains("v4.local."),
+        "no token in the log:\n{}",
+        s.log()
+    );
+}
+
+#[test]
+fn upstream_down_gives_1011_and_the_server_keeps_serving() {
+    // A port with nothing listening: bind, note the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &format!("ws://{dead}/app"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        for _ in 0..3 {
+            let mut ws = ws_bearer(&s, &t).await;
+            assert_eq!(
+                expect_close(&mut ws).await,
+                (1011, "upstream unavailable".to_owned())
+            );
+        }
+    });
+    s.wait_log_line(|l| l.contains("event=upstream_error") && l.contains("stage=dial"));
+    assert_eq!(http(&s, "GET", "/healthz", &[]).status, 200);
+}
+
+/// Sends `msg` from `ws` until a send does not finish within `quiet` (the other
+/// end stopped reading). Returns how many were accepted, and the stalled send.
+async fn flood_until_stalled(ws: &mut Ws, msg: &Message, max: usize, quiet: Duration) -> usize {
+    for n in 0..max {
+        if timeout(quiet, ws.send(msg.clone())).await.is_none() {
+            return n;
+        }
+    }
+    panic!("{max} messages were accepted without the reader reading: no backpressure");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// What the kernel may buffer between the flooding side and the paused reader:
+/// four loopback sockets' buffers, plus one message in flight in the relay.
+/// Generous, yet far below what an unbounded relay would take (the flood is
+/// 64 KiB × 4096 = 256 MiB).
+const BUFFERED_BOUND: usize = 96 << 20;
+const MSG: usize = 64 << 10;
+
+#[test]
+fn flood_towards_a_paused_client_stalls_the_upstream() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let mut conn = up.next().await;
+        let rss_before = rss_kib(s.pid());
+        let msg = Message::binary(vec![7u8; MSG]);
+        let sent = flood_until_stalled(&mut conn.ws, &msg, 4096, Duration::from_secs(1)).await;
+        eprintln!("stalled after {sent} messages of {MSG} bytes");
+        assert!(sent * MSG < BUFFERED_BOUND, "{sent} messages buffered");
+        let grown = rss_kib(s.pid()).saturating_sub(rss_before);
+        assert!(
+            grown < 32 * 1024,
+            "wsgate grew by {grown} KiB while the client paused"
+        );
+        // The client resumes: everything arrives, in order, nothing lost.
+        let upstream = async {
+            conn.ws.send(Message::text("end")).await.unwrap();
+            conn
+        };
+        let client = async {
+            let mut got = 0;
+            loop {
+                match recv_data(&mut ws).await {
+                    Message::Binary(b) => {
+                        assert_eq!(b.len(), MSG);
+                        got += 1;
+                    }
+                    Message::Text(t) if t.as_str() == "end" => return got,
+                    m => panic!("unexpected {m:?}"),
+                }
+            }
+        };
+        let (_, got) = smol::future::zip(upstream, client).await;
+        // The stalled send completes once the client reads, so it arrives too.
+        assert!(got == sent || got == sent + 1, "sent {sent}, got {got}");
+    });
+}
+
+#[test]
+fn flood_towards_a_paused_upstream_stalls_the_client() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let mut conn = up.next().await;
+        let rss_before = rss_kib(s.pid());
+        let msg = Message::binary(vec![9u8; MSG]);
+        let sent = flood_until_stalled(&mut ws, &msg, 4096, Duration::from_secs(1)).await;
+        eprintln!("stalled after {sent} messages of {MSG} bytes");
+        assert!(sent * MSG < BUFFERED_BOUND, "{sent} messages buffered");
+        let grown = rss_kib(s.pid()).saturating_sub(rss_before);
+        assert!(
+            grown < 32 * 1024,
+            "wsgate grew by {grown} KiB while the upstream paused"
+        );
+        let client = async {
+            ws.send(Message::text("end")).await.unwrap();
+            ws
+        };
+        let upstream = async {
+            let mut got = 0;
+            loop {
+                match up_recv(&mut conn.ws).await {
+                    Message::Binary(b) => {
+                        assert_eq!(b.len(), MSG);
+                        got += 1;
+                    }
+                    Message::Text(t) if t.as_str() == "end" => return got,
+                    m => panic!("unexpected {m:?}"),
+                }
+            }
+        };
+        let (_, got) = smol::future::zip(client, upstream).await;
+        assert!(got == sent || got == sent + 1, "sent {sent}, got {got}");
+    });
+}
+
+#[test]
+fn an_echoing_upstream_under_load_does_not_deadlock() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let (mut tx, mut rx) = ws_bearer(&s, &t).await.split();
+        let mut conn = up.next().await;
+        const N: usize = 400;
+        // A sequential echo: it stops reading while its own write is blocked.
+        let upstream = async move {
+            for _ in 0..N {
+                let m = up_recv(&mut conn.ws).await;
+                conn.ws.send(m).await.unwrap();
+            }
+            conn
+        };
+        let sender = async move {
+            for i in 0..N {
+                tx.send(Message::binary(vec![(i % 256) as u8; MSG]))
+                    .await
+                    .unwrap();
+            }
+            tx
+        };
+        let reader = async move {
+            for i in 0..N {
+                match timeout(IO_TIMEOUT, rx.next()).await {
+                    Some(Some(Ok(Message::Binary(b)))) => {
+                        assert_eq!((b.len(), b[0]), (MSG, (i % 256) as u8))
+                    }
+                    other => panic!("message {i}: {other:?}"),
+                }
+            }
+        };
+        smol::future::zip(smol::future::zip(upstream, sender), reader).await;
+    });
+}
+
+#[test]
+fn token_expiry_closes_both_sides_with_4401() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &["--leeway", "0"]);
+    let t = k.token(&Claims::new("alice").exp_in(2));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let mut conn = up.next().await;
+        let limit = Duration::from_secs(8);
+        let upstream = async {
+            loop {
+                match timeout(limit, conn.ws.next())
+                    .await
+                    .expect("upstream close in time")
+                {
+                    Some(Ok(Message::Close(Some(f)))) => {
+                        return (u16::from(f.code), f.reason.to_string());
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    other => panic!("expected a close frame, got {other:?}"),
+                }
+            }
+        };
+        let (client, upstream) =
+            smol::future::zip(expect_close_within(&mut ws, limit), upstream).await;
+        assert_eq!(client, (4401, "token expired".to_owned()));
+        assert_eq!(upstream, (4401, "token expired".to_owned()));
+    });
+}
+
+#[test]
+fn shutdown_closes_both_sides_with_1001() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let mut s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let mut conn = up.next().await;
+        s.signal("TERM");
+        let upstream = async {
+            match up_recv(&mut conn.ws).await {
+                Message::Close(Some(f)) => u16::from(f.code),
+                m => panic!("expected a close frame, got {m:?}"),
+            }
+        };
+        let (client, upstream) = smol::future::zip(expect_close(&mut ws), upstream).await;
+        assert_eq!(client.0, 1001);
+        assert_eq!(upstream, 1001);
+    });
+    assert!(s.wait_exit(IO_TIMEOUT).is_some_and(|st| st.success()));
+}
+
+#[test]
+fn bad_upstream_urls_are_configuration_errors() {
+    for url in [
+        "127.0.0.1:9000",
+        "http://127.0.0.1:9000/",
+        "wss://example.com/",
+        "ws://h:0/",
+        "ws://h/a?b=1",
+    ] {
+        let out = wsgate(&["serve", "--listen", "127.0.0.1:0", "--upstream", url]);
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        let err = stderr_of(&out);
+        assert!(
+            err.starts_with(&format!("error: --upstream {url}: ")),
+            "{url}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn library_handler_relays() {
+    let up = Upstream::start();
+    let key = wsgate::Key::generate_local().unwrap();
+    let claims = wsgate::token::claims_json("bob", now(), 600, None, None, None, &[]);
+    let token = key.issue(&claims).unwrap();
+    let mut config = wsgate::Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.keys.push(key);
+    let handler = wsgate::Handler::upstream(&up.url("/lib")).unwrap();
+    let server = smol::block_on(wsgate::Server::bind(config, handler)).unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = server.shutdown_handle();
+    let serving = std::thread::spawn(move || smol::block_on(server.run()));
+    run(async {
+        let head = upgrade_bytes(
+            &addr.to_string(),
+            "/x",
+            &[("Authorization", &bearer(&token))],
+        );
+        let (mut ws, _) = ws_raw(addr, &head)
+            .await
+            .unwrap_or_else(|r| panic!("{}", r.head));
+        let mut conn = up.next().await;
+        assert_eq!(conn.target, "/lib/x");
+        assert_eq!(conn.header("x-wsgate-sub"), ["bob"]);
+        send_text(&mut ws, "ping?").await;
+        assert_eq!(up_recv(&mut conn.ws).await, Message::text("ping?"));
+        conn.ws.send(Message::text("pong!")).await.unwrap();
+        assert_eq!(recv_text(&mut ws).await, "pong!");
+    });
+    stop.shutdown();
+    serving.join().unwrap().unwrap();
+}
