@@ -26,12 +26,30 @@ impl Rng {
 
 fn gate() -> (Gate, String) {
     let key = Key::generate_local().unwrap();
-    let token = key.issue(&wsgate::token::claims_json("alice", NOW, 600, None, None, None, &[])).unwrap();
+    let token = key
+        .issue(&wsgate::token::claims_json(
+            "alice",
+            NOW,
+            600,
+            None,
+            None,
+            None,
+            &[],
+        ))
+        .unwrap();
     let gate = Gate::new(GateConfig {
-        methods: "header,protocol,cookie,query,message".parse::<Methods>().unwrap(),
+        methods: "header,protocol,cookie,query,message"
+            .parse::<Methods>()
+            .unwrap(),
         cookie_name: "wsgate_token".into(),
         allowed_origins: vec!["https://app.example.com".into()],
-        verifier: Verifier::new(vec![key], ClaimRules { leeway: 60, ..ClaimRules::default() }),
+        verifier: Verifier::new(
+            vec![key],
+            ClaimRules {
+                leeway: 60,
+                ..ClaimRules::default()
+            },
+        ),
         ticket_ttl: 30,
         ticket_capacity: 64,
     })
@@ -55,8 +73,27 @@ fn seed_requests(token: &str) -> Vec<Vec<u8>> {
 }
 
 const INTERESTING: &[&[u8]] = &[
-    b"\r\n", b"\n", b":", b",", b";", b"=", b"%", b"%2e", b"\"", b" ", b"\0", b"\xff", b"\xc3\xa9", b"v4.local.", b"v4.public.",
-    b"Bearer ", b"[::1]", b"://", b"{", b"}", b"k4.lid.",
+    b"\r\n",
+    b"\n",
+    b":",
+    b",",
+    b";",
+    b"=",
+    b"%",
+    b"%2e",
+    b"\"",
+    b" ",
+    b"\0",
+    b"\xff",
+    b"\xc3\xa9",
+    b"v4.local.",
+    b"v4.public.",
+    b"Bearer ",
+    b"[::1]",
+    b"://",
+    b"{",
+    b"}",
+    b"k4.lid.",
 ];
 
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
@@ -94,31 +131,50 @@ fn mutated_heads_never_panic_and_decisions_stay_consistent() {
     for i in 0..20_000 {
         let input = mutate(&mut rng, &seeds[i % seeds.len()]);
         let mut storage = head::header_storage();
-        let Ok(Some((req, n))) = head::parse(&input, &mut storage) else { continue };
+        let Ok(Some((req, n))) = head::parse(&input, &mut storage) else {
+            continue;
+        };
         parsed += 1;
         assert!(n <= input.len());
         let _ = req.websocket_key();
         let _ = req.is_upgrade();
         match gate.check_upgrade(&req, peer, NOW) {
-            Decision::Reject { in_band: true, rejection, .. } => {
-                assert!(req.header("origin").is_some(), "in-band refusal only for browsers");
+            Decision::Reject {
+                in_band: true,
+                rejection,
+                ..
+            } => {
+                assert!(
+                    req.header("origin").is_some(),
+                    "in-band refusal only for browsers"
+                );
                 assert!(rejection.in_band_for_browsers());
             }
             Decision::Accept { identity, protocol } => {
                 assert_eq!(identity.sub, "alice");
-                assert!(!protocol.is_some_and(|p| p.starts_with("v4.")), "a token is never echoed");
+                assert!(
+                    !protocol.is_some_and(|p| p.starts_with("v4.")),
+                    "a token is never echoed"
+                );
             }
             _ => {}
         }
         let _ = gate.mint_ticket(&req, peer, NOW);
     }
-    assert!(parsed > 1000, "mutations should still parse often ({parsed})");
+    assert!(
+        parsed > 1000,
+        "mutations should still parse often ({parsed})"
+    );
 }
 
 #[test]
 fn mutated_first_messages_never_panic() {
     let (gate, token) = gate();
-    let seeds = [token.clone(), format!(r#"{{"token":"{token}"}}"#), format!("  {token}\n")];
+    let seeds = [
+        token.clone(),
+        format!(r#"{{"token":"{token}"}}"#),
+        format!("  {token}\n"),
+    ];
     let mut rng = Rng(42);
     let peer: IpAddr = "10.1.2.3".parse().unwrap();
     for i in 0..20_000 {
