@@ -72,11 +72,14 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod endpoints;
 pub mod head;
 pub mod log;
 pub mod metrics;
+pub mod process;
+pub mod relay;
 pub mod server;
 pub mod session;
 pub mod tickets;
@@ -87,5 +90,5 @@ pub use async_tungstenite::tungstenite::Message;
 pub use auth::{Decision, Gate, GateConfig, Identity, Method, Methods, Rejection, Ticket};
 pub use config::{Config, ConfigError, Mode};
 pub use server::{Error, Server, ShutdownHandle};
-pub use session::{Handler, Session};
+pub use session::{Handler, Race, Session};
 pub use token::{ClaimRules, Claims, Key, KeyError, TokenError, UntrustedToken, Verifier};

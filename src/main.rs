@@ -24,6 +24,7 @@ enum Cmd {
     Keygen(Keygen),
     Issue(Issue),
     Verify(Verify),
+    Bench(Bench),
 }
 
 #[derive(FromArgs)]
@@ -143,6 +144,119 @@ struct Verify {
     token: String,
 }
 
+#[derive(FromArgs)]
+/// Load-test a WebSocket server: per-connection connect, 101, authenticated and first-echo
+/// latency (p50/p90/p99/max), rate and errors by kind; or hold K idle sessions.
+#[argh(subcommand, name = "bench")]
+struct Bench {
+    /// the server: ws://host:port/path
+    #[argh(positional)]
+    url: String,
+    /// header, protocol, cookie, message or ticket [header]
+    #[argh(option, default = "\"header\".into()")]
+    method: String,
+    /// the token to present on every connection
+    #[argh(option)]
+    token: Option<String>,
+    /// key file (k4.local or k4.secret): mint a fresh token per connection
+    #[argh(option)]
+    key: Option<PathBuf>,
+    /// sub of minted tokens [bench]
+    #[argh(option, default = "\"bench\".into()")]
+    sub: String,
+    /// cookie name for --method cookie [wsgate_token]
+    #[argh(option, default = "\"wsgate_token\".into()")]
+    cookie: String,
+    /// connections to make [1000]
+    #[argh(option, short = 'n', long = "connections", default = "1000")]
+    connections: u64,
+    /// connections open at once [64]
+    #[argh(option, short = 'c', long = "concurrency", default = "64")]
+    concurrency: usize,
+    /// stop after this long (30s, 2m) even before -n connections
+    #[argh(option)]
+    duration: Option<String>,
+    /// hold mode: open this many authenticated sessions and keep them idle
+    #[argh(option)]
+    hold: Option<u64>,
+    /// hold mode: how long to keep them (10s, 2m) [10s]
+    #[argh(option, default = "\"10s\".into()")]
+    hold_for: String,
+    /// bound on each connection, in seconds [10]
+    #[argh(option, default = "10")]
+    timeout: u64,
+    /// pid of a server on this machine: report its CPU per round trip and RSS per session
+    #[argh(option)]
+    server_pid: Option<u32>,
+    /// print the report as JSON on stdout
+    #[argh(switch)]
+    json: bool,
+}
+
+/// `wsgate bench`: exit 0 when every connection succeeded, 1 when some failed,
+/// 2 for bad arguments.
+fn bench(b: Bench) -> ExitCode {
+    use wsgate::bench::{BenchMethod, Credentials, Options, WsUrl};
+    let prepared = (|| -> Result<Options, String> {
+        let url: WsUrl = b.url.parse().map_err(|e| format!("{e}"))?;
+        let method: BenchMethod = b.method.parse().map_err(|e| format!("--method: {e}"))?;
+        let credentials = match (b.token, &b.key) {
+            (Some(t), None) => Credentials::Token(t.trim().to_owned()),
+            (None, Some(path)) => {
+                Credentials::Mint(load_key_file(path).map_err(|e| e.to_string())?)
+            }
+            _ => return Err("--token T or --key F: give exactly one".into()),
+        };
+        let secs = |flag: &str, v: &str| {
+            parse_duration(v)
+                .filter(|s| *s > 0)
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| format!("{flag} {v}: expected 30s, 2m or 1h"))
+        };
+        let mut o = Options::new(url, credentials);
+        o.method = method;
+        o.sub = b.sub;
+        o.cookie = b.cookie;
+        o.connections = b.connections;
+        o.concurrency = b.concurrency;
+        o.duration = b
+            .duration
+            .as_deref()
+            .map(|d| secs("--duration", d))
+            .transpose()?;
+        o.hold = b.hold;
+        o.hold_for = secs("--hold-for", &b.hold_for)?;
+        o.timeout = std::time::Duration::from_secs(b.timeout.max(1));
+        o.server_pid = b.server_pid;
+        Ok(o)
+    })();
+    let opts = match prepared {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match wsgate::bench::run(&opts) {
+        Ok(report) => {
+            if b.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.failed == 0 && report.ok > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let name = Path::new(args.first().map(String::as_str).unwrap_or("wsgate"))
@@ -172,6 +286,7 @@ fn main() -> ExitCode {
         Cmd::Keygen(k) => keygen(k),
         Cmd::Issue(i) => issue(i),
         Cmd::Verify(v) => return verify(v),
+        Cmd::Bench(b) => return bench(b),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -258,14 +373,11 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     }
     config.static_dir = s.static_dir;
     config.ping_interval = std::time::Duration::from_secs(s.ping_interval.max(1));
+    // Both constructors check their argument and name the option in the error.
     let handler = match &config.mode {
         Mode::Echo => Handler::echo(),
-        Mode::Upstream(_) | Mode::Exec(_) => {
-            return Err(ConfigError::new(
-                "--upstream/--exec",
-                "not available in this build yet",
-            ));
-        }
+        Mode::Upstream(url) => Handler::upstream(url)?,
+        Mode::Exec(cmd) => Handler::exec(cmd)?,
     };
 
     let mut demo_token = None;

@@ -1,0 +1,310 @@
+//! Full loopback round trips (connect → 101 → authenticated → one echo → close) for
+//! each method against a real `wsgate::Server`, and the BASELINE floor in the same
+//! run: a minimal async-tungstenite echo server (`accept_hdr_async` with a pasetors
+//! cookie check and nothing else). Each server runs in a child process pinned to
+//! CPU 0; the load (`wsgate::bench`) runs here, pinned to CPU 1. The figure is the
+//! server's CPU time (getrusage, µs) per round trip at 64 concurrent clients, and
+//! every figure is printed as a ratio to the floor measured in the same round.
+//!
+//! `cargo bench --bench handshake`; `WSGATE_BENCH_N` round trips per measure
+//! [4000], `WSGATE_BENCH_ROUNDS` interleaved rounds [5], `WSGATE_BENCH_C` [64].
+
+mod harness;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use smol::stream::StreamExt as _;
+use wsgate::bench::{BenchMethod, Credentials, Options};
+use wsgate::{Config, Handler, Key, Server};
+
+const SERVER_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "__child") {
+        child(&args[i + 1], &args[i + 2], &args[i + 3]);
+        return;
+    }
+    if !harness::enabled() {
+        return;
+    }
+    parent();
+}
+
+// ---------------------------------------------------------------------------
+// The child: a server on 127.0.0.1:0 that prints `addr=…` and then answers each
+// line on stdin with its own CPU time in µs.
+
+fn child(kind: &str, key_file: &str, log_level: &str) {
+    harness::pin_to(SERVER_CPU);
+    let paserk = std::fs::read_to_string(key_file).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    std::thread::spawn(|| {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            if line.is_err() {
+                break;
+            }
+            println!("{}", harness::process_cpu_us());
+        }
+        std::process::exit(0);
+    });
+    match kind {
+        "wsgate" => {
+            wsgate::log::set_level(log_level.parse().unwrap());
+            let mut config = Config::default();
+            config.listen = addr;
+            config.keys.push(Key::from_paserk(&paserk).unwrap());
+            smol::block_on(async {
+                let server = Server::bind(config, Handler::echo()).await.unwrap();
+                println!("addr={}", server.local_addr().unwrap());
+                server.run().await.unwrap();
+            });
+        }
+        _ => baseline(addr, &paserk),
+    }
+}
+
+/// The floor: accept, check the cookie with pasetors, echo. Same read buffer and
+/// write policy as wsgate, same single-threaded smol executor.
+// The callback's error type is tungstenite's, fixed by its `Callback` trait.
+#[allow(clippy::result_large_err)]
+fn baseline(addr: SocketAddr, paserk: &str) {
+    use pasetors::keys::SymmetricKey;
+    use pasetors::token::UntrustedToken;
+    use pasetors::version4::{LocalToken, V4};
+    let key: &'static SymmetricKey<V4> = Box::leak(Box::new(
+        SymmetricKey::<V4>::try_from(paserk.trim()).unwrap(),
+    ));
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let ex = smol::LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let listener = smol::net::TcpListener::bind(addr).await.unwrap();
+        println!("addr={addr}");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            ex.spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+                    #[derive(serde::Deserialize)]
+                    struct Claims<'a> {
+                        #[serde(borrow)]
+                        exp: std::borrow::Cow<'a, str>,
+                    }
+                    let deny = || {
+                        let mut r = ErrorResponse::new(None);
+                        *r.status_mut() =
+                            async_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED;
+                        r
+                    };
+                    let token = req
+                        .headers()
+                        .get_all("cookie")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .flat_map(|v| v.split(';'))
+                        .find_map(|p| p.trim().strip_prefix("wsgate_token="))
+                        .ok_or_else(deny)?;
+                    let t = UntrustedToken::<pasetors::token::Local, V4>::try_from(token)
+                        .map_err(|_| deny())?;
+                    let opened = LocalToken::decrypt(key, &t, None, None).map_err(|_| deny())?;
+                    let c: Claims<'_> =
+                        serde_json::from_str(opened.payload()).map_err(|_| deny())?;
+                    match wsgate::time::parse_rfc3339(&c.exp) {
+                        Some(exp) if exp >= wsgate::time::unix_now() => Ok(resp),
+                        _ => Err(deny()),
+                    }
+                };
+                let Ok(mut ws) =
+                    async_tungstenite::accept_hdr_async_with_config(stream, check, Some(config))
+                        .await
+                else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if matches!(m, Message::Text(_) | Message::Binary(_))
+                        && ws.send(m).await.is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .detach();
+        }
+    }));
+}
+
+// ---------------------------------------------------------------------------
+// The parent: starts the servers, drives the load, prints the table.
+
+struct ServerProc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    addr: String,
+}
+
+impl ServerProc {
+    fn start(kind: &str, key_file: &str, log_level: &str) -> ServerProc {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new(exe)
+            .args(["__child", kind, key_file, log_level])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            // The server's log lines are written (their cost is counted) and dropped.
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("addr=").unwrap().to_owned();
+        ServerProc {
+            child,
+            stdin,
+            stdout,
+            addr,
+        }
+    }
+
+    fn cpu_us(&mut self) -> u64 {
+        writeln!(self.stdin, "cpu").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().parse().unwrap()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Measure {
+    cpu_us_per_rt: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failed: u64,
+}
+
+fn measure(server: &mut ServerProc, key: &str, method: BenchMethod, n: u64, c: usize) -> Measure {
+    let mut opts = Options::new(
+        format!("ws://{}/", server.addr).parse().unwrap(),
+        Credentials::Mint(Key::from_paserk(key).unwrap()),
+    );
+    opts.method = method;
+    opts.connections = n;
+    opts.concurrency = c;
+    opts.progress = false;
+    opts.timeout = Duration::from_secs(20);
+    let before = server.cpu_us();
+    let report = wsgate::bench::run(&opts).unwrap();
+    let after = server.cpu_us();
+    let echo = report.phases.iter().find(|p| p.phase == "echo");
+    Measure {
+        cpu_us_per_rt: (after - before) as f64 / report.ok.max(1) as f64,
+        p50_ms: echo.map_or(f64::NAN, |p| p.p50_ms),
+        p99_ms: echo.map_or(f64::NAN, |p| p.p99_ms),
+        failed: report.failed,
+    }
+}
+
+fn parent() {
+    let pinned = harness::pin_to(LOAD_CPU);
+    let n: u64 = harness::env_or("WSGATE_BENCH_N", 4000);
+    let rounds: usize = harness::env_or("WSGATE_BENCH_ROUNDS", 5);
+    let c: usize = harness::env_or("WSGATE_BENCH_C", 64);
+    let dir = std::env::temp_dir().join(format!("wsgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key");
+    let key = Key::generate_local().unwrap();
+    std::fs::write(&key_file, key.to_paserk().as_str()).unwrap();
+    let key_file = key_file.to_str().unwrap().to_owned();
+    let paserk = key.to_paserk().to_string();
+
+    let mut servers = [
+        ServerProc::start("baseline", &key_file, "info"),
+        ServerProc::start("wsgate", &key_file, "info"),
+        ServerProc::start("wsgate", &key_file, "warn"),
+    ];
+
+    // (label, which server, method)
+    let cases: [(&str, usize, BenchMethod); 7] = [
+        ("BASELINE cookie (floor)", 0, BenchMethod::Cookie),
+        ("wsgate header", 1, BenchMethod::Header),
+        ("wsgate protocol", 1, BenchMethod::Protocol),
+        ("wsgate cookie", 1, BenchMethod::Cookie),
+        ("wsgate message", 1, BenchMethod::Message),
+        ("wsgate ticket (2 connections)", 1, BenchMethod::Ticket),
+        ("wsgate cookie --log-level warn", 2, BenchMethod::Cookie),
+    ];
+    // Warm up every server and path once.
+    for (_, s, m) in cases {
+        let server = &mut servers[s];
+        measure(server, &paserk, m, 500, c);
+    }
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut p50: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut failed = 0;
+    for _ in 0..rounds {
+        let mut floor_now = 0.0;
+        for (i, (_, s, m)) in cases.iter().enumerate() {
+            let server = &mut servers[*s];
+            let r = measure(server, &paserk, *m, n, c);
+            failed += r.failed;
+            if i == 0 {
+                floor_now = r.cpu_us_per_rt;
+            }
+            cpu[i].push(r.cpu_us_per_rt);
+            ratio[i].push(r.cpu_us_per_rt / floor_now);
+            p50[i].push(r.p50_ms);
+            p99[i].push(r.p99_ms);
+        }
+    }
+    println!(
+        "server CPU per round trip (connect, 101, authenticated, 1 echo, close), {n} round trips \
+         x {rounds} rounds at {c} concurrent clients; server pinned to CPU {SERVER_CPU}, load to \
+         CPU {LOAD_CPU}: {}",
+        if pinned { "yes" } else { "no (one CPU)" }
+    );
+    println!(
+        "{:<34}{:>10}{:>16}{:>10}{:>16}{:>9}{:>9}",
+        "server / method", "µs/RT", "(min..max)", "x floor", "(min..max)", "p50 ms", "p99 ms"
+    );
+    for (i, (label, _, _)) in cases.iter().enumerate() {
+        let lo = |v: &Vec<f64>| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = |v: &Vec<f64>| v.iter().copied().fold(0.0, f64::max);
+        let (clo, chi, rlo, rhi) = (lo(&cpu[i]), hi(&cpu[i]), lo(&ratio[i]), hi(&ratio[i]));
+        println!(
+            "{label:<34}{:>10.1}{:>16}{:>10.3}{:>16}{:>9.2}{:>9.2}",
+            harness::median(&mut cpu[i]),
+            format!("({clo:.1}..{chi:.1})"),
+            harness::median(&mut ratio[i]),
+            format!("({rlo:.2}..{rhi:.2})"),
+            harness::median(&mut p50[i]),
+            harness::median(&mut p99[i]),
+        );
+    }
+    if failed > 0 {
+        println!("WARNING: {failed} round trips failed");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

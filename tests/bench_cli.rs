@@ -1,0 +1,148 @@
+//! `wsgate bench` against a real `wsgate serve` over loopback: it completes the
+//! connections it was asked for, by each method, and reports them (JSON and text).
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn key_file(dir: &std::path::Path) -> String {
+    let key = dir.join("key");
+    let out = Command::new(BIN)
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    key.to_str().unwrap().to_owned()
+}
+
+/// Starts `wsgate serve --key F --listen 127.0.0.1:0` and returns it with its address.
+fn serve(key: &str) -> (Serve, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--key", key, "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split(' ').find_map(|kv| kv.strip_prefix("addr=")) {
+                if line.contains("event=listen") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+            // Keep draining so the server never blocks on a full pipe.
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no listen line");
+    (Serve(child), addr)
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("wsgate-bench-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn bench_completes_n_connections_by_every_method() {
+    let dir = tempdir("methods");
+    let key = key_file(&dir);
+    let (_server, addr) = serve(&key);
+    let url = format!("ws://{addr}/");
+    for method in ["header", "protocol", "cookie", "message", "ticket"] {
+        let t = Instant::now();
+        let out = Command::new(BIN)
+            .args([
+                "bench", &url, "--key", &key, "--method", method, "-n", "40", "-c", "8",
+            ])
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{method}: {out:?}");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["ok"], 40, "{method}: {r}");
+        assert_eq!(r["failed"], 0, "{method}: {r}");
+        assert_eq!(r["method"], method);
+        let phases: Vec<&str> = r["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["phase"].as_str().unwrap())
+            .collect();
+        for p in ["connect", "upgraded", "authenticated", "echo"] {
+            assert!(phases.contains(&p), "{method}: no {p} in {phases:?}");
+        }
+        assert_eq!(phases.contains(&"ticket"), method == "ticket");
+        assert!(t.elapsed() < Duration::from_secs(20));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_counts_each_error_kind_and_holds_sessions() {
+    let dir = tempdir("errors");
+    let key = key_file(&dir);
+    let (server, addr) = serve(&key);
+    let url = format!("ws://{addr}/");
+    // A token from another key: every connection is refused with 401, and counted.
+    let other_dir = tempdir("errors-other");
+    let other = key_file(&other_dir);
+    let out = Command::new(BIN)
+        .args(["bench", &url, "--key", &other, "-n", "10", "-c", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0 ok, 10 failed of 10"), "{text}");
+    assert!(text.contains("10  http 401"), "{text}");
+    // Hold mode, reading the server's RSS through its pid.
+    let pid = server.0.id().to_string();
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            &url,
+            "--key",
+            &key,
+            "--hold",
+            "20",
+            "--hold-for",
+            "1s",
+        ])
+        .args(["--server-pid", &pid, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["mode"].as_str(), r["ok"].as_u64()),
+        (Some("hold"), Some(20)),
+        "{r}"
+    );
+    assert_eq!(r["held_to_end"], 20);
+    assert!(r["server"]["rss_peak_kib"].as_u64().unwrap() > 0, "{r}");
+    // Bad arguments: one `error:` line, exit 2.
+    let out = Command::new(BIN)
+        .args(["bench", "wss://x/", "--token", "t"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use ws://"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other_dir);
+}
