@@ -36,7 +36,7 @@ use crate::token::{ClaimRules, Verifier};
 pub const OVERFLOW_SLACK: usize = 256;
 
 /// Initial read buffer of a session; grows for a large message, as tungstenite does.
-pub const READ_BUFFER: usize = 4096;
+pub const READ_BUFFER: usize = 512;
 
 /// Why the server could not start or stopped.
 #[derive(Debug)]
@@ -226,9 +226,17 @@ impl Server {
                             continue;
                         }
                         let task = connection(shared.clone(), stream, peer, n > max);
+
                         ex.spawn(async move {
                             let _guard = guard;
-                            if AssertUnwindSafe(task).catch_unwind().await.is_err() {
+                            // The handshake's future is freed before the session runs:
+                            // only the handler's boxed future stays for the session.
+                            let run = match AssertUnwindSafe(Box::pin(task)).catch_unwind().await {
+                                Ok(Some(run)) => AssertUnwindSafe(run).catch_unwind().await,
+                                Ok(None) => Ok(()),
+                                Err(e) => Err(e),
+                            };
+                            if run.is_err() {
                                 crate::log_event!(Level::Error, "panic", "peer" = peer);
                             }
                         })
@@ -568,12 +576,14 @@ async fn close_ws(ws: &mut WsStream, code: u16, reason: &str) {
     }
 }
 
+type SessionRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 async fn connection(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
     over_limit: bool,
-) {
+) -> Option<SessionRun> {
     let accepted = Instant::now();
     crate::log_event!(Level::Debug, "accept", "peer" = peer);
     let _ = stream.set_nodelay(true);
@@ -581,27 +591,33 @@ async fn connection(
     // not in every session's task.
     let next = Box::pin(handshake(&shared, &mut stream, peer, over_limit, accepted)).await;
     match next {
-        Next::Done => {}
+        Next::Done => None,
         Next::Session {
             identity,
             target,
             leftover,
         } => {
-            let ws = ws_from(&shared, stream, leftover).await;
-            let session = Session::new(identity, peer, target, ws, shared.clone());
-            shared.handler.run(session).await;
+            let ws = Box::pin(ws_from(&shared, stream, leftover)).await;
+            Some(
+                shared
+                    .handler
+                    .run(Session::new(identity, peer, target, ws, shared.clone())),
+            )
         }
         Next::InBand {
             rejection,
             leftover,
         } => {
-            let mut ws = ws_from(&shared, stream, leftover).await;
+            let mut ws = Box::pin(ws_from(&shared, stream, leftover)).await;
             let (code, reason) = rejection.close();
-            close_ws(&mut ws, code, reason).await;
+            Box::pin(close_ws(&mut ws, code, reason)).await;
+            None
         }
         Next::FirstMessage { target, leftover } => {
-            let ws = ws_from(&shared, stream, leftover).await;
-            first_message(shared, ws, peer, target, accepted).await;
+            let ws = Box::pin(ws_from(&shared, stream, leftover)).await;
+            let session =
+                Box::pin(first_message(shared.clone(), ws, peer, target, accepted)).await?;
+            Some(shared.handler.run(session))
         }
     }
 }
@@ -618,13 +634,13 @@ async fn first_message(
     peer: SocketAddr,
     target: String,
     accepted: Instant,
-) {
+) -> Option<Session> {
     let deadline = Instant::now() + shared.config.auth_timeout;
     let mut stop = shared.shutdown.listen();
     let verdict = loop {
         if shared.is_shutting_down() {
             close_ws(&mut ws, 1001, "going away").await;
-            return;
+            return None;
         }
         let ev = async { First::Frame(ws.next().await) }
             .or(async {
@@ -651,14 +667,14 @@ async fn first_message(
                         Timer::after(CLOSE_WAIT).await;
                     })
                     .await;
-                return;
+                return None;
             }
             First::Frame(Some(Ok(_))) => continue,
             First::Frame(Some(Err(async_tungstenite::tungstenite::Error::Capacity(_)))) => {
                 close_ws(&mut ws, 1009, "message too big").await;
-                return;
+                return None;
             }
-            First::Frame(_) => return,
+            First::Frame(_) => return None,
             First::Timeout => break Err(Rejection::Timeout),
             First::Shutdown => {
                 stop = shared.shutdown.listen();
@@ -672,11 +688,10 @@ async fn first_message(
                 .await
                 .is_err()
             {
-                return;
+                return None;
             }
             auth_ok(&shared, peer, &identity, accepted);
-            let session = Session::new(identity, peer, target, ws, shared.clone());
-            shared.handler.run(session).await;
+            Some(Session::new(identity, peer, target, ws, shared.clone()))
         }
         Err(rejection) => {
             auth_fail(
@@ -688,6 +703,7 @@ async fn first_message(
             );
             let (code, reason) = rejection.close();
             close_ws(&mut ws, code, reason).await;
+            None
         }
     }
 }

@@ -285,7 +285,8 @@ impl Session {
                                 .map_or((1005, Default::default()), |f| (f.code.into(), f.reason));
                             self.close_code = Some(code);
                             self.close_reason = reason.to_string();
-                            self.drain().await;
+                            // Boxed: rare paths stay out of every session's future.
+                            Box::pin(self.drain()).await;
                         }
                         _ => {}
                     }
@@ -319,12 +320,8 @@ impl Session {
                             self.open = false;
                         } else {
                             self.awaiting_pong = true;
-                            if self
-                                .ws
-                                .send(Message::Ping(Default::default()))
-                                .await
-                                .is_err()
-                            {
+                            let ping = self.ws.send(Message::Ping(Default::default()));
+                            if Box::pin(ping).await.is_err() {
                                 self.open = false;
                             }
                         }
@@ -392,9 +389,13 @@ impl Session {
     /// Closes the session with `code` and `reason`, waiting (bounded) for the client's
     /// close frame. Idempotent.
     pub async fn close(&mut self, code: u16, reason: &str) {
-        if !self.open {
-            return;
+        if self.open {
+            // Boxed: the closing handshake's state is not kept in every session's future.
+            Box::pin(self.close_now(code, reason)).await;
         }
+    }
+
+    async fn close_now(&mut self, code: u16, reason: &str) {
         self.close_code = Some(code);
         self.close_reason = reason.to_owned();
         let frame = CloseFrame {
@@ -487,11 +488,16 @@ impl Handler {
 }
 
 /// The echo session: every text and binary message is sent back.
-pub async fn echo(mut s: Session) {
-    while let Some(m) = s.recv().await {
-        if s.send(m).await.is_err() {
-            return;
+///
+/// A plain `fn` returning the future: an `async fn` would keep its argument twice in
+/// the future (rustc #62958), and this future lives as long as the session.
+pub fn echo(mut s: Session) -> impl Future<Output = ()> + Send {
+    async move {
+        while let Some(m) = s.recv().await {
+            if s.send(m).await.is_err() {
+                return;
+            }
         }
+        s.close(1000, "").await;
     }
-    s.close(1000, "").await;
 }
