@@ -671,7 +671,7 @@ async fn first_message(
             }
             First::Frame(Some(Ok(_))) => continue,
             First::Frame(Some(Err(async_tungstenite::tungstenite::Error::Capacity(_)))) => {
-                close_ws(&mut ws, 1009, "message too big").await;
+                crate::session::close_unreadable(&mut ws, 1009, "message too big").await;
                 return None;
             }
             First::Frame(_) => return None,

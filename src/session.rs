@@ -292,7 +292,10 @@ impl Session {
                     }
                 }
                 Event::Frame(Some(Err(WsError::Capacity(_)))) => {
-                    self.close(1009, "message too big").await
+                    self.close_code = Some(1009);
+                    self.close_reason = "message too big".into();
+                    Box::pin(close_unreadable(&mut self.ws, 1009, "message too big")).await;
+                    self.open = false;
                 }
                 Event::Frame(_) => {
                     self.close_code.get_or_insert(1006);
@@ -440,6 +443,30 @@ impl Drop for Session {
             "ms" = self.started.elapsed().as_millis(),
         );
     }
+}
+
+/// Closes a stream that can no longer be parsed (a message too big, whose payload
+/// may still be arriving): sends the close frame, half-closes, then discards raw
+/// bytes until the peer closes, bounded by [`CLOSE_WAIT`]. Dropping a socket with
+/// unread bytes would make the kernel answer with a reset, and a browser would then
+/// report 1006 instead of the close code.
+pub(crate) async fn close_unreadable(ws: &mut WsStream, code: u16, reason: &str) {
+    use smol::io::AsyncReadExt as _;
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
+    let _ = async {
+        let _ = ws.close(Some(frame)).await;
+        let tcp = ws.get_mut();
+        let _ = tcp.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; 512];
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    }
+    .or(async {
+        Timer::after(CLOSE_WAIT).await;
+    })
+    .await;
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
