@@ -7,7 +7,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 budget_kib="${BUDGET_KIB:-800}"
-cargo build --quiet --profile small --bin wsgate
+# Without optional features (SPEC §1): `wsgate bench` is left out.
+cargo build --quiet --profile small --no-default-features --bin wsgate
 target="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target/small/wsgate"
 # The profile strips already; strip again when the tool is there (no-op then).

@@ -72,6 +72,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod config;
 pub mod endpoints;

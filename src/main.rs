@@ -24,6 +24,7 @@ enum Cmd {
     Keygen(Keygen),
     Issue(Issue),
     Verify(Verify),
+    #[cfg(feature = "bench")]
     Bench(Bench),
 }
 
@@ -144,6 +145,7 @@ struct Verify {
     token: String,
 }
 
+#[cfg(feature = "bench")]
 #[derive(FromArgs)]
 /// Load-test a WebSocket server: per-connection connect, 101, authenticated and first-echo
 /// latency (p50/p90/p99/max), rate and errors by kind; or hold K idle sessions.
@@ -193,6 +195,7 @@ struct Bench {
     json: bool,
 }
 
+#[cfg(feature = "bench")]
 /// `wsgate bench`: exit 0 when every connection succeeded, 1 when some failed,
 /// 2 for bad arguments.
 fn bench(b: Bench) -> ExitCode {
@@ -286,6 +289,7 @@ fn main() -> ExitCode {
         Cmd::Keygen(k) => keygen(k),
         Cmd::Issue(i) => issue(i),
         Cmd::Verify(v) => return verify(v),
+        #[cfg(feature = "bench")]
         Cmd::Bench(b) => return bench(b),
     };
     match result {
