@@ -36,7 +36,7 @@ use crate::token::{ClaimRules, Verifier};
 pub const OVERFLOW_SLACK: usize = 256;
 
 /// Initial read buffer of a session; grows for a large message, as tungstenite does.
-pub const READ_BUFFER: usize = 512;
+pub const READ_BUFFER: usize = 1024;
 
 /// Why the server could not start or stopped.
 #[derive(Debug)]
@@ -225,13 +225,13 @@ impl Server {
                         if n > max.saturating_add(OVERFLOW_SLACK) {
                             continue;
                         }
-                        let task = connection(shared.clone(), stream, peer, n > max);
-
+                        // Boxed before the spawn: the task's own allocation then holds two
+                        // pointers, and the connection future is freed before the session
+                        // runs (only the handler's boxed future stays for the session).
+                        let task = Box::pin(connection(shared.clone(), stream, peer, n > max));
                         ex.spawn(async move {
                             let _guard = guard;
-                            // The handshake's future is freed before the session runs:
-                            // only the handler's boxed future stays for the session.
-                            let run = match AssertUnwindSafe(Box::pin(task)).catch_unwind().await {
+                            let run = match AssertUnwindSafe(task).catch_unwind().await {
                                 Ok(Some(run)) => AssertUnwindSafe(run).catch_unwind().await,
                                 Ok(None) => Ok(()),
                                 Err(e) => Err(e),
