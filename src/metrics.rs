@@ -22,6 +22,31 @@ const REASONS: [&str; 6] = [
     "timeout",
 ];
 
+/// Microseconds written as decimal seconds (`0.00005`, `1`, `2.5`) with integer
+/// arithmetic: no float formatting code in the binary.
+pub struct Seconds(pub u64);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whole, frac) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        if frac == 0 {
+            return write!(f, "{whole}");
+        }
+        let digits = format!("{frac:06}");
+        write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+    }
+}
+
+/// A duration written as milliseconds with three decimals (`0.123`), integer only.
+pub struct Millis(pub Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = self.0.as_micros();
+        write!(f, "{}.{:03}", us / 1000, us % 1000)
+    }
+}
+
 /// Ticket events counted by `wsgate_tickets_total{event}`.
 #[derive(Clone, Copy, Debug)]
 pub enum TicketEvent {
@@ -162,7 +187,7 @@ impl Metrics {
             let _ = writeln!(
                 s,
                 "wsgate_handshake_duration_seconds_bucket{{le=\"{}\"}} {cum}",
-                *b as f64 / 1e6
+                Seconds(*b)
             );
         }
         let count = self.latency_count.load(Relaxed);
@@ -173,7 +198,7 @@ impl Metrics {
         let _ = writeln!(
             s,
             "wsgate_handshake_duration_seconds_sum {}",
-            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+            Seconds(self.latency_sum_us.load(Relaxed))
         );
         let _ = writeln!(s, "wsgate_handshake_duration_seconds_count {count}");
         s
@@ -183,6 +208,22 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_without_floats() {
+        let s = |us| Seconds(us).to_string();
+        assert_eq!(
+            (s(50), s(100), s(2_500), s(1_000_000), s(2_500_000), s(0)),
+            (
+                "0.00005".into(),
+                "0.0001".into(),
+                "0.0025".into(),
+                "1".into(),
+                "2.5".into(),
+                "0".into()
+            )
+        );
+    }
 
     #[test]
     fn renders_counters_and_cumulative_buckets() {

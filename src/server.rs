@@ -518,7 +518,7 @@ pub(crate) fn auth_ok(shared: &Shared, peer: SocketAddr, identity: &Identity, ac
         "method" = identity.method,
         "sub" = &identity.sub,
         "ticket" = identity.via_ticket,
-        "ms" = format_args!("{:.3}", took.as_secs_f64() * 1e3),
+        "ms" = crate::metrics::Millis(took),
     );
 }
 
