@@ -40,6 +40,9 @@ pub type Ws = WebSocketStream<smol::net::TcpStream>;
 
 // ---------------------------------------------------------------------------
 // Time
+//
+// Written independently of `wsgate::time` on purpose: the black-box tests must not
+// share a formatting or parsing bug with the code under test.
 
 /// Unix seconds, now.
 pub fn now() -> i64 {
