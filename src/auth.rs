@@ -13,7 +13,7 @@ use crate::head::{Request, percent_decode};
 use crate::tickets::{ReplayCache, ReplayError};
 use crate::time::Rfc3339;
 use crate::token::{
-    Claims, Key, MAX_TOKEN_LEN, TICKET_CLAIM, TokenError, UntrustedToken, Verifier, is_token_shaped,
+    Claims, Key, TICKET_CLAIM, TokenError, UntrustedToken, Verifier, is_token_shaped,
 };
 
 /// Where a token came from.
@@ -314,8 +314,11 @@ pub struct Gate {
     replay: ReplayCache,
 }
 
-/// A minted ticket, ready to send as `{"ticket":…,"expires_in":…}`.
-#[derive(Debug)]
+/// Longest first message looked at: the 8 KiB token plus room for other JSON fields.
+pub const MAX_FIRST_MESSAGE: usize = 64 * 1024;
+
+/// A minted ticket, ready to send as `{"ticket":…,"expires_in":…}`. Its `Debug`
+/// shows no ticket bytes.
 pub struct Ticket {
     /// The `v4.local` ticket token.
     pub token: String,
@@ -334,6 +337,16 @@ pub enum TicketRefusal {
     Forbidden,
     /// The replay cache is full: 503.
     Full,
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticket")
+            .field("token", &UntrustedToken(&self.token))
+            .field("expires_in", &self.expires_in)
+            .field("sub", &self.sub)
+            .finish()
+    }
 }
 
 struct Found<'a> {
@@ -425,7 +438,9 @@ impl Gate {
         let text = text
             .ok_or(Rejection::BadToken(TokenError::Malformed))?
             .trim();
-        if text.len() > MAX_TOKEN_LEN + 256 {
+        // Extra JSON fields are ignored (SPEC §9.9), within a bound that keeps the
+        // parse cheap; the token itself is held to 8 KiB by the verifier.
+        if text.len() > MAX_FIRST_MESSAGE {
             return Err(Rejection::BadToken(TokenError::TooLong));
         }
         let token: std::borrow::Cow<'_, str> = if text.starts_with('{') {
@@ -474,13 +489,14 @@ impl Gate {
                     return Err(Rejection::TicketWrongIp);
                 }
                 let jti = jti.ok_or(Rejection::BadToken(TokenError::BadClaims))?;
+                // Checked before use: a refused ticket stays unused.
+                if now > t.session_exp.saturating_add(leeway) {
+                    return Err(Rejection::Expired);
+                }
                 match self.replay.consume(&jti, exp, now) {
                     Ok(()) => {}
                     Err(ReplayError::Reused) => return Err(Rejection::TicketReused),
                     Err(ReplayError::Full) => return Err(Rejection::Busy),
-                }
-                if now > t.session_exp.saturating_add(leeway) {
-                    return Err(Rejection::Expired);
                 }
                 Ok(Identity {
                     sub,

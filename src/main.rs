@@ -341,6 +341,19 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .iter()
         .map(|o| parse_origin(o))
         .collect::<Result<_, _>>()?;
+    for (flag, v) in [
+        ("--auth-timeout", s.auth_timeout),
+        ("--leeway", s.leeway),
+        ("--ticket-ttl", s.ticket_ttl),
+        ("--ping-interval", s.ping_interval),
+    ] {
+        if v > MAX_SECONDS {
+            return Err(ConfigError::new(
+                format!("{flag} {v}"),
+                "more than ten years",
+            ));
+        }
+    }
     config.auth_timeout = std::time::Duration::from_secs(s.auth_timeout.max(1));
     config.audience = s.audience;
     config.issuer = s.issuer;
@@ -502,6 +515,10 @@ fn keygen(k: Keygen) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Bound on durations given in seconds: ten years (a larger value is a typo, and
+/// timestamps must stay within RFC 3339's four-digit years).
+const MAX_SECONDS: u64 = 10 * 365 * 86_400;
+
 const RESERVED: [&str; 7] = ["sub", "exp", "iat", "nbf", "aud", "iss", "jti"];
 
 fn issue(i: Issue) -> Result<(), ConfigError> {
@@ -515,6 +532,12 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
     let ttl = parse_duration(&i.ttl).filter(|t| *t > 0).ok_or_else(|| {
         ConfigError::new(format!("--ttl {}", i.ttl), "expected 30s, 15m, 2h or 1d")
     })?;
+    if ttl > MAX_SECONDS {
+        return Err(ConfigError::new(
+            format!("--ttl {}", i.ttl),
+            "more than ten years",
+        ));
+    }
     let mut extra = Vec::with_capacity(i.claim.len());
     for c in &i.claim {
         let (k, v) = c

@@ -105,6 +105,10 @@ impl Metrics {
 
     /// Counts a refusal.
     pub fn failure(&self, r: Rejection) {
+        if r == Rejection::Busy {
+            // A full ticket cache is the server's limit, not the client's failure.
+            return;
+        }
         let reason = r.metric_reason();
         if let Some(i) = REASONS.iter().position(|x| *x == reason) {
             self.failures[i].fetch_add(1, Relaxed);

@@ -254,7 +254,7 @@ async fn dial(
 
 fn log_error(session: &Session, up: &UpstreamUrl, stage: &str, reason: &str) {
     crate::log_event!(
-        Level::Warn,
+        Level::Error,
         "upstream_error",
         "peer" = session.peer(),
         "sub" = session.sub(),

@@ -168,7 +168,8 @@ impl Server {
             .write_buffer_size(0)
             .max_write_buffer_size(max.saturating_mul(2).max(64 * 1024))
             .max_message_size(Some(max))
-            .max_frame_size(Some(max));
+            // Control frames (up to 125 bytes) must pass whatever --max-message is.
+            .max_frame_size(Some(max.max(125)));
         let shared = Arc::new(Shared {
             config,
             gate,
@@ -255,7 +256,7 @@ impl Server {
                 "shutdown",
                 "connections" = shared.connections.load(Ordering::Acquire)
             );
-            let grace = Instant::now() + shared.config.shutdown_grace;
+            let grace = instant_after(Instant::now(), shared.config.shutdown_grace);
             while shared.connections.load(Ordering::Acquire) > 0 {
                 let idle = shared.idle.listen();
                 if shared.connections.load(Ordering::Acquire) == 0 {
@@ -288,11 +289,21 @@ async fn read_head(
     shared: &Shared,
 ) -> Result<Option<usize>, HeadError> {
     let mut chunk = [0u8; 2048];
+    // Shutdown drops connections that have not sent their request yet.
+    let mut stop = shared.shutdown.listen();
     loop {
-        let read = async { Some(stream.read(&mut chunk).await) }.or(async {
-            Timer::at(deadline).await;
-            None
-        });
+        if shared.is_shutting_down() {
+            return Ok(None);
+        }
+        let read = async { Some(stream.read(&mut chunk).await) }
+            .or(async {
+                Timer::at(deadline).await;
+                None
+            })
+            .or(async {
+                (&mut stop).await;
+                None
+            });
         let n = match read.await {
             Some(Ok(0)) | Some(Err(_)) | None => return Ok(None),
             Some(Ok(n)) => n,
@@ -339,8 +350,18 @@ async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> bool {
     stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
 }
 
+/// Longest time an HTTP answer (a static file included) may take to write: a client
+/// that stops reading cannot hold its connection.
+pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
+
 async fn respond(stream: &mut TcpStream, bytes: &[u8]) {
-    if write_all(stream, bytes).await {
+    let written = async { write_all(stream, bytes).await }
+        .or(async {
+            Timer::after(RESPONSE_DEADLINE).await;
+            false
+        })
+        .await;
+    if written {
         // Let the client read the answer before the FIN: half-close, then drain briefly.
         let _ = stream.shutdown(std::net::Shutdown::Write);
         let mut sink = [0u8; 512];
@@ -370,7 +391,7 @@ async fn handshake(
     accepted: Instant,
 ) -> Next {
     let mut buf = Vec::with_capacity(1024);
-    let deadline = accepted + shared.config.head_timeout;
+    let deadline = instant_after(accepted, shared.config.head_timeout);
     let consumed = match read_head(stream, &mut buf, deadline, shared).await {
         Ok(Some(n)) => n,
         Ok(None) => return Next::Done,
@@ -567,13 +588,24 @@ async fn close_ws(ws: &mut WsStream, code: u16, reason: &str) {
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
     };
-    if ws.close(Some(frame)).await.is_ok() {
-        let _ = async { while let Some(Ok(_)) = ws.next().await {} }
-            .or(async {
-                Timer::after(CLOSE_WAIT).await;
-            })
-            .await;
+    // Bounded as a whole: a client that never reads cannot hold the connection.
+    let _ = async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
     }
+    .or(async {
+        Timer::after(CLOSE_WAIT).await;
+    })
+    .await;
+}
+
+/// `now + d`, saturating far in the future instead of overflowing (a huge
+/// configured timeout must not panic).
+pub(crate) fn instant_after(from: Instant, d: Duration) -> Instant {
+    from.checked_add(d)
+        .or_else(|| from.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(from)
 }
 
 type SessionRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -635,7 +667,7 @@ async fn first_message(
     target: String,
     accepted: Instant,
 ) -> Option<Session> {
-    let deadline = Instant::now() + shared.config.auth_timeout;
+    let deadline = instant_after(Instant::now(), shared.config.auth_timeout);
     let mut stop = shared.shutdown.listen();
     let verdict = loop {
         if shared.is_shutting_down() {
@@ -683,11 +715,14 @@ async fn first_message(
     };
     match verdict {
         Ok(identity) => {
-            if ws
-                .send(Message::text(identity.authenticated_frame()))
-                .await
-                .is_err()
-            {
+            let frame = Message::text(identity.authenticated_frame());
+            let sent = async { ws.send(frame).await.is_ok() }
+                .or(async {
+                    Timer::after(CLOSE_WAIT).await;
+                    false
+                })
+                .await;
+            if !sent {
                 return None;
             }
             auth_ok(&shared, peer, &identity, accepted);

@@ -113,7 +113,7 @@ impl Session {
             timer: Timer::never(),
             deadline,
             ping_interval,
-            next_check: now + ping_interval,
+            next_check: crate::server::instant_after(now, ping_interval),
             armed: None,
             active: false,
             awaiting_pong: false,
@@ -236,6 +236,11 @@ impl Session {
     async fn wait<T>(&mut self, read: bool, other: impl Future<Output = T>) -> Race<T> {
         let mut other = std::pin::pin!(other);
         while self.open {
+            if self.shared.is_shutting_down() {
+                // A session that began after the shutdown signal missed its wake-up.
+                self.close(1001, "going away").await;
+                break;
+            }
             if read {
                 if let Some(m) = self.stashed.take() {
                     return Race::Client(m);
@@ -308,7 +313,7 @@ impl Session {
                     if self.deadline.is_some_and(|d| now >= d) {
                         self.close(4401, "token expired").await;
                     } else if read && now >= self.next_check {
-                        self.next_check = now + self.ping_interval;
+                        self.next_check = crate::server::instant_after(now, self.ping_interval);
                         if std::mem::take(&mut self.active) {
                             // The client spoke since the last check: it is alive.
                             self.awaiting_pong = false;
@@ -521,7 +526,9 @@ impl Handler {
 pub fn echo(mut s: Session) -> impl Future<Output = ()> + Send {
     async move {
         while let Some(m) = s.recv().await {
-            if s.send(m).await.is_err() {
+            // Watched: a client that sends but never reads still ends at its token's
+            // expiry or at shutdown.
+            if !s.send_watched(m).await {
                 return;
             }
         }

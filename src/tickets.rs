@@ -22,10 +22,25 @@ pub enum ReplayError {
     Full,
 }
 
+#[derive(Debug)]
+struct Entries {
+    map: HashMap<String, Entry>,
+    /// No entry expires before this: a full cache with nothing expired is refused
+    /// in O(1), and the O(n) purge runs at most once per second.
+    oldest: i64,
+}
+
+impl Entries {
+    fn insert(&mut self, jti: &str, e: Entry) {
+        self.oldest = self.oldest.min(e.exp);
+        self.map.insert(jti.to_owned(), e);
+    }
+}
+
 /// Remembers every ticket minted here until its `exp`, and whether it was used.
 #[derive(Debug)]
 pub struct ReplayCache {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Entries>,
     capacity: usize,
 }
 
@@ -33,14 +48,17 @@ impl ReplayCache {
     /// A cache holding at most `capacity` live tickets.
     pub fn new(capacity: usize) -> ReplayCache {
         ReplayCache {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                oldest: i64::MAX,
+            }),
             capacity,
         }
     }
 
     /// Live entries (expired ones may linger until the next purge).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     /// Whether the cache holds no entry.
@@ -48,18 +66,26 @@ impl ReplayCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every operation is a single insert/update), so poisoning is ignored.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn make_room(map: &mut HashMap<String, Entry>, capacity: usize, now: i64) -> bool {
-        if map.len() >= capacity {
-            map.retain(|_, e| e.exp >= now);
-            map.shrink_to(capacity.min(map.len() * 2));
+    fn make_room(entries: &mut Entries, capacity: usize, now: i64) -> bool {
+        if entries.map.len() >= capacity && entries.oldest < now {
+            entries.map.retain(|_, e| e.exp >= now);
+            entries.oldest = entries
+                .map
+                .values()
+                .map(|e| e.exp)
+                .min()
+                .unwrap_or(i64::MAX);
+            if entries.map.len() < capacity / 4 {
+                entries.map.shrink_to(capacity / 2);
+            }
         }
-        map.len() < capacity
+        entries.map.len() < capacity
     }
 
     /// Records a newly minted ticket. `Full` when `capacity` live tickets exist.
@@ -68,7 +94,7 @@ impl ReplayCache {
         if !Self::make_room(&mut map, self.capacity, now) {
             return Err(ReplayError::Full);
         }
-        map.insert(jti.to_owned(), Entry { exp, used: false });
+        map.insert(jti, Entry { exp, used: false });
         Ok(())
     }
 
@@ -76,7 +102,7 @@ impl ReplayCache {
     /// sharing the key, or before a restart) is recorded as used if there is room.
     pub fn consume(&self, jti: &str, exp: i64, now: i64) -> Result<(), ReplayError> {
         let mut map = self.lock();
-        if let Some(e) = map.get_mut(jti) {
+        if let Some(e) = map.map.get_mut(jti) {
             if e.used {
                 return Err(ReplayError::Reused);
             }
@@ -86,7 +112,7 @@ impl ReplayCache {
         if !Self::make_room(&mut map, self.capacity, now) {
             return Err(ReplayError::Full);
         }
-        map.insert(jti.to_owned(), Entry { exp, used: true });
+        map.insert(jti, Entry { exp, used: true });
         Ok(())
     }
 }
