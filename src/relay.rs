@@ -33,7 +33,7 @@ use smol::stream::StreamExt as _;
 
 use crate::config::ConfigError;
 use crate::log::Level;
-use crate::session::{CLOSE_WAIT, Handler, Race, Session};
+use crate::session::{Handler, Race, Session};
 
 /// Bound on reaching the upstream: TCP connect and WebSocket handshake (SPEC §9.14).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -391,12 +391,7 @@ fn close_frame(code: u16, reason: &str) -> CloseFrame {
 }
 
 async fn bounded<T>(f: impl Future<Output = T>) -> Option<T> {
-    async { Some(f.await) }
-        .or(async {
-            Timer::after(CLOSE_WAIT).await;
-            None
-        })
-        .await
+    crate::session::within_close_wait(f).await
 }
 
 /// Reads the upstream until its end (its close reply, then EOF), bounded.

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use event_listener::Event;
 use smol::Timer;
 use smol::future::FutureExt as _;
@@ -27,7 +26,7 @@ use crate::endpoints;
 use crate::head::{self, HeadError, MAX_HEAD, UpgradeError};
 use crate::log::Level;
 use crate::metrics::{Metrics, TicketEvent};
-use crate::session::{CLOSE_WAIT, Handler, Session, WsStream};
+use crate::session::{Handler, Session, WsStream, close_and_drain, drain, within_close_wait};
 use crate::time::unix_now;
 use crate::token::{ClaimRules, Verifier};
 
@@ -581,25 +580,6 @@ async fn ws_from(shared: &Shared, stream: TcpStream, leftover: Vec<u8>) -> WsStr
         .await
 }
 
-/// Sends a close frame and waits (bounded) for the client's, for connections that
-/// never became a session.
-async fn close_ws(ws: &mut WsStream, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_owned().into(),
-    };
-    // Bounded as a whole: a client that never reads cannot hold the connection.
-    let _ = async {
-        if ws.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    }
-    .or(async {
-        Timer::after(CLOSE_WAIT).await;
-    })
-    .await;
-}
-
 /// `now + d`, saturating far in the future instead of overflowing (a huge
 /// configured timeout must not panic).
 pub(crate) fn instant_after(from: Instant, d: Duration) -> Instant {
@@ -642,7 +622,7 @@ async fn connection(
         } => {
             let mut ws = Box::pin(ws_from(&shared, stream, leftover)).await;
             let (code, reason) = rejection.close();
-            Box::pin(close_ws(&mut ws, code, reason)).await;
+            Box::pin(close_and_drain(&mut ws, code, reason)).await;
             None
         }
         Next::FirstMessage { target, leftover } => {
@@ -671,7 +651,7 @@ async fn first_message(
     let mut stop = shared.shutdown.listen();
     let verdict = loop {
         if shared.is_shutting_down() {
-            close_ws(&mut ws, 1001, "going away").await;
+            close_and_drain(&mut ws, 1001, "going away").await;
             return None;
         }
         let ev = async { First::Frame(ws.next().await) }
@@ -694,11 +674,7 @@ async fn first_message(
                 break shared.gate.check_first_message(None, peer.ip(), unix_now());
             }
             First::Frame(Some(Ok(Message::Close(_)))) => {
-                let _ = async { while let Some(Ok(_)) = ws.next().await {} }
-                    .or(async {
-                        Timer::after(CLOSE_WAIT).await;
-                    })
-                    .await;
+                drain(&mut ws).await;
                 return None;
             }
             First::Frame(Some(Ok(_))) => continue,
@@ -716,13 +692,10 @@ async fn first_message(
     match verdict {
         Ok(identity) => {
             let frame = Message::text(identity.authenticated_frame());
-            let sent = async { ws.send(frame).await.is_ok() }
-                .or(async {
-                    Timer::after(CLOSE_WAIT).await;
-                    false
-                })
-                .await;
-            if !sent {
+            if within_close_wait(ws.send(frame))
+                .await
+                .is_none_or(|r| r.is_err())
+            {
                 return None;
             }
             auth_ok(&shared, peer, &identity, accepted);
@@ -737,7 +710,7 @@ async fn first_message(
                 Answer::Close,
             );
             let (code, reason) = rejection.close();
-            close_ws(&mut ws, code, reason).await;
+            close_and_drain(&mut ws, code, reason).await;
             None
         }
     }

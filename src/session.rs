@@ -406,32 +406,13 @@ impl Session {
     async fn close_now(&mut self, code: u16, reason: &str) {
         self.close_code = Some(code);
         self.close_reason = reason.to_owned();
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.to_owned().into(),
-        };
-        // Bounded: a client that stops reading cannot hold the close forever.
-        let ws = &mut self.ws;
-        let sent = async { ws.close(Some(frame)).await.is_ok() }
-            .or(async {
-                Timer::after(CLOSE_WAIT).await;
-                false
-            })
-            .await;
-        if sent {
-            self.drain().await;
-        }
+        close_and_drain(&mut self.ws, code, reason).await;
         self.open = false;
     }
 
     /// Reads until the peer's close (or EOF), bounded by [`CLOSE_WAIT`].
     async fn drain(&mut self) {
-        let ws = &mut self.ws;
-        let _ = async { while let Some(Ok(_)) = ws.next().await {} }
-            .or(async {
-                Timer::after(CLOSE_WAIT).await;
-            })
-            .await;
+        drain(&mut self.ws).await;
         self.open = false;
     }
 }
@@ -450,6 +431,36 @@ impl Drop for Session {
     }
 }
 
+/// Runs `f` for at most [`CLOSE_WAIT`]: `None` if it did not finish. Every closing
+/// step is bounded by it, so a peer that stops reading cannot hold a connection.
+pub(crate) async fn within_close_wait<T>(f: impl Future<Output = T>) -> Option<T> {
+    async { Some(f.await) }
+        .or(async {
+            Timer::after(CLOSE_WAIT).await;
+            None
+        })
+        .await
+}
+
+/// Reads until the peer's close reply (or EOF), within [`CLOSE_WAIT`].
+pub(crate) async fn drain(ws: &mut WsStream) {
+    within_close_wait(async { while let Some(Ok(_)) = ws.next().await {} }).await;
+}
+
+/// Sends a close frame and waits for the peer's, all within [`CLOSE_WAIT`].
+pub(crate) async fn close_and_drain(ws: &mut WsStream, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
+    within_close_wait(async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
+
 /// Closes a stream that can no longer be parsed (a message too big, whose payload
 /// may still be arriving): sends the close frame, half-closes, then discards raw
 /// bytes until the peer closes, bounded by [`CLOSE_WAIT`]. Dropping a socket with
@@ -461,15 +472,12 @@ pub(crate) async fn close_unreadable(ws: &mut WsStream, code: u16, reason: &str)
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
     };
-    let _ = async {
+    within_close_wait(async {
         let _ = ws.close(Some(frame)).await;
         let tcp = ws.get_mut();
         let _ = tcp.shutdown(std::net::Shutdown::Write);
         let mut sink = [0u8; 512];
         while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
-    }
-    .or(async {
-        Timer::after(CLOSE_WAIT).await;
     })
     .await;
 }
@@ -523,6 +531,7 @@ impl Handler {
 ///
 /// A plain `fn` returning the future: an `async fn` would keep its argument twice in
 /// the future (rustc #62958), and this future lives as long as the session.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
 pub fn echo(mut s: Session) -> impl Future<Output = ()> + Send {
     async move {
         while let Some(m) = s.recv().await {
