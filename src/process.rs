@@ -25,7 +25,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
 use smol::Timer;
@@ -41,7 +41,8 @@ use crate::session::{Handler, Race, Session};
 pub const MAX_STDERR_LINE: usize = 4096;
 
 /// How long to wait for the last stderr lines and for the exit status once the
-/// process is done or killed.
+/// process is done or killed, and how long output is still relayed after it exited
+/// (a background child holding stdout does not keep the session open).
 pub const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// The environment variables passed on from wsgate's own environment.
@@ -314,6 +315,8 @@ enum Ev {
     Written(ChildStdin, io::Result<()>),
     Line(io::Result<Option<Vec<u8>>>),
     Exit(io::Result<ExitStatus>),
+    /// The process exited [`EXIT_WAIT`] ago and its stdout is still open.
+    OutputGrace,
 }
 
 async fn bridge<R: AsyncBufRead + Unpin>(
@@ -328,6 +331,9 @@ async fn bridge<R: AsyncBufRead + Unpin>(
     let mut writing: Option<Writing> = None;
     let mut line = Vec::new();
     let mut stdout_open = true;
+    // Set once the process exited: its status, and until when the rest of its output
+    // is still relayed (a background child may hold stdout open for ever).
+    let mut exited: Option<(Option<ExitStatus>, Instant)> = None;
     loop {
         let holding = writing.is_some();
         let process = async {
@@ -344,11 +350,19 @@ async fn bridge<R: AsyncBufRead + Unpin>(
                 if stdout_open {
                     Ev::Line(next_line(&mut stdout, &mut line, max_line).await)
                 } else {
-                    // All output is sent: only the exit status is left.
-                    Ev::Exit((&mut status).await)
+                    std::future::pending().await
                 }
             };
-            written.or(output).await
+            let exit = async {
+                match exited {
+                    None => Ev::Exit((&mut status).await),
+                    Some((_, until)) => {
+                        Timer::at(until).await;
+                        Ev::OutputGrace
+                    }
+                }
+            };
+            written.or(output).or(exit).await
         };
         let race = if holding {
             session.hold_or(process).await
@@ -394,8 +408,17 @@ async fn bridge<R: AsyncBufRead + Unpin>(
                     return Outcome::SessionOver;
                 }
             }
-            Race::Other(Ev::Line(_)) => stdout_open = false,
-            Race::Other(Ev::Exit(r)) => return Outcome::Exited(r.ok()),
+            Race::Other(Ev::Line(_)) => {
+                stdout_open = false;
+                if let Some((st, _)) = exited {
+                    return Outcome::Exited(st);
+                }
+            }
+            Race::Other(Ev::Exit(r)) if !stdout_open => return Outcome::Exited(r.ok()),
+            Race::Other(Ev::Exit(r)) => {
+                exited = Some((r.ok(), Instant::now() + EXIT_WAIT));
+            }
+            Race::Other(Ev::OutputGrace) => return Outcome::Exited(exited.and_then(|(st, _)| st)),
         }
     }
 }

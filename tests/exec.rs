@@ -201,6 +201,22 @@ fn exit_status_closes_the_client() {
 }
 
 #[test]
+fn exit_closes_the_client_even_if_a_background_child_holds_stdout() {
+    let dir = TempDir::new();
+    // The background `sleep` inherits stdout, so stdout stays open after the script exits.
+    let cmd = script(&dir, "bg.sh", "sleep 60 &\necho done");
+    let k = LocalKey::generate();
+    let t = k.token(&Claims::new("alice"));
+    let s = exec_server(&k, &cmd, &[]);
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        assert_eq!(recv_text(&mut ws).await, "done");
+        let (code, reason) = expect_close(&mut ws).await;
+        assert_eq!(code, 1000, "{reason}");
+    });
+}
+
+#[test]
 fn output_that_is_not_utf8_is_binary_and_a_last_line_without_newline_counts() {
     let dir = TempDir::new();
     let cmd = script(&dir, "bytes.sh", r"printf '\377\376\nplain\nno newline'");
