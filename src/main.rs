@@ -454,20 +454,26 @@ fn print_demo(token: &str, addr: std::net::SocketAddr) {
 }
 
 fn write_secret_file(path: &Path, content: &str) -> Result<(), ConfigError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let what = format!("--out {}", path.display());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                ConfigError::new(&what, "already exists (not overwritten)")
-            }
-            _ => ConfigError::new(&what, wsgate::config::io_reason(&e)),
-        })?;
-    f.write_all(content.as_bytes())
+    // An existing key is never overwritten; an existing empty file (made by mktemp,
+    // say) is filled, and its mode set to 0600 before the key is written.
+    let empty = std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if empty {
+        options.truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut f = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            ConfigError::new(&what, "already exists and is not empty (not overwritten)")
+        }
+        _ => ConfigError::new(&what, wsgate::config::io_reason(&e)),
+    })?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|_| f.write_all(content.as_bytes()))
         .and_then(|_| f.write_all(b"\n"))
         .map_err(|e| ConfigError::new(&what, e))
 }
@@ -485,10 +491,10 @@ fn keygen(k: Keygen) -> Result<(), ConfigError> {
         Some(path) => {
             if let Some(public) = &public {
                 let pub_path = PathBuf::from(format!("{}.pub", path.display()));
-                if pub_path.exists() {
+                if std::fs::metadata(&pub_path).is_ok_and(|m| m.len() > 0) {
                     return Err(ConfigError::new(
                         format!("--out {}", pub_path.display()),
-                        "already exists (not overwritten)",
+                        "already exists and is not empty (not overwritten)",
                     ));
                 }
                 write_secret_file(&path, &secret)?;

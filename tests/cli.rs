@@ -473,3 +473,32 @@ fn harness_rfc3339_round_trips() {
         Some(951_782_400)
     );
 }
+
+#[test]
+fn keygen_fills_an_empty_file_but_never_overwrites_a_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new();
+    let path = dir.file("made-by-mktemp");
+    std::fs::write(&path, "").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = wsgate(&["keygen", "--out", &path]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert!(key.starts_with("k4.local."), "{key}");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = wsgate(&["keygen", "--out", &path]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr_of(&again).starts_with("error: --out "),
+        "{}",
+        stderr_of(&again)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        key,
+        "the key is untouched"
+    );
+}
