@@ -578,12 +578,7 @@ impl Gate {
             return true;
         }
         if !self.cfg.allowed_origins.is_empty() {
-            let o = origin.trim_end_matches('/');
-            return self
-                .cfg
-                .allowed_origins
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(o));
+            return self.cors_allowed(origin);
         }
         method != Some(Method::Cookie)
     }
