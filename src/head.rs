@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use ct_codecs::{Base64, Decoder as _};
+
 /// Largest request head accepted, request line through the blank line (SPEC §9.2).
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Most header lines accepted; more is answered like an oversized head (431).
@@ -135,9 +137,7 @@ impl<'a> Request<'a> {
         match self.header("sec-websocket-key").map(str::trim) {
             Some(k)
                 if k.len() == 24
-                    && data_encoding::BASE64
-                        .decode(k.as_bytes())
-                        .is_ok_and(|b| b.len() == 16) =>
+                    && Base64::decode(&mut [0u8; 16], k, None).is_ok_and(|b| b.len() == 16) =>
             {
                 Ok(k)
             }

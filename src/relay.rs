@@ -20,6 +20,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ct_codecs::{Base64UrlSafeNoPadding, Encoder as _};
+
 use async_tungstenite::tungstenite::client::IntoClientRequest as _;
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -234,7 +236,7 @@ async fn dial(
         .map_err(|e| format!("bad request target: {e}"))?;
     let sub = HeaderValue::from_str(sub)
         .map_err(|_| "sub cannot be sent as a header value".to_owned())?;
-    let claims = data_encoding::BASE64URL_NOPAD.encode(claims.as_bytes());
+    let claims = Base64UrlSafeNoPadding::encode_to_string(claims).unwrap_or_default();
     let headers = req.headers_mut();
     headers.insert("x-wsgate-sub", sub);
     headers.insert(

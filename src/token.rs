@@ -5,6 +5,7 @@
 //! against a local key), `kid` selection, and the claims rules with `now` and the
 //! leeway passed in (pasetors' own validator reads the clock and has no leeway).
 
+use ct_codecs::{Base64UrlSafeNoPadding, Decoder as _};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -128,8 +129,7 @@ impl Key {
             )
         } else if let Some(b64) = s.strip_prefix("k4.secret.") {
             let bytes = Zeroizing::new(
-                data_encoding::BASE64URL_NOPAD
-                    .decode(b64.as_bytes())
+                Base64UrlSafeNoPadding::decode_to_vec(b64, None)
                     .map_err(|_| KeyError::Malformed("k4.secret"))?,
             );
             if bytes.len() != 64 {
@@ -584,9 +584,8 @@ fn footer_kid(token: &str) -> Result<Option<String>, TokenError> {
         (_, _, _, Some(f)) => f,
         _ => return Ok(None),
     };
-    let bytes = data_encoding::BASE64URL_NOPAD
-        .decode(footer.as_bytes())
-        .map_err(|_| TokenError::Malformed)?;
+    let bytes =
+        Base64UrlSafeNoPadding::decode_to_vec(footer, None).map_err(|_| TokenError::Malformed)?;
     if bytes.first() != Some(&b'{') {
         return Ok(None);
     }
