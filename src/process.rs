@@ -17,21 +17,24 @@
 //! - The process exiting closes the session with 1000 (a non-zero status: 1011);
 //!   the session ending (client gone, expiry, shutdown) kills the process (SIGKILL)
 //!   and reaps it, so no zombies are left.
+//!
+//! The process is a plain [`std::process::Child`]: its pipes are made asynchronous
+//! with [`Async`], and its exit is awaited on a pidfd (Linux), or else polled for
+//! (see `Process` below). No reaper thread, no `SIGCHLD` handler.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::process::ExitStatus;
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
-use smol::Timer;
 use smol::future::FutureExt as _;
 use smol::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use smol::process::{ChildStdin, Command, Stdio};
+use smol::{Async, Timer};
 
 use crate::config::ConfigError;
 use crate::log::Level;
@@ -44,6 +47,10 @@ pub const MAX_STDERR_LINE: usize = 4096;
 /// process is done or killed, and how long output is still relayed after it exited
 /// (a background child holding stdout does not keep the session open).
 pub const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How often the exit of the process is polled for where no pidfd can watch it
+/// (kernels before Linux 5.3, other systems).
+const EXIT_POLL: Duration = Duration::from_millis(20);
 
 /// The environment variables passed on from wsgate's own environment.
 pub const INHERITED_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
@@ -205,13 +212,9 @@ pub async fn run(mut session: Session, cmd: &ExecCommand) {
         .env("WSGATE_CLAIMS", session.claims())
         .env("REMOTE_ADDR", peer.ip().to_string())
         .env("REMOTE_PORT", peer.port().to_string())
-        .env("WSGATE_PATH", session.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(c) => c,
+        .env("WSGATE_PATH", session.path());
+    let (mut process, (stdin, stdout, stderr)) = match Process::spawn(&mut command) {
+        Ok(p) => p,
         Err(e) => {
             crate::log_event!(
                 Level::Warn,
@@ -225,13 +228,7 @@ pub async fn run(mut session: Session, cmd: &ExecCommand) {
             return;
         }
     };
-    let pid = child.id();
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        session.close(1011, "exec failed").await;
-        return;
-    };
+    let pid = process.child.id();
     let max_line = session
         .ws_config()
         .max_message_size
@@ -241,7 +238,7 @@ pub async fn run(mut session: Session, cmd: &ExecCommand) {
     let mut errors = std::pin::pin!(log_stderr(BufReader::new(stderr), peer, &sub));
     let mut errors_done = false;
     let outcome = {
-        let status = child.status();
+        let status = process.status();
         let mut bridge = std::pin::pin!(bridge(
             &mut session,
             stdin,
@@ -268,8 +265,8 @@ pub async fn run(mut session: Session, cmd: &ExecCommand) {
         Outcome::Exited(status) => status,
         Outcome::SessionOver => {
             // The client left (or expired, or the server stops): kill and reap.
-            let _ = child.kill();
-            bounded(child.status()).await.and_then(Result::ok)
+            process.kill();
+            bounded(process.status()).await.and_then(Result::ok)
         }
     };
     // The last stderr lines (bounded: a grandchild may hold the pipe).
@@ -309,10 +306,108 @@ enum Outcome {
     SessionOver,
 }
 
-type Writing = Pin<Box<dyn Future<Output = (ChildStdin, io::Result<()>)> + Send>>;
+/// A running process, killed (SIGKILL) and reaped when dropped: neither a session
+/// that ends nor a session future that is dropped leaves it running, or a zombie.
+struct Process {
+    child: Child,
+    /// Readable once the process has exited: its pidfd (Linux 5.3 and later).
+    /// `None` where there is none: the exit is then polled for, every [`EXIT_POLL`].
+    exit_fd: Option<Async<std::os::fd::OwnedFd>>,
+}
+
+/// The stdin, stdout and stderr of a [`Process`].
+type Pipes = (Async<ChildStdin>, Async<ChildStdout>, Async<ChildStderr>);
+
+impl Process {
+    /// Spawns `command` with its stdin, stdout and stderr piped, and returns it
+    /// with these pipes, non-blocking.
+    fn spawn(command: &mut Command) -> io::Result<(Process, Pipes)> {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        // From here on, an error drops `process`, which kills and reaps the child.
+        let process = Process {
+            exit_fd: exit_fd(&child),
+            child,
+        };
+        let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
+            return Err(io::Error::other("missing pipe"));
+        };
+        let pipes = (Async::new(stdin)?, Async::new(stdout)?, Async::new(stderr)?);
+        Ok((process, pipes))
+    }
+
+    /// Waits for the process to exit, and reaps it. Cancel-safe.
+    async fn status(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            match &self.exit_fd {
+                Some(fd) => {
+                    if fd.readable().await.is_err() {
+                        // Not expected; polling still works.
+                        self.exit_fd = None;
+                    }
+                }
+                None => {
+                    Timer::after(EXIT_POLL).await;
+                }
+            }
+        }
+    }
+
+    /// Sends SIGKILL, unless the process was already reaped (its pid may have been
+    /// reused by then).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        // Usually reaped already (`status` returned); if not, the process is dying
+        // of SIGKILL, which takes a moment, longer if it is stuck in the kernel
+        // (uninterruptible I/O): reap it on a blocking thread, not on the executor.
+        // Nothing else reaps our children, so the pid stays ours until then.
+        if let Ok(None) = self.child.try_wait() {
+            use rustix::process::{Pid, WaitOptions, waitpid};
+            let pid = Pid::from_child(&self.child);
+            smol::unblock(move || {
+                // Again if a signal interrupted it.
+                while matches!(
+                    waitpid(Some(pid), WaitOptions::empty()),
+                    Err(rustix::io::Errno::INTR)
+                ) {}
+            })
+            .detach();
+        }
+    }
+}
+
+/// A pidfd for `child`, registered with the reactor: it becomes readable once the
+/// child has exited. `None` where pidfds are missing (`ENOSYS` before Linux 5.3,
+/// or refused, e.g. by a seccomp filter, or no file descriptor left).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn exit_fd(child: &Child) -> Option<Async<std::os::fd::OwnedFd>> {
+    use rustix::process::{Pid, PidfdFlags, pidfd_open};
+    let fd = pidfd_open(Pid::from_child(child), PidfdFlags::empty()).ok()?;
+    Async::new(fd).ok()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn exit_fd(_: &Child) -> Option<Async<std::os::fd::OwnedFd>> {
+    None
+}
+
+type Writing = Pin<Box<dyn Future<Output = (Async<ChildStdin>, io::Result<()>)> + Send>>;
 
 enum Ev {
-    Written(ChildStdin, io::Result<()>),
+    Written(Async<ChildStdin>, io::Result<()>),
     Line(io::Result<Option<Vec<u8>>>),
     Exit(io::Result<ExitStatus>),
     /// The process exited [`EXIT_WAIT`] ago and its stdout is still open.
@@ -321,7 +416,7 @@ enum Ev {
 
 async fn bridge<R: AsyncBufRead + Unpin>(
     session: &mut Session,
-    stdin: ChildStdin,
+    stdin: Async<ChildStdin>,
     mut stdout: R,
     status: impl Future<Output = io::Result<ExitStatus>>,
     max_line: usize,
