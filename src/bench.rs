@@ -42,8 +42,6 @@ use std::time::{Duration, Instant};
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Error as WsError;
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::client::IntoClientRequest as _;
-use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use serde::Serialize;
 use smol::Timer;
@@ -52,7 +50,10 @@ use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::TcpStream;
 use smol::stream::StreamExt as _;
 
+use crate::client::{self, HandshakeError, Upgrade};
 use crate::token::Key;
+
+pub use crate::client::WsUrl;
 
 /// Read buffer of each client connection: small, so that holding thousands of
 /// sessions costs the load generator little memory.
@@ -117,89 +118,21 @@ impl FromStr for BenchMethod {
     }
 }
 
-/// A `ws://host:port/path` address, parsed by hand (no TLS: `wss://` is refused).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WsUrl {
-    /// Host as written (brackets kept for IPv6).
-    pub host: String,
-    /// Port (80 when absent).
-    pub port: u16,
-    /// Path and query, starting with `/`.
-    pub path: String,
-}
-
-impl WsUrl {
-    /// `host:port` as the `Host` header carries it.
-    pub fn authority(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    /// The address to connect to (the first the name resolves to).
-    pub fn resolve(&self) -> Result<SocketAddr, BenchError> {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        (host, self.port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| BenchError::Url(format!("cannot resolve `{}`", self.host)))
-    }
-}
-
-impl fmt::Display for WsUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ws://{}:{}{}", self.host, self.port, self.path)
-    }
-}
-
+/// `"ws://host:port/path?query".parse::<WsUrl>()`, the bench's URL: the error names it.
 impl FromStr for WsUrl {
     type Err = BenchError;
     fn from_str(s: &str) -> Result<WsUrl, BenchError> {
-        let bad = |why: &str| BenchError::Url(format!("`{s}`: {why}"));
-        let rest = match s.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("ws") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("wss") => {
-                return Err(bad(
-                    "wss:// is not supported (no TLS in the bench); use ws://",
-                ));
-            }
-            _ => return Err(bad("expected ws://host:port/path")),
-        };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
-            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-            None => (rest, "/".to_owned()),
-        };
-        if authority.is_empty() || authority.contains('@') {
-            return Err(bad("expected ws://host:port/path"));
-        }
-        let (host, port) = if authority.starts_with('[') {
-            let end = authority.find(']').ok_or_else(|| bad("unclosed `[`"))?;
-            let after = &authority[end + 1..];
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(bad("expected ws://host:port/path")),
-            };
-            (&authority[..=end], port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        let port = match port {
-            None => 80,
-            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-        };
-        if host.is_empty() || path.contains('#') {
-            return Err(bad("expected ws://host:port/path"));
-        }
-        Ok(WsUrl {
-            host: host.to_owned(),
-            port,
-            path,
-        })
+        WsUrl::parse(s).map_err(|why| BenchError::Url(format!("`{s}`: {why}")))
     }
+}
+
+/// The address to connect to (the first the name resolves to).
+fn resolve(url: &WsUrl) -> Result<SocketAddr, BenchError> {
+    (url.host(), url.port())
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| BenchError::Url(format!("cannot resolve `{}`", url.host())))
 }
 
 /// Where tokens come from.
@@ -472,7 +405,6 @@ impl Failure {
 
 fn ws_failure(stage: &str, e: WsError) -> Failure {
     match e {
-        WsError::Http(resp) => Failure::new(format!("http {}", resp.status().as_u16())),
         WsError::Io(e) => Failure::new(format!("{stage}: {}", io_kind(&e))),
         WsError::ConnectionClosed | WsError::AlreadyClosed => {
             Failure::new(format!("{stage}: connection closed"))
@@ -580,31 +512,27 @@ impl Plan {
     }
 
     async fn upgrade(&self, stream: TcpStream, token: Option<&str>) -> Result<Ws, Failure> {
-        let mut req = format!("ws://{}{}", self.url.authority(), self.url.path)
-            .into_client_request()
-            .map_err(|e| Failure::new(format!("request: {e}")))?;
-        if let Some(token) = token {
-            let h = req.headers_mut();
-            let value = |v: String| {
-                HeaderValue::from_str(&v).map_err(|_| Failure::new("token is not a header value"))
-            };
-            match self.method {
-                BenchMethod::Header | BenchMethod::Ticket => {
-                    h.insert("authorization", value(format!("Bearer {token}"))?);
-                }
-                BenchMethod::Protocol => {
-                    h.insert("sec-websocket-protocol", value(format!("wsgate, {token}"))?);
-                }
-                BenchMethod::Cookie => {
-                    h.insert("cookie", value(format!("{}={token}", self.cookie))?);
-                }
-                BenchMethod::Message => {}
+        let header = token.and_then(|token| match self.method {
+            BenchMethod::Header | BenchMethod::Ticket => {
+                Some(("Authorization", format!("Bearer {token}")))
             }
-        }
-        async_tungstenite::client_async_with_config(req, stream, Some(self.ws_config))
+            BenchMethod::Protocol => Some(("Sec-WebSocket-Protocol", format!("wsgate, {token}"))),
+            BenchMethod::Cookie => Some(("Cookie", format!("{}={token}", self.cookie))),
+            BenchMethod::Message => None,
+        });
+        let header = header.as_ref().map(|(name, value)| (*name, value.as_str()));
+        let upgrade = Upgrade::new(self.url.authority(), self.url.path(), header.as_slice())
+            .map_err(|e| match e {
+                HandshakeError::Header(_) => Failure::new("token is not a header value"),
+                e => Failure::new(e.to_string()),
+            })?;
+        client::handshake(stream, &upgrade, self.ws_config)
             .await
-            .map(|(ws, _)| ws)
-            .map_err(|e| ws_failure("upgrade", e))
+            .map_err(|e| match e {
+                HandshakeError::Status(code) => Failure::new(format!("http {code}")),
+                HandshakeError::Io(e) => Failure::new(format!("upgrade: {}", io_kind(&e))),
+                e => Failure::new(format!("upgrade: {e}")),
+            })
     }
 
     /// Opens an authenticated session, marking the phases up to `authenticated`.
@@ -776,7 +704,7 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
             ));
         }
     }
-    let addr = opts.url.resolve()?;
+    let addr = resolve(&opts.url)?;
     let plan = Rc::new(Plan {
         url: opts.url.clone(),
         addr,
@@ -1042,16 +970,16 @@ mod tests {
     fn parses_ws_urls() {
         let u: WsUrl = "ws://127.0.0.1:8080/ws?x=1".parse().unwrap();
         assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
+            (u.host(), u.port(), u.path()),
             ("127.0.0.1", 8080, "/ws?x=1")
         );
         let u: WsUrl = "ws://localhost".parse().unwrap();
-        assert_eq!((u.port, u.path.as_str()), (80, "/"));
+        assert_eq!((u.port(), u.path()), (80, "/"));
         let u: WsUrl = "ws://[::1]:9/".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("[::1]", 9));
+        assert_eq!((u.authority(), u.port()), ("[::1]:9", 9));
         assert_eq!(u.to_string(), "ws://[::1]:9/");
         let u: WsUrl = "WS://h:1?q".parse().unwrap();
-        assert_eq!(u.path, "/?q");
+        assert_eq!(u.path(), "/?q");
     }
 
     #[test]
@@ -1064,9 +992,10 @@ mod tests {
             "ws://h:x/",
             "ws://u@h/",
             "ws://[::1/",
+            "ws://h/#f",
         ] {
             let e = bad.parse::<WsUrl>().unwrap_err().to_string();
-            assert!(e.starts_with("url: "), "{bad}: {e}");
+            assert!(e.starts_with(&format!("url: `{bad}`: ")), "{bad}: {e}");
         }
         assert!(
             "wss://h/"

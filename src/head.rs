@@ -5,7 +5,8 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use ct_codecs::{Base64, Decoder as _};
+use ct_codecs::{Base64, Decoder as _, Encoder as _};
+use sha1::{Digest as _, Sha1};
 
 /// Largest request head accepted, request line through the blank line (SPEC §9.2).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -227,9 +228,28 @@ pub fn text_response(status: u16, extra: &[(&str, &str)], body: &str) -> Vec<u8>
     response(status, &headers, body.as_bytes(), true)
 }
 
+/// The `Sec-WebSocket-Accept` value for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2):
+/// base64 of the SHA-1 of the key followed by the protocol's GUID. The server's `101`
+/// carries it; the upstream client checks the upstream's `101` against it.
+///
+/// ```
+/// assert_eq!(
+///     wsgate::head::accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+///     "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+/// );
+/// ```
+pub fn accept_key(key: &str) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut sha1 = Sha1::new();
+    sha1.update(key.as_bytes());
+    sha1.update(GUID);
+    // 20 bytes always encode (28 characters): the error case cannot happen.
+    Base64::encode_to_string(sha1.finalize()).unwrap_or_default()
+}
+
 /// The `101 Switching Protocols` answer to `key`, with an optional subprotocol.
 pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
-    let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = accept_key(key);
     let mut s = String::with_capacity(160);
     s.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
     s.push_str(&accept);

@@ -74,6 +74,7 @@
 pub mod auth;
 #[cfg(feature = "bench")]
 pub mod bench;
+mod client;
 pub mod config;
 pub mod endpoints;
 pub mod head;

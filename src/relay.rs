@@ -22,8 +22,6 @@ use std::time::Duration;
 
 use ct_codecs::{Base64UrlSafeNoPadding, Encoder as _};
 
-use async_tungstenite::tungstenite::client::IntoClientRequest as _;
-use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
@@ -33,6 +31,7 @@ use smol::future::FutureExt as _;
 use smol::net::TcpStream;
 use smol::stream::StreamExt as _;
 
+use crate::client::{self, Upgrade, WsUrl};
 use crate::config::ConfigError;
 use crate::log::Level;
 use crate::session::{Handler, Race, Session};
@@ -43,10 +42,7 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A checked `--upstream` URL: `ws://host[:port][/path]` (no query, no `wss://`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamUrl {
-    authority: String,
-    host: String,
-    port: u16,
-    path: String,
+    url: WsUrl,
 }
 
 impl UpstreamUrl {
@@ -59,78 +55,27 @@ impl UpstreamUrl {
     /// ```
     pub fn parse(url: &str) -> Result<UpstreamUrl, ConfigError> {
         let bad = |why: &str| ConfigError::new(format!("--upstream {url}"), why);
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected a URL like ws://127.0.0.1:9000/path"))?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "ws" => {}
-            "wss" => {
-                return Err(bad(
-                    "wss:// is not supported (no TLS to the upstream); use ws://",
-                ));
-            }
-            _ => return Err(bad("expected a URL like ws://127.0.0.1:9000/path")),
+        let parsed = WsUrl::parse(url).map_err(bad)?;
+        // The client's query is appended to the upstream path (`target_for`).
+        if parsed.path().contains('?') {
+            return Err(bad("no query allowed (the client's query is appended)"));
         }
-        if rest.contains(['?', '#']) {
-            return Err(bad(
-                "no query or fragment allowed (the client's are appended)",
-            ));
-        }
-        if !rest.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(bad("spaces and non-ASCII characters are not allowed"));
-        }
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.contains('@') {
-            return Err(bad("no user info allowed"));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed `[`"))?;
-            match after {
-                "" => (h, None),
-                p => (h, Some(p.strip_prefix(':').ok_or_else(|| bad("bad port"))?)),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let port = match port {
-            None => 80,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("bad port"))?,
-        };
-        let u = UpstreamUrl {
-            authority: authority.to_owned(),
-            host: host.to_owned(),
-            port,
-            path: path.to_owned(),
-        };
-        // The request the relay will build must be valid too.
-        u.request_url("/")
-            .into_client_request()
-            .map_err(|e| bad(&e.to_string()))?;
-        Ok(u)
+        Ok(UpstreamUrl { url: parsed })
     }
 
     /// The upstream request target for a client's: the client's path appended to the
     /// upstream path (without doubling `/`; a client on `/` gets the upstream path
-    /// itself), then the client's query without its `token` parameters.
+    /// itself), then the client's query without its `token` parameters. A fragment
+    /// (never part of a request target) is dropped, query parameters after it included.
     pub fn target_for(&self, client_target: &str) -> String {
+        let client_target = client_target
+            .split_once('#')
+            .map_or(client_target, |(t, _)| t);
         let (path, query) = client_target.split_once('?').unwrap_or((client_target, ""));
         let mut out = if path.is_empty() || path == "/" {
-            self.path.clone()
+            self.url.path().to_owned()
         } else {
-            let mut p = self.path.trim_end_matches('/').to_owned();
+            let mut p = self.url.path().trim_end_matches('/').to_owned();
             if !path.starts_with('/') {
                 p.push('/');
             }
@@ -149,15 +94,11 @@ impl UpstreamUrl {
         }
         out
     }
-
-    fn request_url(&self, target: &str) -> String {
-        format!("ws://{}{}", self.authority, target)
-    }
 }
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ws://{}{}", self.authority, self.path)
+        self.url.fmt(f)
     }
 }
 
@@ -222,7 +163,8 @@ pub async fn relay(mut session: Session, upstream: &UpstreamUrl) {
     pump(&mut session, upstream, tx, rx).await;
 }
 
-/// Connects and performs the upstream handshake with a fresh request.
+/// Connects and performs the upstream handshake with a fresh request: the two
+/// identity headers and nothing of the client's.
 async fn dial(
     up: &UpstreamUrl,
     target: &str,
@@ -230,28 +172,19 @@ async fn dial(
     claims: &str,
     config: WebSocketConfig,
 ) -> Result<WebSocketStream<TcpStream>, String> {
-    let mut req = up
-        .request_url(target)
-        .into_client_request()
-        .map_err(|e| format!("bad request target: {e}"))?;
-    let sub = HeaderValue::from_str(sub)
-        .map_err(|_| "sub cannot be sent as a header value".to_owned())?;
+    if !client::is_header_value(sub) {
+        return Err("sub cannot be sent as a header value".to_owned());
+    }
     let claims = Base64UrlSafeNoPadding::encode_to_string(claims).unwrap_or_default();
-    let headers = req.headers_mut();
-    headers.insert("x-wsgate-sub", sub);
-    headers.insert(
-        "x-wsgate-claims",
-        HeaderValue::from_str(&claims).map_err(|e| e.to_string())?,
-    );
-    let tcp = TcpStream::connect((up.host.as_str(), up.port))
+    let headers = [("X-Wsgate-Sub", sub), ("X-Wsgate-Claims", claims.as_str())];
+    let upgrade = Upgrade::new(up.url.authority(), target, &headers).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect((up.url.host(), up.url.port()))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    match async_tungstenite::client_async_with_config(req, tcp, Some(config)).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(WsError::Http(resp)) => Err(format!("handshake: HTTP {}", resp.status().as_u16())),
-        Err(e) => Err(format!("handshake: {e}")),
-    }
+    client::handshake(tcp, &upgrade, config)
+        .await
+        .map_err(|e| format!("handshake: {e}"))
 }
 
 fn log_error(session: &Session, up: &UpstreamUrl, stage: &str, reason: &str) {
@@ -409,16 +342,18 @@ mod tests {
     fn parses_and_rejects() {
         let u = UpstreamUrl::parse("ws://127.0.0.1:9000/base").unwrap();
         assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
+            (u.url.host(), u.url.port(), u.url.path()),
             ("127.0.0.1", 9000, "/base")
         );
         let u = UpstreamUrl::parse("WS://example.com").unwrap();
         assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
+            (u.url.host(), u.url.port(), u.url.path()),
             ("example.com", 80, "/")
         );
+        assert_eq!(u.to_string(), "ws://example.com/");
         let u = UpstreamUrl::parse("ws://[::1]:81/x/").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 81));
+        assert_eq!((u.url.host(), u.url.port()), ("::1", 81));
+        assert_eq!(u.to_string(), "ws://[::1]:81/x/");
         for bad in [
             "127.0.0.1:9000",
             "http://h/",
@@ -428,6 +363,7 @@ mod tests {
             "ws://h:99999/",
             "ws://h:x/",
             "ws://h/a?b=1",
+            "ws://h?b=1",
             "ws://h/a#f",
             "ws://u:p@h/",
             "ws://h/a b",
@@ -459,5 +395,7 @@ mod tests {
         assert_eq!(base.target_for("/r?x=1&token=v4.local.x"), "/base/r?x=1");
         assert_eq!(base.target_for("/r?token"), "/base/r");
         assert_eq!(base.target_for("/r?tokens=1&&y"), "/base/r?tokens=1&y");
+        assert_eq!(base.target_for("/r?x=1#&token=v4.local.x"), "/base/r?x=1");
+        assert_eq!(base.target_for("/r#?token=v4.local.x"), "/base/r");
     }
 }
