@@ -8,6 +8,16 @@
 //!
 //! `cargo bench --bench handshake`; `WSGATE_BENCH_N` round trips per measure
 //! [4000], `WSGATE_BENCH_ROUNDS` interleaved rounds [5], `WSGATE_BENCH_C` [64].
+//!
+//! CPU time on a shared machine is noisy (the floor itself varies by ±30 % between
+//! rounds here). `WSGATE_BENCH_COUNT=instructions` measures the same cases in a way
+//! that does not depend on the machine's load: each server runs under
+//! `valgrind --tool=callgrind`, which counts the instructions it executes in user
+//! space (not the kernel's TCP work, which both servers share), once for
+//! `WSGATE_BENCH_N` round trips [1000] and once for 100; the difference divided by
+//! the difference in round trips is the cost of one round trip, without start-up,
+//! warm-up and shutdown. Clients come one at a time (`WSGATE_BENCH_C` [1]), so that
+//! no batching depends on timing.
 
 mod harness;
 
@@ -35,7 +45,11 @@ fn main() {
     if !harness::enabled() {
         return;
     }
-    parent();
+    if std::env::var("WSGATE_BENCH_COUNT").as_deref() == Ok("instructions") {
+        instructions();
+    } else {
+        parent();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -152,15 +166,31 @@ fn baseline(addr: SocketAddr, paserk: &str) {
 
 struct ServerProc {
     child: Child,
-    stdin: ChildStdin,
+    /// `None` once closed ([`ServerProc::finish`]).
+    stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     addr: String,
 }
 
 impl ServerProc {
     fn start(kind: &str, key_file: &str, log_level: &str) -> ServerProc {
+        ServerProc::start_under(&[], kind, key_file, log_level)
+    }
+
+    /// Starts the child under `wrapper` (a command and its arguments, e.g. valgrind).
+    fn start_under(wrapper: &[&str], kind: &str, key_file: &str, log_level: &str) -> ServerProc {
         let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(exe)
+        let exe = exe.to_str().unwrap();
+        let (program, args) = match wrapper {
+            [program, args @ ..] => (*program, args),
+            [] => (exe, &[][..]),
+        };
+        let mut command = Command::new(program);
+        command.args(args);
+        if !wrapper.is_empty() {
+            command.arg(exe);
+        }
+        let mut child = command
             .args(["__child", kind, key_file, log_level])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -172,17 +202,20 @@ impl ServerProc {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("addr=").unwrap().to_owned();
+        let Some(addr) = line.trim().strip_prefix("addr=") else {
+            panic!("{kind} server did not start (is `{program}` installed?)");
+        };
+        let addr = addr.to_owned();
         ServerProc {
             child,
-            stdin,
+            stdin: Some(stdin),
             stdout,
             addr,
         }
     }
 
     fn cpu_us(&mut self) -> u64 {
-        writeln!(self.stdin, "cpu").unwrap();
+        writeln!(self.stdin.as_mut().unwrap(), "cpu").unwrap();
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
         line.trim().parse().unwrap()
@@ -192,6 +225,15 @@ impl ServerProc {
 impl Drop for ServerProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProc {
+    /// Ends the child the way the bench ends it (stdin closed: it exits 0) and
+    /// waits for it.
+    fn finish(mut self) {
+        self.stdin = None;
         let _ = self.child.wait();
     }
 }
@@ -305,6 +347,81 @@ fn parent() {
     }
     if failed > 0 {
         println!("WARNING: {failed} round trips failed");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// WSGATE_BENCH_COUNT=instructions: user-space instructions per round trip.
+
+/// `Ir` (instructions executed) of one server run of `n` round trips, from the
+/// `totals:` line of callgrind's output.
+fn instructions_of(
+    out: &std::path::Path,
+    kind: &str,
+    key_file: &str,
+    paserk: &str,
+    method: BenchMethod,
+    n: u64,
+    c: usize,
+) -> u64 {
+    let out_arg = format!("--callgrind-out-file={}", out.display());
+    let wrapper = ["valgrind", "--tool=callgrind", "--quiet", &out_arg];
+    let server = ServerProc::start_under(&wrapper, kind, key_file, "info");
+    let mut opts = Options::new(
+        format!("ws://{}/", server.addr).parse().unwrap(),
+        Credentials::Mint(Key::from_paserk(paserk).unwrap()),
+    );
+    opts.method = method;
+    opts.connections = n;
+    opts.concurrency = c;
+    opts.progress = false;
+    opts.timeout = Duration::from_secs(60);
+    let report = wsgate::bench::run(&opts).unwrap();
+    assert_eq!(report.failed, 0, "{kind} {method:?}: round trips failed under valgrind");
+    server.finish();
+    let text = std::fs::read_to_string(out).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("totals:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no totals in {}", out.display()))
+}
+
+fn instructions() {
+    let n: u64 = harness::env_or("WSGATE_BENCH_N", 1000);
+    let c: usize = harness::env_or("WSGATE_BENCH_C", 1);
+    let base_n = 100;
+    assert!(n > base_n, "WSGATE_BENCH_N must be over {base_n}");
+    let dir = std::env::temp_dir().join(format!("wsgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key");
+    let key = Key::generate_local().unwrap();
+    std::fs::write(&key_file, key.to_paserk().as_str()).unwrap();
+    let key_file = key_file.to_str().unwrap().to_owned();
+    let paserk = key.to_paserk().to_string();
+    let cases: [(&str, &str, BenchMethod); 6] = [
+        ("BASELINE cookie (floor)", "baseline", BenchMethod::Cookie),
+        ("wsgate header", "wsgate", BenchMethod::Header),
+        ("wsgate protocol", "wsgate", BenchMethod::Protocol),
+        ("wsgate cookie", "wsgate", BenchMethod::Cookie),
+        ("wsgate message", "wsgate", BenchMethod::Message),
+        ("wsgate ticket (2 connections)", "wsgate", BenchMethod::Ticket),
+    ];
+    println!(
+        "user-space instructions per round trip (connect, 101, authenticated, 1 echo, close), \
+         callgrind, ({n} - {base_n} round trips) at {c} concurrent client(s)"
+    );
+    println!("{:<34}{:>14}{:>10}", "server / method", "instr/RT", "x floor");
+    let mut floor = 0.0;
+    for (i, (label, kind, method)) in cases.iter().enumerate() {
+        let out = dir.join(format!("callgrind.{i}"));
+        let small = instructions_of(&out, kind, &key_file, &paserk, *method, base_n, c);
+        let large = instructions_of(&out, kind, &key_file, &paserk, *method, n, c);
+        let per_rt = large.saturating_sub(small) as f64 / (n - base_n) as f64;
+        if i == 0 {
+            floor = per_rt;
+        }
+        println!("{label:<34}{per_rt:>14.0}{:>10.3}", per_rt / floor);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -233,17 +233,16 @@ impl Key {
     /// Checks the cryptography of `token` with this key alone and returns the payload.
     /// `implicit` is the PASETO implicit assertion (wsgate itself uses none).
     pub fn open(&self, token: &str, implicit: &[u8]) -> Result<String, TokenError> {
+        let parsed = Parsed::new(token).ok_or(TokenError::NoKeyForPurpose)??;
+        self.open_parsed(&parsed, implicit)
+    }
+
+    fn open_parsed(&self, token: &Parsed, implicit: &[u8]) -> Result<String, TokenError> {
         let implicit = (!implicit.is_empty()).then_some(implicit);
-        let opened = match &self.material {
-            Material::Local(k) if token.starts_with(LOCAL_PREFIX) => {
-                let t = PasetoToken::<pasetors::token::Local, V4>::try_from(token)
-                    .map_err(|_| TokenError::Malformed)?;
-                LocalToken::decrypt(k, &t, None, implicit)
-            }
-            Material::Public(pk) | Material::Secret(_, pk) if token.starts_with(PUBLIC_PREFIX) => {
-                let t = PasetoToken::<pasetors::token::Public, V4>::try_from(token)
-                    .map_err(|_| TokenError::Malformed)?;
-                PublicToken::verify(pk, &t, None, implicit)
+        let opened = match (&self.material, token) {
+            (Material::Local(k), Parsed::Local(t)) => LocalToken::decrypt(k, t, None, implicit),
+            (Material::Public(pk) | Material::Secret(_, pk), Parsed::Public(t)) => {
+                PublicToken::verify(pk, t, None, implicit)
             }
             _ => return Err(TokenError::NoKeyForPurpose),
         };
@@ -251,6 +250,36 @@ impl Key {
             Ok(t) => Ok(t.payload().to_owned()),
             Err(pasetors::errors::Error::PayloadInvalidUtf8) => Err(TokenError::BadClaims),
             Err(_) => Err(TokenError::Forged),
+        }
+    }
+}
+
+/// A token split and base64-decoded once (payload and footer) by pasetors, before
+/// any key is tried: the footer's `kid` and every candidate key use the same parse.
+enum Parsed {
+    Local(PasetoToken<pasetors::token::Local, V4>),
+    Public(PasetoToken<pasetors::token::Public, V4>),
+}
+
+impl Parsed {
+    /// `None` when `token` is neither `v4.local.` nor `v4.public.`; `Some(Err)` when
+    /// it is malformed (parts, base64, length).
+    fn new(token: &str) -> Option<Result<Parsed, TokenError>> {
+        let parsed = if token.starts_with(LOCAL_PREFIX) {
+            PasetoToken::try_from(token).map(Parsed::Local)
+        } else if token.starts_with(PUBLIC_PREFIX) {
+            PasetoToken::try_from(token).map(Parsed::Public)
+        } else {
+            return None;
+        };
+        Some(parsed.map_err(|_| TokenError::Malformed))
+    }
+
+    /// The decoded footer (empty when there is none).
+    fn footer(&self) -> &[u8] {
+        match self {
+            Parsed::Local(t) => t.untrusted_footer(),
+            Parsed::Public(t) => t.untrusted_footer(),
         }
     }
 }
@@ -544,7 +573,6 @@ impl Verifier {
         } else {
             return Err(TokenError::Malformed);
         };
-        let kid = footer_kid(t)?;
         let mut candidates = self
             .keys
             .iter()
@@ -553,7 +581,8 @@ impl Verifier {
         if candidates.peek().is_none() {
             return Err(TokenError::NoKeyForPurpose);
         }
-        if let Some(kid) = kid {
+        let parsed = Parsed::new(t).ok_or(TokenError::Malformed)??;
+        if let Some(kid) = footer_kid(parsed.footer())? {
             let key = self
                 .keys
                 .iter()
@@ -562,13 +591,12 @@ impl Verifier {
             if key.purpose() != purpose {
                 return Err(TokenError::UnknownKid);
             }
-            return key.open(t, implicit);
+            return key.open_parsed(&parsed, implicit);
         }
         let mut last = TokenError::Forged;
         for key in candidates {
-            match key.open(t, implicit) {
+            match key.open_parsed(&parsed, implicit) {
                 Ok(p) => return Ok(p),
-                Err(TokenError::Malformed) => return Err(TokenError::Malformed),
                 Err(e) => last = e,
             }
         }
@@ -576,20 +604,13 @@ impl Verifier {
     }
 }
 
-/// The `kid` of the token's footer, when the footer is a JSON object. A footer
+/// The `kid` of a token's decoded footer, when the footer is a JSON object. A footer
 /// that is not JSON (PASETO allows any) carries no `kid`.
-fn footer_kid(token: &str) -> Result<Option<String>, TokenError> {
-    let mut parts = token.splitn(4, '.');
-    let footer = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (_, _, _, Some(f)) => f,
-        _ => return Ok(None),
-    };
-    let bytes =
-        Base64UrlSafeNoPadding::decode_to_vec(footer, None).map_err(|_| TokenError::Malformed)?;
-    if bytes.first() != Some(&b'{') {
+fn footer_kid(footer: &[u8]) -> Result<Option<String>, TokenError> {
+    if footer.first() != Some(&b'{') {
         return Ok(None);
     }
-    let f: Footer<'_> = serde_json::from_slice(&bytes).map_err(|_| TokenError::BadFooter)?;
+    let f: Footer<'_> = serde_json::from_slice(footer).map_err(|_| TokenError::BadFooter)?;
     Ok(Some(f.kid.into_owned()))
 }
 
