@@ -17,7 +17,10 @@
 //! `WSGATE_BENCH_N` round trips [1000] and once for 100; the difference divided by
 //! the difference in round trips is the cost of one round trip, without start-up,
 //! warm-up and shutdown. Clients come one at a time (`WSGATE_BENCH_C` [1]), so that
-//! no batching depends on timing.
+//! no batching depends on timing. `WSGATE_BENCH_COUNT=syscalls` counts system calls
+//! per round trip with `strace -f -c` over one run of `WSGATE_BENCH_N` (start-up
+//! included), a proxy for the kernel's share; it varies by a few percent from run
+//! to run (calls that find a socket not ready depend on timing).
 
 mod harness;
 
@@ -45,7 +48,7 @@ fn main() {
     if !harness::enabled() {
         return;
     }
-    if std::env::var("WSGATE_BENCH_COUNT").as_deref() == Ok("instructions") {
+    if std::env::var("WSGATE_BENCH_COUNT").is_ok() {
         instructions();
     } else {
         parent();
@@ -354,9 +357,19 @@ fn parent() {
 // ---------------------------------------------------------------------------
 // WSGATE_BENCH_COUNT=instructions: user-space instructions per round trip.
 
-/// `Ir` (instructions executed) of one server run of `n` round trips, from the
-/// `totals:` line of callgrind's output.
-fn instructions_of(
+/// What a counted server run counts.
+#[derive(Clone, Copy)]
+enum Count {
+    /// User-space instructions, `valgrind --tool=callgrind` (`totals:` line).
+    Instructions,
+    /// System calls, `strace -f -c` (`total` line).
+    Syscalls,
+}
+
+/// The count of one server run of `n` round trips.
+#[allow(clippy::too_many_arguments)]
+fn count_of(
+    count: Count,
     out: &std::path::Path,
     kind: &str,
     key_file: &str,
@@ -365,8 +378,14 @@ fn instructions_of(
     n: u64,
     c: usize,
 ) -> u64 {
-    let out_arg = format!("--callgrind-out-file={}", out.display());
-    let wrapper = ["valgrind", "--tool=callgrind", "--quiet", &out_arg];
+    let out_arg = match count {
+        Count::Instructions => format!("--callgrind-out-file={}", out.display()),
+        Count::Syscalls => out.display().to_string(),
+    };
+    let wrapper: Vec<&str> = match count {
+        Count::Instructions => vec!["valgrind", "--tool=callgrind", "--quiet", &out_arg],
+        Count::Syscalls => vec!["strace", "-f", "-c", "-o", &out_arg],
+    };
     let server = ServerProc::start_under(&wrapper, kind, key_file, "info");
     let mut opts = Options::new(
         format!("ws://{}/", server.addr).parse().unwrap(),
@@ -378,16 +397,29 @@ fn instructions_of(
     opts.progress = false;
     opts.timeout = Duration::from_secs(60);
     let report = wsgate::bench::run(&opts).unwrap();
-    assert_eq!(report.failed, 0, "{kind} {method:?}: round trips failed under valgrind");
+    assert_eq!(report.failed, 0, "{kind} {method:?}: round trips failed when counted");
     server.finish();
     let text = std::fs::read_to_string(out).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("totals:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no totals in {}", out.display()))
+    let total = match count {
+        // `totals: 123456`
+        Count::Instructions => text
+            .lines()
+            .find_map(|l| l.strip_prefix("totals:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok()),
+        // `100.00    0.001234     1      1234        12 total`: the calls column.
+        Count::Syscalls => text
+            .lines()
+            .find(|l| l.trim_end().ends_with(" total"))
+            .and_then(|l| l.split_whitespace().nth(3)?.parse().ok()),
+    };
+    total.unwrap_or_else(|| panic!("no total in {}", out.display()))
 }
 
 fn instructions() {
+    let count = match std::env::var("WSGATE_BENCH_COUNT").as_deref() {
+        Ok("syscalls") => Count::Syscalls,
+        _ => Count::Instructions,
+    };
     let n: u64 = harness::env_or("WSGATE_BENCH_N", 1000);
     let c: usize = harness::env_or("WSGATE_BENCH_C", 1);
     let base_n = 100;
@@ -407,21 +439,39 @@ fn instructions() {
         ("wsgate message", "wsgate", BenchMethod::Message),
         ("wsgate ticket (2 connections)", "wsgate", BenchMethod::Ticket),
     ];
+    let (what, unit, runs) = match count {
+        Count::Instructions => (
+            "user-space instructions (callgrind)",
+            "instr/RT",
+            format!("({n} - {base_n} round trips)"),
+        ),
+        Count::Syscalls => ("system calls (strace -f -c)", "calls/RT", format!("{n} round trips")),
+    };
     println!(
-        "user-space instructions per round trip (connect, 101, authenticated, 1 echo, close), \
-         callgrind, ({n} - {base_n} round trips) at {c} concurrent client(s)"
+        "{what} per round trip (connect, 101, authenticated, 1 echo, close), \
+         {runs} at {c} concurrent client(s)"
     );
-    println!("{:<34}{:>14}{:>10}", "server / method", "instr/RT", "x floor");
+    println!("{:<34}{:>14}{:>10}", "server / method", unit, "x floor");
     let mut floor = 0.0;
     for (i, (label, kind, method)) in cases.iter().enumerate() {
-        let out = dir.join(format!("callgrind.{i}"));
-        let small = instructions_of(&out, kind, &key_file, &paserk, *method, base_n, c);
-        let large = instructions_of(&out, kind, &key_file, &paserk, *method, n, c);
-        let per_rt = large.saturating_sub(small) as f64 / (n - base_n) as f64;
+        let out = dir.join(format!("count.{i}"));
+        let large = count_of(count, &out, kind, &key_file, &paserk, *method, n, c);
+        let per_rt = match count {
+            Count::Instructions => {
+                let small = count_of(count, &out, kind, &key_file, &paserk, *method, base_n, c);
+                large.saturating_sub(small) as f64 / (n - base_n) as f64
+            }
+            // How many calls find a socket not ready (EAGAIN) depends on timing, so
+            // a difference of two runs is noisier than the whole run: start-up and
+            // shutdown (~100 calls) are counted in.
+            Count::Syscalls => large as f64 / n as f64,
+        };
         if i == 0 {
             floor = per_rt;
         }
-        println!("{label:<34}{per_rt:>14.0}{:>10.3}", per_rt / floor);
+        println!("{label:<34}{per_rt:>14.1}{:>10.3}", per_rt / floor);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("WSGATE_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
