@@ -75,7 +75,13 @@ impl Line {
     }
 
     /// Appends ` key=value`, quoting the value when needed.
-    pub fn kv(mut self, key: &str, value: impl fmt::Display) -> Line {
+    #[inline]
+    pub fn kv(self, key: &str, value: impl fmt::Display) -> Line {
+        self.kv_dyn(key, &value)
+    }
+
+    // One copy of the formatting and quoting for every value type.
+    fn kv_dyn(mut self, key: &str, value: &dyn fmt::Display) -> Line {
         self.buf.push(' ');
         self.buf.push_str(key);
         self.buf.push('=');

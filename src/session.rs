@@ -272,76 +272,96 @@ impl Session {
                 let other = async { Event::Other(other.await) };
                 frame.or(tick).or(stop).or(other).await
             };
-            match ev {
+            let ev = match ev {
                 Event::Other(t) => return Race::Other(t),
-                Event::Frame(Some(Ok(m))) => {
-                    self.active = true;
-                    match m {
-                        Message::Text(_) | Message::Binary(_) if read => return Race::Client(m),
-                        Message::Ping(_) | Message::Pong(_) if read && self.forward_control => {
-                            return Race::Client(m);
-                        }
-                        Message::Text(_) | Message::Binary(_) => self.stashed = Some(m),
-                        Message::Ping(_) | Message::Pong(_) if self.forward_control => {
-                            self.stashed = Some(m);
-                        }
-                        Message::Close(frame) => {
-                            let (code, reason) = frame
-                                .map_or((1005, Default::default()), |f| (f.code.into(), f.reason));
-                            self.close_code = Some(code);
-                            self.close_reason = reason.to_string();
-                            // Boxed: rare paths stay out of every session's future.
-                            Box::pin(self.drain()).await;
-                        }
-                        _ => {}
-                    }
-                }
-                Event::Frame(Some(Err(WsError::Capacity(_)))) => {
-                    self.close_code = Some(1009);
-                    self.close_reason = "message too big".into();
-                    Box::pin(close_unreadable(&mut self.ws, 1009, "message too big")).await;
-                    self.open = false;
-                }
-                Event::Frame(_) => {
-                    self.close_code.get_or_insert(1006);
-                    self.open = false;
-                }
-                Event::Tick => {
-                    // A fired timer must be re-armed, even for the same instant.
-                    self.armed = None;
-                    let now = Instant::now();
-                    if self.deadline.is_some_and(|d| now >= d) {
-                        self.close(4401, "token expired").await;
-                    } else if read && now >= self.next_check {
-                        self.next_check = crate::server::instant_after(now, self.ping_interval);
-                        if std::mem::take(&mut self.active) {
-                            // The client spoke since the last check: it is alive.
-                            self.awaiting_pong = false;
-                        } else if self.awaiting_pong {
-                            crate::log_event!(
-                                Level::Info,
-                                "ping_timeout",
-                                "peer" = self.peer,
-                                "sub" = &self.identity.sub
-                            );
-                            self.close_code = Some(1006);
-                            self.open = false;
-                        } else {
-                            self.awaiting_pong = true;
-                            let ping = self.ws.send(Message::Ping(Default::default()));
-                            if Box::pin(ping).await.is_err() {
-                                self.open = false;
-                            }
-                        }
-                    }
-                }
-                Event::Shutdown => {
-                    self.shutdown = self.shared.shutdown.listen();
-                    self.close(1001, "going away").await;
-                }
+                Event::Frame(f) => Event::Frame(f),
+                Event::Tick => Event::Tick,
+                Event::Shutdown => Event::Shutdown,
+            };
+            if let Some(m) = self.on_event(ev, read).await {
+                return Race::Client(m);
             }
         }
         Race::Closed
+    }
+
+    /// What the session does with one event of [`Session::wait`] (not generic: one
+    /// copy in the binary whatever the handler waits on). `Some`: a message for the
+    /// handler.
+    async fn on_event(
+        &mut self,
+        ev: Event<std::convert::Infallible>,
+        read: bool,
+    ) -> Option<Message> {
+        match ev {
+            Event::Other(never) => match never {},
+            Event::Frame(Some(Ok(m))) => {
+                self.active = true;
+                match m {
+                    Message::Text(_) | Message::Binary(_) if read => return Some(m),
+                    Message::Ping(_) | Message::Pong(_) if read && self.forward_control => {
+                        return Some(m);
+                    }
+                    Message::Text(_) | Message::Binary(_) => self.stashed = Some(m),
+                    Message::Ping(_) | Message::Pong(_) if self.forward_control => {
+                        self.stashed = Some(m);
+                    }
+                    Message::Close(frame) => {
+                        let (code, reason) =
+                            frame.map_or((1005, Default::default()), |f| (f.code.into(), f.reason));
+                        self.close_code = Some(code);
+                        self.close_reason = reason.to_string();
+                        // Boxed: rare paths stay out of every session's future.
+                        Box::pin(self.drain()).await;
+                    }
+                    _ => {}
+                }
+            }
+            Event::Frame(Some(Err(WsError::Capacity(_)))) => {
+                self.close_code = Some(1009);
+                self.close_reason = "message too big".into();
+                Box::pin(close_unreadable(&mut self.ws, 1009, "message too big")).await;
+                self.open = false;
+            }
+            Event::Frame(_) => {
+                self.close_code.get_or_insert(1006);
+                self.open = false;
+            }
+            Event::Tick => {
+                // A fired timer must be re-armed, even for the same instant.
+                self.armed = None;
+                let now = Instant::now();
+                if self.deadline.is_some_and(|d| now >= d) {
+                    self.close(4401, "token expired").await;
+                } else if read && now >= self.next_check {
+                    self.next_check = crate::server::instant_after(now, self.ping_interval);
+                    if std::mem::take(&mut self.active) {
+                        // The client spoke since the last check: it is alive.
+                        self.awaiting_pong = false;
+                    } else if self.awaiting_pong {
+                        crate::log_event!(
+                            Level::Info,
+                            "ping_timeout",
+                            "peer" = self.peer,
+                            "sub" = &self.identity.sub
+                        );
+                        self.close_code = Some(1006);
+                        self.open = false;
+                    } else {
+                        self.awaiting_pong = true;
+                        let ping = self.ws.send(Message::Ping(Default::default()));
+                        if Box::pin(ping).await.is_err() {
+                            self.open = false;
+                        }
+                    }
+                }
+            }
+            Event::Shutdown => {
+                self.shutdown = self.shared.shutdown.listen();
+                self.close(1001, "going away").await;
+            }
+        }
+        None
     }
 
     /// Sends a message to the client.

@@ -371,14 +371,45 @@ impl fmt::Display for TokenError {
 
 impl std::error::Error for TokenError {}
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// `aud`: a string or (JWT habit) an array of strings. Deserialized by hand: serde's
+/// `untagged` would buffer the value first, at a cost in code size and time.
 enum Audience<'a> {
-    #[serde(borrow)]
     One(Cow<'a, str>),
-    #[serde(borrow)]
     Many(Vec<Cow<'a, str>>),
 }
+
+impl<'de: 'a, 'a> Deserialize<'de> for Audience<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Audience<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Audience::One(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Audience::One(Cow::Owned(v.to_owned())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(a) = seq.next_element::<BorrowedOrOwned<'a>>()? {
+                    all.push(a.0);
+                }
+                Ok(Audience::Many(all))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A string, borrowed from the claims when it has no escapes.
+#[derive(Deserialize)]
+struct BorrowedOrOwned<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[derive(Deserialize)]
 struct RawClaims<'a> {
@@ -610,7 +641,9 @@ fn footer_kid(footer: &[u8]) -> Result<Option<String>, TokenError> {
     if footer.first() != Some(&b'{') {
         return Ok(None);
     }
-    let f: Footer<'_> = serde_json::from_slice(footer).map_err(|_| TokenError::BadFooter)?;
+    // `from_str`, as for the claims: one copy of serde_json's parser in the binary.
+    let footer = std::str::from_utf8(footer).map_err(|_| TokenError::BadFooter)?;
+    let f: Footer<'_> = serde_json::from_str(footer).map_err(|_| TokenError::BadFooter)?;
     Ok(Some(f.kid.into_owned()))
 }
 
@@ -777,6 +810,38 @@ mod tests {
                 *want,
                 "case {i}"
             );
+        }
+    }
+
+    #[test]
+    fn audience_shapes() {
+        let k = local();
+        let same = Key::from_paserk(k.to_paserk().as_str()).unwrap();
+        let v = Verifier::new(
+            vec![same],
+            ClaimRules {
+                leeway: 0,
+                audience: Some("api".into()),
+                issuer: None,
+            },
+        );
+        let exp = Rfc3339(NOW + 9);
+        let check = |aud: &str| {
+            let t = k
+                .issue(&format!(r#"{{"sub":"a","exp":"{exp}","aud":{aud}}}"#))
+                .unwrap();
+            v.verify(UntrustedToken(&t), NOW).map(|_| ())
+        };
+        assert_eq!(check(r#""api""#), Ok(()));
+        // Escapes make the string owned rather than borrowed: same answer.
+        assert_eq!(check(r#""a\u0070i""#), Ok(()));
+        assert_eq!(check(r#"["x","a\u0070i"]"#), Ok(()));
+        assert_eq!(check(r#"[]"#), Err(TokenError::WrongAudience));
+        assert_eq!(check(r#""apix""#), Err(TokenError::WrongAudience));
+        // `null` is an absent claim.
+        assert_eq!(check("null"), Err(TokenError::WrongAudience));
+        for bad in ["1", r#"{"a":"api"}"#, r#"["api",1]"#, r#"[["api"]]"#] {
+            assert_eq!(check(bad), Err(TokenError::BadClaims), "aud {bad}");
         }
     }
 
