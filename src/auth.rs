@@ -5,10 +5,11 @@
 //! [`Gate::check_first_message`] with the first data frame. Tests and fuzzers call
 //! the same functions.
 
-use ct_codecs::{Base64UrlSafeNoPadding, Encoder as _};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+
+use ct_codecs::{Base64UrlSafeNoPadding, Encoder as _};
 
 use crate::head::{Request, percent_decode};
 use crate::tickets::{ReplayCache, ReplayError};

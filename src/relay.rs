@@ -20,12 +20,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ct_codecs::{Base64UrlSafeNoPadding, Encoder as _};
-
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
+use ct_codecs::{Base64UrlSafeNoPadding, Encoder as _};
 use smol::Timer;
 use smol::future::FutureExt as _;
 use smol::net::TcpStream;

@@ -5,10 +5,10 @@
 //! against a local key), `kid` selection, and the claims rules with `now` and the
 //! leeway passed in (pasetors' own validator reads the clock and has no leeway).
 
-use ct_codecs::{Base64UrlSafeNoPadding, Decoder as _};
 use std::borrow::Cow;
 use std::fmt;
 
+use ct_codecs::{Base64UrlSafeNoPadding, Decoder as _};
 use pasetors::keys::{
     AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate, SymmetricKey,
 };
