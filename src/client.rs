@@ -3,13 +3,37 @@
 //! upgrade request as bytes, a bounded sans-IO check of the answer head, and one
 //! async function that drives them over a connected stream. After the `101`,
 //! async-tungstenite takes the stream over (`WebSocketStream::from_partially_read`),
-//! as the server does after its own `101` (src/head.rs).
+//! as the server does after its own `101` ([`crate::head`]).
 //!
 //! The request carries `Host`, `Connection: Upgrade`, `Upgrade: websocket`,
 //! `Sec-WebSocket-Version: 13`, a fresh `Sec-WebSocket-Key` and the caller's headers,
 //! nothing else. The answer must be a `101` with `Upgrade: websocket`,
 //! `Connection: upgrade`, the matching `Sec-WebSocket-Accept` and, when subprotocols
 //! were offered, one of them; any other status is returned as such (`HTTP 401`).
+//!
+//! # Examples
+//!
+//! The handshake without IO, against wsgate's own server side ([`crate::head`]):
+//!
+//! ```
+//! use wsgate::client::{Upgrade, WsUrl};
+//! use wsgate::head;
+//!
+//! let url = WsUrl::parse("ws://127.0.0.1:9000/app").unwrap();
+//! let upgrade = Upgrade::new(url.authority(), url.path(), &[("X-Wsgate-Sub", "alice")]).unwrap();
+//!
+//! // What the server reads, and its answer, followed by a first WebSocket frame.
+//! let mut storage = head::header_storage();
+//! let req = head::Request::parse_complete(upgrade.request(), &mut storage).unwrap();
+//! assert_eq!((req.target, req.header("x-wsgate-sub")), ("/app", Some("alice")));
+//! let mut answer = head::switching_protocols(req.websocket_key().unwrap(), None);
+//! let head_len = answer.len();
+//! answer.extend_from_slice(b"\x81\x02hi");
+//!
+//! // Arriving in two reads: incomplete, then complete, the frame left over.
+//! assert_eq!(upgrade.check_answer(&answer[..20]).unwrap(), None);
+//! assert_eq!(upgrade.check_answer(&answer).unwrap(), Some(head_len));
+//! ```
 
 use std::fmt;
 
@@ -259,6 +283,11 @@ impl Upgrade {
 
     /// Checks the answer head at the start of `buf`: `Ok(None)` until it is complete,
     /// then the number of bytes it took (what follows is WebSocket data).
+    ///
+    /// Stateless: pass everything read so far each time. The length returned is at
+    /// most `buf.len()` and [`MAX_ANSWER_HEAD`]; `Ok(None)` only while `buf` is
+    /// shorter than that bound, so a caller that reads until an answer buffers at
+    /// most [`MAX_ANSWER_HEAD`] bytes plus its last read.
     pub fn check_answer(&self, buf: &[u8]) -> Result<Option<usize>, HandshakeError> {
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut answer = httparse::Response::new(&mut storage);

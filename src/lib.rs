@@ -6,7 +6,8 @@
 //! The crate has three layers:
 //!
 //! - a **sans-IO core** ([`Gate`], [`Verifier`], [`head`]): request parts,
-//!   configuration and `now` in, a [`Decision`] out; no sockets, no clock;
+//!   configuration and `now` in, a [`Decision`] out; no sockets, no clock; and
+//!   [`client`], the client side of the handshake (the relay's upstreams, the bench);
 //! - a **smol server** ([`Server`]) around it, which hands each authenticated
 //!   [`Session`] to a [`Handler`];
 //! - the `wsgate` binary, a thin argh layer over both.
@@ -74,7 +75,7 @@
 pub mod auth;
 #[cfg(feature = "bench")]
 pub mod bench;
-mod client;
+pub mod client;
 pub mod config;
 pub mod endpoints;
 pub mod head;

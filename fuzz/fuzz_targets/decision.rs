@@ -1,6 +1,8 @@
 //! The upgrade decision and the first-message check on arbitrary request heads and
-//! text: never panics; a token is never echoed as the subprotocol; in-band refusals
-//! only for requests with an Origin.
+//! text: never panics; a token (`v4.local.…`, `v4.public.…`) is never echoed as the
+//! subprotocol, which is always one offered; in-band refusals only for requests with
+//! an Origin. (Other entries are answered as offered, `v4.` or `v4.loca` included:
+//! they are not tokens.)
 #![no_main]
 use std::sync::OnceLock;
 
@@ -29,7 +31,13 @@ fuzz_target!(|data: &[u8]| {
         match gate().check_upgrade(&req, peer, 2_000_000_000) {
             Decision::Reject { in_band: true, .. } => assert!(req.header("origin").is_some()),
             Decision::Accept { protocol, .. } | Decision::AwaitMessage { protocol, .. } => {
-                assert!(!protocol.is_some_and(|p| p.starts_with("v4.")))
+                if let Some(p) = protocol {
+                    assert!(!p.starts_with("v4.local.") && !p.starts_with("v4.public."));
+                    let mut offered = req
+                        .headers_named("sec-websocket-protocol")
+                        .flat_map(|v| v.split(','));
+                    assert!(offered.any(|o| o.trim() == p), "{p:?} not offered");
+                }
             }
             _ => {}
         }

@@ -8,7 +8,12 @@ fuzz_target!(|data: &[u8]| {
     let mut storage = head::header_storage();
     if let Ok(Some((req, n))) = head::parse(data, &mut storage) {
         assert!(n <= data.len() && n <= MAX_HEAD);
-        let _ = (req.path(), req.query(), req.is_upgrade(), req.websocket_key());
+        let _ = (
+            req.path(),
+            req.query(),
+            req.is_upgrade(),
+            req.websocket_key(),
+        );
         let _ = wsgate::head::percent_decode(req.target);
     }
 });
