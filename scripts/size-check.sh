@@ -26,9 +26,11 @@ small_crypto=$(size_of --no-default-features --features opt-size)
 # Last, so that target/small/wsgate is the budgeted binary.
 bytes=$(size_of --no-default-features)
 echo "wsgate, profile small, stripped (x86-64):"
-echo "  default features (with \`bench\`):        $full bytes = $(kib "$full") KiB"
-echo "  --no-default-features --features opt-size: $small_crypto bytes = $(kib "$small_crypto") KiB"
-echo "  --no-default-features (budgeted):       $bytes bytes = $(kib "$bytes") KiB (budget $budget_kib KiB)"
+printf '  %-44s %8s bytes = %4s KiB\n' \
+  'default features (with `bench`)' "$full" "$(kib "$full")" \
+  '--no-default-features --features opt-size' "$small_crypto" "$(kib "$small_crypto")" \
+  '--no-default-features (budgeted)' "$bytes" "$(kib "$bytes")"
+echo "  budget: $budget_kib KiB"
 if [ "$(kib "$bytes")" -gt "$budget_kib" ]; then
   echo "size-check: FAILED: $(kib "$bytes") KiB > $budget_kib KiB" >&2
   exit 1
