@@ -5,10 +5,17 @@
 # over budget.
 #   scripts/size-check.sh            # build and check
 #   BUDGET_KIB=700 scripts/size-check.sh
+#   scripts/size-check.sh --ceiling  # CI's guard (scripts/test): see below
+#
+# While the 800 KiB budget is not met (issue 5), `--ceiling` is what CI runs: it
+# builds the budgeted binary only and fails when it is over CEILING_KIB, today's
+# size plus 1 %, so that a new dependency or feature cannot grow it unnoticed. Lower
+# the ceiling when the binary shrinks.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 budget_kib="${BUDGET_KIB:-800}"
+ceiling_kib="${CEILING_KIB:-929}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target/small/wsgate"
 
@@ -20,6 +27,18 @@ size_of() {
   stat -c %s "$bin.stripped"
 }
 kib() { echo $(( ($1 + 1023) / 1024 )); }
+
+if [ "${1:-}" = "--ceiling" ]; then
+  bytes=$(size_of --no-default-features)
+  echo "wsgate, profile small, stripped, --no-default-features: $bytes bytes = $(kib "$bytes") KiB" \
+    "(ceiling $ceiling_kib KiB; budget $budget_kib KiB)"
+  if [ "$(kib "$bytes")" -gt "$ceiling_kib" ]; then
+    echo "size-check: FAILED: $(kib "$bytes") KiB > ceiling $ceiling_kib KiB: the binary grew" >&2
+    exit 1
+  fi
+  [ "$(kib "$bytes")" -le "$budget_kib" ] || echo "size-check: still over the $budget_kib KiB budget (issue 5)"
+  exit 0
+fi
 
 full=$(size_of)
 small_crypto=$(size_of --no-default-features --features opt-size)
