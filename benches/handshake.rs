@@ -248,16 +248,42 @@ struct Measure {
     failed: u64,
 }
 
-fn measure(server: &mut ServerProc, key: &str, method: BenchMethod, n: u64, c: usize) -> Measure {
+/// The load: `n` round trips by `method` against `addr`, `c` at once, a token
+/// minted per connection with the key `paserk`.
+fn load(
+    addr: &str,
+    paserk: &str,
+    method: BenchMethod,
+    n: u64,
+    c: usize,
+    timeout: Duration,
+) -> Options {
     let mut opts = Options::new(
-        format!("ws://{}/", server.addr).parse().unwrap(),
-        Credentials::Mint(Key::from_paserk(key).unwrap()),
+        format!("ws://{addr}/").parse().unwrap(),
+        Credentials::Mint(Key::from_paserk(paserk).unwrap()),
     );
     opts.method = method;
     opts.connections = n;
     opts.concurrency = c;
     opts.progress = false;
-    opts.timeout = Duration::from_secs(20);
+    opts.timeout = timeout;
+    opts
+}
+
+/// A fresh local key, written to a file in a new temporary directory:
+/// (the directory, the key file's path, the key as PASERK).
+fn key_in_temp_dir() -> (std::path::PathBuf, String, String) {
+    let dir = std::env::temp_dir().join(format!("wsgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key");
+    let key = Key::generate_local().unwrap();
+    std::fs::write(&key_file, key.to_paserk().as_str()).unwrap();
+    let key_file = key_file.to_str().unwrap().to_owned();
+    (dir, key_file, key.to_paserk().to_string())
+}
+
+fn measure(server: &mut ServerProc, key: &str, method: BenchMethod, n: u64, c: usize) -> Measure {
+    let opts = load(&server.addr, key, method, n, c, Duration::from_secs(20));
     let before = server.cpu_us();
     let report = wsgate::bench::run(&opts).unwrap();
     let after = server.cpu_us();
@@ -275,13 +301,7 @@ fn parent() {
     let n: u64 = harness::env_or("WSGATE_BENCH_N", 4000);
     let rounds: usize = harness::env_or("WSGATE_BENCH_ROUNDS", 5);
     let c: usize = harness::env_or("WSGATE_BENCH_C", 64);
-    let dir = std::env::temp_dir().join(format!("wsgate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("key");
-    let key = Key::generate_local().unwrap();
-    std::fs::write(&key_file, key.to_paserk().as_str()).unwrap();
-    let key_file = key_file.to_str().unwrap().to_owned();
-    let paserk = key.to_paserk().to_string();
+    let (dir, key_file, paserk) = key_in_temp_dir();
 
     let mut servers = [
         ServerProc::start("baseline", &key_file, "info"),
@@ -387,17 +407,12 @@ fn count_of(
         Count::Syscalls => vec!["strace", "-f", "-c", "-o", &out_arg],
     };
     let server = ServerProc::start_under(&wrapper, kind, key_file, "info");
-    let mut opts = Options::new(
-        format!("ws://{}/", server.addr).parse().unwrap(),
-        Credentials::Mint(Key::from_paserk(paserk).unwrap()),
-    );
-    opts.method = method;
-    opts.connections = n;
-    opts.concurrency = c;
-    opts.progress = false;
-    opts.timeout = Duration::from_secs(60);
+    let opts = load(&server.addr, paserk, method, n, c, Duration::from_secs(60));
     let report = wsgate::bench::run(&opts).unwrap();
-    assert_eq!(report.failed, 0, "{kind} {method:?}: round trips failed when counted");
+    assert_eq!(
+        report.failed, 0,
+        "{kind} {method:?}: round trips failed when counted"
+    );
     server.finish();
     let text = std::fs::read_to_string(out).unwrap();
     let total = match count {
@@ -424,20 +439,18 @@ fn instructions() {
     let c: usize = harness::env_or("WSGATE_BENCH_C", 1);
     let base_n = 100;
     assert!(n > base_n, "WSGATE_BENCH_N must be over {base_n}");
-    let dir = std::env::temp_dir().join(format!("wsgate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("key");
-    let key = Key::generate_local().unwrap();
-    std::fs::write(&key_file, key.to_paserk().as_str()).unwrap();
-    let key_file = key_file.to_str().unwrap().to_owned();
-    let paserk = key.to_paserk().to_string();
+    let (dir, key_file, paserk) = key_in_temp_dir();
     let cases: [(&str, &str, BenchMethod); 6] = [
         ("BASELINE cookie (floor)", "baseline", BenchMethod::Cookie),
         ("wsgate header", "wsgate", BenchMethod::Header),
         ("wsgate protocol", "wsgate", BenchMethod::Protocol),
         ("wsgate cookie", "wsgate", BenchMethod::Cookie),
         ("wsgate message", "wsgate", BenchMethod::Message),
-        ("wsgate ticket (2 connections)", "wsgate", BenchMethod::Ticket),
+        (
+            "wsgate ticket (2 connections)",
+            "wsgate",
+            BenchMethod::Ticket,
+        ),
     ];
     let (what, unit, runs) = match count {
         Count::Instructions => (
@@ -445,7 +458,11 @@ fn instructions() {
             "instr/RT",
             format!("({n} - {base_n} round trips)"),
         ),
-        Count::Syscalls => ("system calls (strace -f -c)", "calls/RT", format!("{n} round trips")),
+        Count::Syscalls => (
+            "system calls (strace -f -c)",
+            "calls/RT",
+            format!("{n} round trips"),
+        ),
     };
     println!(
         "{what} per round trip (connect, 101, authenticated, 1 echo, close), \
