@@ -33,7 +33,12 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on a whole async test body.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
+/// The binary under test: cargo's build of this test profile, or the one named by
+/// `WSGATE_TEST_BIN` (`scripts/test` runs the suites again against the router build,
+/// `target/small/wsgate`, whose link flags differ).
+pub fn bin() -> String {
+    std::env::var("WSGATE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wsgate").to_owned())
+}
 
 /// A client WebSocket over a smol TCP stream.
 pub type Ws = WebSocketStream<smol::net::TcpStream>;
@@ -332,7 +337,7 @@ pub fn wsgate(args: &[&str]) -> Output {
 }
 
 pub fn wsgate_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args).env_remove("WSGATE_KEY").stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
@@ -458,7 +463,7 @@ impl Server {
     /// Starts the server; `Err(stderr)` if it exits or does not listen within
     /// [`START_TIMEOUT`].
     pub fn try_start_env(args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
         cmd.env_remove("WSGATE_KEY");
         for (k, v) in env {

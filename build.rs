@@ -1,0 +1,47 @@
+//! Link flags for the `small` profile (the router build; see Cargo.toml).
+//!
+//! A cargo profile cannot carry linker flags on stable Rust, so they are chosen here.
+//! Build scripts are not told the profile's name, nor its panic strategy; the profile
+//! is recognised by its output directory (`target/small/build/wsgate-*/out`) and its
+//! `opt-level = "z"`. Were cargo's layout to change, the flags would stop applying and
+//! `scripts/size-check.sh` (CI) would fail on the size: never a silent misbuild.
+//! Measured on x86-64 Linux (README, "Binary size"):
+//!
+//! - `-z pack-relative-relocs` (DT_RELR): the position-independent binary's relative
+//!   relocations as a bitmap, not 24 bytes each: −27 KiB, ASLR kept. glibc targets only,
+//!   where a loader older than glibc 2.36 refuses the binary (`GLIBC_ABI_DT_RELR`
+//!   not found) rather than running it unrelocated.
+//! - `link/no-unwind-tables.ld`: drops `.eh_frame`, `.eh_frame_hdr` and
+//!   `.gcc_except_table`: −102 KiB. `small` sets `panic = "abort"`, so nothing unwinds;
+//!   the only loss is the backtrace a panic would print (its message still prints).
+//!   This is why the flags are tied to that profile and not to every `opt-level = "z"`:
+//!   with `panic = "unwind"` a panic needs those tables.
+//!
+//! Both need GNU ld or lld, the toolchain's default on Linux.
+
+use std::env;
+use std::path::Path;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=link/no-unwind-tables.ld");
+    let var = |name: &str| env::var(name).unwrap_or_default();
+    let out_dir = var("OUT_DIR");
+    // OUT_DIR = <target>/[<triple>/]<profile>/build/<package>-<hash>/out
+    let profile = Path::new(&out_dir)
+        .ancestors()
+        .nth(3)
+        .and_then(Path::file_name);
+    if profile.is_none_or(|p| p != "small")
+        || var("OPT_LEVEL") != "z"
+        || var("CARGO_CFG_TARGET_OS") != "linux"
+    {
+        return;
+    }
+    if var("CARGO_CFG_TARGET_ENV") == "gnu" {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+    let script = format!("{}/link/no-unwind-tables.ld", var("CARGO_MANIFEST_DIR"));
+    println!("cargo:rustc-link-arg-bins=-Wl,--no-eh-frame-hdr");
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{script}");
+}
