@@ -252,11 +252,13 @@ pub struct Identity {
 impl Identity {
     /// The first-message success frame: `{"type":"authenticated","sub":…,"exp":…}`.
     pub fn authenticated_frame(&self) -> String {
-        let sub = serde_json::Value::String(self.sub.clone());
-        format!(
-            r#"{{"type":"authenticated","sub":{sub},"exp":"{}"}}"#,
-            Rfc3339(self.exp)
-        )
+        use std::fmt::Write;
+        let mut frame = String::with_capacity(64 + self.sub.len());
+        frame.push_str(r#"{"type":"authenticated","sub":"#);
+        // A JSON string; serializing a `str` cannot fail, nor can writing to a String.
+        frame.push_str(&serde_json::to_string(&self.sub).unwrap_or_default());
+        let _ = write!(frame, r#","exp":"{}"}}"#, Rfc3339(self.exp));
+        frame
     }
 }
 

@@ -87,13 +87,27 @@ impl fmt::Display for Rfc3339 {
         let days = self.0.div_euclid(86_400);
         let secs = self.0.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        )
+        let (h, min, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        if !(0..=9999).contains(&y) {
+            return write!(f, "{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z");
+        }
+        // Four-digit years (all real ones) by hand: `write!` with padding is ~10x the
+        // cost, and this runs per first-message session (the `authenticated` frame).
+        let mut b = *b"0000-00-00T00:00:00Z";
+        let mut put = |at: usize, width: usize, mut v: i64| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y);
+        put(5, 2, m);
+        put(8, 2, d);
+        put(11, 2, h);
+        put(14, 2, min);
+        put(17, 2, s);
+        // Only ASCII digits were written into an ASCII template.
+        f.write_str(std::str::from_utf8(&b).unwrap_or_default())
     }
 }
 
@@ -199,6 +213,12 @@ mod tests {
     #[test]
     fn formats_and_round_trips() {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(1_709_209_845), "2024-02-29T12:30:45Z");
+        assert_eq!(format_rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        // Outside four-digit years: the general path.
+        assert_eq!(format_rfc3339(253_402_300_800), "10000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(-62_167_219_201), "-001-12-31T23:59:59Z");
         for t in [
             -86_401,
             0,
