@@ -17,6 +17,13 @@
 //! - The process exiting closes the session with 1000 (a non-zero status: 1011);
 //!   the session ending (client gone, expiry, shutdown) kills the process (SIGKILL)
 //!   and reaps it, so no zombies are left.
+//! - The process runs in a process group of its own, and the whole group is killed
+//!   when the session ends, however it ends: what the process started in the
+//!   background does not outlive the connection (unless it left the group, with
+//!   `setsid` or `setpgid`). The process stays unreaped until then, so that its pid,
+//!   which is also the group's id, cannot be reused by an unrelated process that
+//!   would get the signal. A terminal's Ctrl-C reaches wsgate only, which then ends
+//!   every session (SPEC §9.15), and so every group.
 //!
 //! The process is a plain [`std::process::Child`]: its pipes are made asynchronous
 //! with [`Async`], and its exit is awaited on a pidfd (Linux), or else polled for
@@ -306,13 +313,17 @@ enum Outcome {
     SessionOver,
 }
 
-/// A running process, killed (SIGKILL) and reaped when dropped: neither a session
-/// that ends nor a session future that is dropped leaves it running, or a zombie.
+/// A running process in its own process group: the group is killed (SIGKILL) and the
+/// process reaped when dropped, so neither a session that ends nor a session future
+/// that is dropped leaves it or its background children running, or a zombie.
 struct Process {
     child: Child,
     /// Readable once the process has exited: its pidfd (Linux 5.3 and later).
     /// `None` where there is none: the exit is then polled for, every [`EXIT_POLL`].
     exit_fd: Option<Async<std::os::fd::OwnedFd>>,
+    /// Its exit status once it exited. It is reaped only on drop, after its group
+    /// is killed: until then its pid (the group's id) cannot be reused.
+    exited: Option<ExitStatus>,
 }
 
 /// The stdin, stdout and stderr of a [`Process`].
@@ -322,7 +333,9 @@ impl Process {
     /// Spawns `command` with its stdin, stdout and stderr piped, and returns it
     /// with these pipes, non-blocking.
     fn spawn(command: &mut Command) -> io::Result<(Process, Pipes)> {
+        use std::os::unix::process::CommandExt as _;
         let mut child = command
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -332,6 +345,7 @@ impl Process {
         let process = Process {
             exit_fd: exit_fd(&child),
             child,
+            exited: None,
         };
         let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
             return Err(io::Error::other("missing pipe"));
@@ -340,10 +354,10 @@ impl Process {
         Ok((process, pipes))
     }
 
-    /// Waits for the process to exit, and reaps it. Cancel-safe.
+    /// Waits for the process to exit (without reaping it). Cancel-safe.
     async fn status(&mut self) -> io::Result<ExitStatus> {
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.try_status()? {
                 return Ok(status);
             }
             match &self.exit_fd {
@@ -360,20 +374,46 @@ impl Process {
         }
     }
 
-    /// Sends SIGKILL, unless the process was already reaped (its pid may have been
-    /// reused by then).
+    /// The exit status if the process has exited, leaving it unreaped (`WNOWAIT`).
+    fn try_status(&mut self) -> io::Result<Option<ExitStatus>> {
+        use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
+        use std::os::unix::process::ExitStatusExt as _;
+        if self.exited.is_none() {
+            let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+            if let Some(s) = waitid(WaitId::Pid(Pid::from_child(&self.child)), options)? {
+                // As a wait(2) status: the exit code in the second byte, or the signal.
+                let raw = match (s.exit_status(), s.terminating_signal()) {
+                    (Some(code), _) => (code & 0xff) << 8,
+                    (None, Some(sig)) => sig | if s.dumped() { 0x80 } else { 0 },
+                    (None, None) => 0,
+                };
+                self.exited = Some(ExitStatus::from_raw(raw));
+            }
+        }
+        Ok(self.exited)
+    }
+
+    /// Sends SIGKILL to the process group, and to the process itself in case it left
+    /// the group. Safe at any time before the drop: the process is not reaped yet, so
+    /// its pid and group id are still ours.
     fn kill(&mut self) {
-        let _ = self.child.kill();
+        use rustix::process::{Pid, Signal, kill_process, kill_process_group};
+        let pid = Pid::from_child(&self.child);
+        // A child's pid is never 1; `kill(-1)` would signal every process.
+        if pid != Pid::INIT {
+            let _ = kill_process_group(pid, Signal::KILL);
+        }
+        let _ = kill_process(pid, Signal::KILL);
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
-        // Usually reaped already (`status` returned); if not, the process is dying
-        // of SIGKILL, which takes a moment, longer if it is stuck in the kernel
-        // (uninterruptible I/O): reap it on a blocking thread, not on the executor.
-        // Nothing else reaps our children, so the pid stays ours until then.
+        // Then reap it. It may still be dying of SIGKILL, which takes a moment,
+        // longer if it is stuck in the kernel (uninterruptible I/O): reap it on a
+        // blocking thread then, not on the executor. Nothing else reaps our
+        // children, so the pid stays ours until then.
         if let Ok(None) = self.child.try_wait() {
             use rustix::process::{Pid, WaitOptions, waitpid};
             let pid = Pid::from_child(&self.child);

@@ -185,26 +185,45 @@ fn exit_status_closes_the_client() {
     let dir = TempDir::new();
     let ok = script(&dir, "ok.sh", "echo done");
     let fail = script(&dir, "fail.sh", "echo failing\nexit 3");
+    let killed = script(&dir, "killed.sh", "echo failing\nkill -TERM $$");
     let k = LocalKey::generate();
     let t = k.token(&Claims::new("alice"));
-    for (cmd, code) in [(ok, 1000), (fail, 1011)] {
+    for (cmd, code, why) in [
+        (ok, 1000, ""),
+        (fail, 1011, "exit status 3"),
+        (killed, 1011, "killed by signal 15"),
+    ] {
         let s = exec_server(&k, &cmd, &[]);
         run(async {
             let mut ws = ws_bearer(&s, &t).await;
             // All output arrives before the close.
             let first = recv_text(&mut ws).await;
             assert!(first == "done" || first == "failing", "{first}");
-            let (got, reason) = expect_close(&mut ws).await;
-            assert_eq!(got, code, "{cmd}: {reason}");
+            assert_eq!(expect_close(&mut ws).await, (code, why.to_owned()), "{cmd}");
         });
     }
+}
+
+/// Gone, or a zombie: a killed orphan is reaped by whatever init the machine (or
+/// container) has, which may be slow to, or never, reap it.
+fn dead(pid: u32) -> bool {
+    proc_stat(pid).is_none_or(|(state, _)| state == 'Z')
+}
+
+fn read_pid(path: &str) -> u32 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[test]
 fn exit_closes_the_client_even_if_a_background_child_holds_stdout() {
     let dir = TempDir::new();
     // The background `sleep` inherits stdout, so stdout stays open after the script exits.
-    let cmd = script(&dir, "bg.sh", "sleep 60 &\necho done");
+    let cmd = script(&dir, "bg.sh", "sleep 60 &\necho $! > \"$1\"\necho done");
+    let cmd = format!("{cmd} {}", dir.file("bg"));
     let k = LocalKey::generate();
     let t = k.token(&Claims::new("alice"));
     let s = exec_server(&k, &cmd, &[]);
@@ -213,6 +232,40 @@ fn exit_closes_the_client_even_if_a_background_child_holds_stdout() {
         assert_eq!(recv_text(&mut ws).await, "done");
         let (code, reason) = expect_close(&mut ws).await;
         assert_eq!(code, 1000, "{reason}");
+    });
+    // The session is over: what the process left running in its group is killed too.
+    let bg = read_pid(&dir.file("bg"));
+    eventually("the background child is killed", IO_TIMEOUT, || dead(bg));
+}
+
+#[test]
+fn background_children_are_killed_when_the_client_leaves() {
+    let dir = TempDir::new();
+    let cmd = script(
+        &dir,
+        "group.sh",
+        "sleep 600 &\necho $! > \"$1\"\necho ready\nwhile read -r line; do echo \"$line\"; done",
+    );
+    let cmd = format!("{cmd} {}", dir.file("bg"));
+    let k = LocalKey::generate();
+    let s = exec_server(&k, &cmd, &[]);
+    let t = k.token(&Claims::new("alice"));
+    let bg = run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        assert_eq!(recv_text(&mut ws).await, "ready");
+        let bg = read_pid(&dir.file("bg"));
+        assert!(
+            !dead(bg),
+            "the background child runs while the session does"
+        );
+        drop(ws); // TCP gone, no close frame.
+        bg
+    });
+    eventually("the background child is killed", IO_TIMEOUT, || dead(bg));
+    // The server runs on.
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        assert_eq!(recv_text(&mut ws).await, "ready");
     });
 }
 
