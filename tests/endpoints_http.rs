@@ -258,6 +258,25 @@ fn check_histogram(m: &Exposition) {
     );
 }
 
+/// The SPEC §9.10 families, each with its `# HELP` and `# TYPE`.
+fn check_families(m: &Exposition) {
+    for (name, kind) in [
+        ("wsgate_connections_active", "gauge"),
+        ("wsgate_handshakes_total", "counter"),
+        ("wsgate_auth_failures_total", "counter"),
+        ("wsgate_tickets_total", "counter"),
+        (HIST, "histogram"),
+    ] {
+        assert!(m.help.contains_key(name), "# HELP {name}:\n{}", m.text);
+        assert_eq!(
+            m.kind.get(name).map(String::as_str),
+            Some(kind),
+            "# TYPE {name}:\n{}",
+            m.text
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // /healthz
 
@@ -289,24 +308,15 @@ fn healthz_is_200_text_plain_ok() {
 fn metrics_is_prometheus_text_with_the_spec_families() {
     let k = LocalKey::generate();
     let s = serve(&k, &[]);
-    // Something in every family first, so series exist.
+    // Before any traffic every family already has its HELP and TYPE, and the
+    // histogram its buckets, `+Inf`, `_sum` and `_count`.
+    let fresh = metrics(&s);
+    check_families(&fresh);
+    check_histogram(&fresh);
+    // Something in every family, so series exist.
     assert_still_serves(&s, &k.token(&Claims::new("alice")));
     let m = metrics(&s);
-    for (name, kind) in [
-        ("wsgate_connections_active", "gauge"),
-        ("wsgate_handshakes_total", "counter"),
-        ("wsgate_auth_failures_total", "counter"),
-        ("wsgate_tickets_total", "counter"),
-        (HIST, "histogram"),
-    ] {
-        assert!(m.help.contains_key(name), "# HELP {name}:\n{}", m.text);
-        assert_eq!(
-            m.kind.get(name).map(String::as_str),
-            Some(kind),
-            "# TYPE {name}:\n{}",
-            m.text
-        );
-    }
+    check_families(&m);
     m.must("wsgate_connections_active", &[]);
     // Counter names end in _total and every sample is a non-negative number.
     for s in &m.samples {
@@ -412,6 +422,8 @@ fn failure_and_ticket_counters_move_by_reason() {
         m.counter("wsgate_auth_failures_total", &[("reason", reason)])
     };
     let t = |m: &Exposition, event: &str| m.counter("wsgate_tickets_total", &[("event", event)]);
+    let h =
+        |m: &Exposition, method: &str| m.counter("wsgate_handshakes_total", &[("method", method)]);
 
     let m0 = metrics(&s);
     // expired
@@ -494,8 +506,49 @@ fn failure_and_ticket_counters_move_by_reason() {
             && t(m, "replayed") - t(&m5, "replayed") == 1.0
             && f(m, "ticket_reused") - f(&m5, "ticket_reused") == 1.0
             && f(m, "forbidden_ip") - f(&m5, "forbidden_ip") == 1.0
+            // A ticket presented by header is a `header` handshake.
+            && h(m, "header") - h(&m5, "header") == 1.0
     });
     assert_eq!(t(&m6, "issued"), t(&m5, "issued"), "using mints nothing");
+    // Over the whole run: each refusal counted once, under its own reason only, and
+    // none as a handshake; the one handshake is the ticket's.
+    for reason in [
+        "invalid_token",
+        "expired",
+        "forbidden_origin",
+        "forbidden_ip",
+        "ticket_reused",
+        "timeout",
+    ] {
+        assert_eq!(
+            f(&m6, reason) - f(&m0, reason),
+            1.0,
+            "auth failures {reason}:\n{}",
+            m6.text
+        );
+    }
+    for (method, n) in [
+        ("header", 1.0),
+        ("protocol", 0.0),
+        ("cookie", 0.0),
+        ("query", 0.0),
+        ("message", 0.0),
+    ] {
+        assert_eq!(
+            h(&m6, method) - h(&m0, method),
+            n,
+            "handshakes {method}:\n{}",
+            m6.text
+        );
+    }
+    for (event, n) in [("issued", 2.0), ("used", 1.0), ("replayed", 1.0)] {
+        assert_eq!(
+            t(&m6, event) - t(&m0, event),
+            n,
+            "tickets {event}:\n{}",
+            m6.text
+        );
+    }
     check_histogram(&m6);
     assert_still_serves(&s, &token);
 }

@@ -21,7 +21,8 @@ const SUB_INDEX: &str = "<p>sub index</p>\n";
 const APP_JS: &str = "console.log('wsgate');\n";
 
 /// ROOT/secret.txt, ROOT/secretdir/passwd, and DIR = ROOT/site with files, a
-/// subdirectory with an index, one without, and symlinks pointing outside.
+/// subdirectory with an index, one without, an empty one, and symlinks pointing
+/// outside.
 struct Site {
     root: TempDir,
 }
@@ -31,7 +32,7 @@ impl Site {
         let root = TempDir::new();
         let r = root.path();
         let site = r.join("site");
-        for d in ["sub", "docs", "nested/deep"] {
+        for d in ["sub", "docs", "nested/deep", "empty"] {
             std::fs::create_dir_all(site.join(d)).unwrap();
         }
         let files: &[(&str, &[u8])] = &[
@@ -216,9 +217,10 @@ fn missing_files_and_directories_are_404_without_listing() {
     for target in [
         "/missing.html",
         "/sub/missing.js",
-        "/docs/", // a directory without index.html: no listing
-        "/docs",  // a directory path without trailing slash: no redirect, 404
-        "/sub",   // even one that has an index.html
+        "/docs/",  // a directory without index.html: no listing
+        "/docs",   // a directory path without trailing slash: no redirect, 404
+        "/empty/", // an empty directory
+        "/sub",    // even one that has an index.html
         "/nested/",
         "/app.js/",
     ] {
@@ -247,6 +249,7 @@ fn escape_attempts(site: &Site) -> Vec<String> {
         "/..%2fsecret.txt",
         "/..%2Fsecret.txt",
         "/sub/..%2f..%2fsecret.txt",
+        "/sub/%2e%2e/%2e%2e/secret.txt",
         "/..%5csecret.txt",
         "/..%5Csecret.txt",
         "/..\\secret.txt",
@@ -254,7 +257,9 @@ fn escape_attempts(site: &Site) -> Vec<String> {
         "/%2e%2e%5csecret.txt",
         "/../secretdir/passwd",
         "/%252e%252e/secret.txt",
+        "//secret.txt",
         "//etc/passwd",
+        "/etc/passwd",
         "/%2fetc%2fpasswd",
         "/link.txt",
         "/rel-link.txt",

@@ -697,6 +697,12 @@ fn cors_preflight_for_an_allowed_origin() {
         );
         assert_list_contains(&r, "access-control-allow-headers", "Authorization");
         assert_list_contains(&r, "access-control-allow-methods", "POST");
+        // Methods are case-sensitive (RFC 9110 §9.1): `POST` itself, not `post`.
+        let methods = r.header("access-control-allow-methods").unwrap_or("");
+        assert!(
+            methods.split(',').any(|m| m.trim() == "POST"),
+            "Access-Control-Allow-Methods: {methods:?} lacks POST"
+        );
         assert_list_contains(&r, "vary", "Origin");
         assert!(r.body.is_empty(), "204 has no body");
     }
