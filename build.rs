@@ -8,9 +8,12 @@
 //! Measured on x86-64 Linux (README, "Binary size"):
 //!
 //! - `-z pack-relative-relocs` (DT_RELR): the position-independent binary's relative
-//!   relocations as a bitmap, not 24 bytes each: −27 KiB, ASLR kept. glibc targets only,
-//!   where a loader older than glibc 2.36 refuses the binary (`GLIBC_ABI_DT_RELR`
-//!   not found) rather than running it unrelocated.
+//!   relocations as a bitmap, not 24 bytes each: −27 KiB, ASLR kept. The loader must
+//!   know DT_RELR: glibc 2.36 or later (an older one refuses the binary,
+//!   `GLIBC_ABI_DT_RELR` not found, rather than running it unrelocated). So only for
+//!   glibc targets, built natively on a glibc that has it (`getconf
+//!   GNU_LIBC_VERSION`), so that the binary at least runs where it was built; not
+//!   when cross-compiling, where we cannot tell.
 //! - `link/no-unwind-tables.ld`: drops `.eh_frame`, `.eh_frame_hdr` and
 //!   `.gcc_except_table`: −102 KiB. `small` sets `panic = "abort"`, so nothing unwinds;
 //!   the only loss is the backtrace a panic would print (its message still prints).
@@ -38,10 +41,25 @@ fn main() {
     {
         return;
     }
-    if var("CARGO_CFG_TARGET_ENV") == "gnu" {
+    if var("CARGO_CFG_TARGET_ENV") == "gnu" && var("HOST") == var("TARGET") && glibc_has_relr() {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
     let script = format!("{}/link/no-unwind-tables.ld", var("CARGO_MANIFEST_DIR"));
     println!("cargo:rustc-link-arg-bins=-Wl,--no-eh-frame-hdr");
     println!("cargo:rustc-link-arg-bins=-Wl,-T,{script}");
+}
+
+/// Whether this machine's glibc loads DT_RELR binaries (2.36 or later).
+fn glibc_has_relr() -> bool {
+    let Ok(out) = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+    else {
+        return false;
+    };
+    // "glibc 2.36"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut version = text.trim().strip_prefix("glibc ").unwrap_or("").split('.');
+    let mut next = || version.next().and_then(|n| n.parse::<u32>().ok());
+    matches!((next(), next()), (Some(major), Some(minor)) if (major, minor) >= (2, 36))
 }
