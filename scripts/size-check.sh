@@ -37,6 +37,13 @@ printf '  %-44s %8s bytes = %4s KiB (budget %s KiB)\n' \
   '--no-default-features (the router build)' "$bytes" "$(kib "$bytes")" "$budget_kib"
 if [ "$bytes" -gt $(( budget_kib * 1024 )) ]; then
   echo "size-check: FAILED: $(kib "$bytes") KiB > $budget_kib KiB" >&2
+  # build.rs packs relocations (DT_RELR, -27 KiB) only on glibc >= 2.36: say so when
+  # that is why.
+  if command -v readelf >/dev/null && ! readelf -d "$bin" | grep -q RELR; then
+    echo "size-check: this build has no packed relocations (DT_RELR): glibc here is" \
+      "$(getconf GNU_LIBC_VERSION 2>/dev/null || echo unknown), build.rs needs >= 2.36" \
+      "(see README, \"Binary size\")" >&2
+  fi
   exit 1
 fi
 echo "size-check: ok"
