@@ -104,7 +104,7 @@ struct Keygen {
 }
 
 #[derive(FromArgs)]
-/// Print a token on stdout (footer {"kid": <key id>}).
+/// Print a token on stdout (its footer names the key: `kid`).
 #[argh(subcommand, name = "issue")]
 struct Issue {
     /// key file: k4.local (v4.local token) or k4.secret (v4.public token)

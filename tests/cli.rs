@@ -458,6 +458,8 @@ fn help_for_each_subcommand() {
     for sub in ["serve", "keygen", "issue", "verify"] {
         assert!(text.contains(sub), "top-level help lists {sub}:\n{text}");
     }
+    // argh's command list escapes braces for `format!` and prints them doubled.
+    assert!(!text.contains("{{"), "doubled braces in the help:\n{text}");
 }
 
 #[test]
