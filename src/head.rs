@@ -29,6 +29,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// The request target as sent: path and query.
     pub target: &'a str,
+    /// The minor HTTP version: `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub minor_version: u8,
     headers: &'a [httparse::Header<'a>],
 }
 
@@ -50,13 +52,16 @@ pub fn parse<'a>(
     match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Err(HeadError::TooLarge),
         Ok(httparse::Status::Complete(n)) => {
-            let (Some(method), Some(target)) = (req.method, req.path) else {
+            let (Some(method), Some(target), Some(minor_version)) =
+                (req.method, req.path, req.version)
+            else {
                 return Err(HeadError::Malformed);
             };
             Ok(Some((
                 Request {
                     method,
                     target,
+                    minor_version,
                     headers: req.headers,
                 },
                 n,
@@ -127,10 +132,14 @@ impl<'a> Request<'a> {
         upgrade && connection
     }
 
-    /// The `Sec-WebSocket-Key`, when the upgrade is well-formed (`GET`, version 13).
+    /// The `Sec-WebSocket-Key`, when the upgrade is well-formed (an HTTP/1.1 `GET`,
+    /// WebSocket version 13: RFC 6455 §4.2.1).
     pub fn websocket_key(&self) -> Result<&'a str, UpgradeError> {
         if self.method != "GET" {
             return Err(UpgradeError::Method);
+        }
+        if self.minor_version < 1 {
+            return Err(UpgradeError::HttpVersion);
         }
         if self.header("sec-websocket-version").map(str::trim) != Some("13") {
             return Err(UpgradeError::Version);
@@ -152,6 +161,8 @@ impl<'a> Request<'a> {
 pub enum UpgradeError {
     /// Not `GET`: 400.
     Method,
+    /// HTTP/1.0 (a WebSocket handshake is HTTP/1.1): 400.
+    HttpVersion,
     /// `Sec-WebSocket-Version` is not 13: 426 with `Sec-WebSocket-Version: 13`.
     Version,
     /// Missing or malformed `Sec-WebSocket-Key`: 400.
@@ -332,6 +343,14 @@ mod tests {
                 .unwrap()
                 .websocket_key(),
             Err(UpgradeError::Version)
+        );
+        let http10 = b"GET / HTTP/1.0\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        let mut st = header_storage();
+        assert_eq!(
+            Request::parse_complete(http10, &mut st)
+                .unwrap()
+                .websocket_key(),
+            Err(UpgradeError::HttpVersion)
         );
         let nokey = b"GET / HTTP/1.1\r\nSec-WebSocket-Version: 13\r\n\r\n";
         let mut st = header_storage();

@@ -645,6 +645,55 @@ fn plain_get_is_426() {
     assert_still_serves(&s, &good(&key));
 }
 
+#[test]
+fn malformed_upgrades_are_400_and_other_versions_426() {
+    // SPEC is silent; RFC 6455 §4.2.1-2: an HTTP/1.1 GET with version 13 and a
+    // 16-byte base64 key, else 400 (426 naming the version we speak).
+    let key = LocalKey::generate();
+    let s = start(&key, &[]);
+    let auth = bearer(&good(&key));
+    let host = s.host();
+    let with = |method: &str, version: &str, ws_version: &str, ws_key: &str| {
+        format!(
+            "{method} / HTTP/{version}\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: {ws_version}\r\n\
+             Sec-WebSocket-Key: {ws_key}\r\nAuthorization: {auth}\r\n\r\n"
+        )
+    };
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    for (what, request, status) in [
+        ("POST", with("POST", "1.1", "13", KEY), 400),
+        ("HTTP/1.0", with("GET", "1.0", "13", KEY), 400),
+        ("no key", with("GET", "1.1", "13", ""), 400),
+        ("short key", with("GET", "1.1", "13", "c2hvcnQ="), 400),
+        (
+            "key not base64",
+            with("GET", "1.1", "13", "!!!!!!!!!!!!!!!!!!!!!!=="),
+            400,
+        ),
+        ("version 8", with("GET", "1.1", "8", KEY), 426),
+    ] {
+        let r = http_raw(s.addr, request.as_bytes());
+        assert_eq!(r.status, status, "{what}: {}", r.head);
+        if status == 426 {
+            assert_eq!(r.header("sec-websocket-version"), Some("13"), "{what}");
+        }
+        assert!(!r.has_header("sec-websocket-accept"), "{what}: no upgrade");
+        let line = s.wait_log_line(|l| {
+            l.contains("event=refuse") && l.contains(&format!("status={status}"))
+        });
+        assert_eq!(
+            log_value(&line, "reason").as_deref(),
+            Some("bad_upgrade"),
+            "{line}"
+        );
+    }
+    // The same request, well-formed, upgrades.
+    let r = http_raw(s.addr, with("GET", "1.1", "13", KEY).as_bytes());
+    assert_eq!(r.status, 101, "{}", r.head);
+    assert_still_serves(&s, &good(&key));
+}
+
 // --- §9.2 order of refusals ---
 
 #[test]
