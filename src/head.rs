@@ -75,6 +75,7 @@ pub fn parse<'a>(
     }
 }
 
+#[inline]
 fn value_str(v: &[u8]) -> &str {
     // A value that is not UTF-8 becomes U+FFFD: never a valid token, origin or cookie.
     std::str::from_utf8(v).unwrap_or("\u{fffd}")
@@ -90,11 +91,13 @@ impl<'a> Request<'a> {
     }
 
     /// The first header named `name` (ASCII case-insensitive).
+    #[inline]
     pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers_named(name).next()
     }
 
     /// Every header named `name`, in order.
+    #[inline]
     pub fn headers_named<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
         let headers: &'a [httparse::Header<'a>] = self.headers;
         headers
@@ -110,16 +113,19 @@ impl<'a> Request<'a> {
     }
 
     /// The path: the target before `?`.
+    #[inline]
     pub fn path(&self) -> &'a str {
         self.target.split_once('?').map_or(self.target, |(p, _)| p)
     }
 
     /// The query, without `?`.
+    #[inline]
     pub fn query(&self) -> Option<&'a str> {
         self.target.split_once('?').map(|(_, q)| q)
     }
 
     /// Whether this asks for a WebSocket: `Upgrade: websocket` and `Connection: upgrade`.
+    #[inline]
     pub fn is_upgrade(&self) -> bool {
         let upgrade = self
             .headers_named("upgrade")

@@ -78,6 +78,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod endpoints;
+pub mod frames;
 pub mod head;
 pub mod log;
 pub mod metrics;

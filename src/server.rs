@@ -576,8 +576,9 @@ pub(crate) fn auth_fail(
 }
 
 async fn ws_from(shared: &Shared, stream: TcpStream, leftover: Vec<u8>) -> WsStream {
-    WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(shared.ws_config()))
-        .await
+    // The bytes after the request head go through the frame-aligned stream too.
+    let stream = crate::frames::FrameAligned::new(stream, leftover);
+    WebSocketStream::from_raw_socket(stream, Role::Server, Some(shared.ws_config())).await
 }
 
 /// `now + d`, saturating far in the future instead of overflowing (a huge
@@ -649,6 +650,7 @@ async fn first_message(
 ) -> Option<Session> {
     let deadline = instant_after(Instant::now(), shared.config.auth_timeout);
     let mut stop = shared.shutdown.listen();
+    let mut large_first = false;
     let verdict = loop {
         if shared.is_shutting_down() {
             close_and_drain(&mut ws, 1001, "going away").await;
@@ -666,6 +668,7 @@ async fn first_message(
             .await;
         match ev {
             First::Frame(Some(Ok(Message::Text(t)))) => {
+                large_first |= t.len() > crate::session::RENEW_BUFFERS_ABOVE;
                 break shared
                     .gate
                     .check_first_message(Some(t.as_str()), peer.ip(), unix_now());
@@ -699,7 +702,11 @@ async fn first_message(
                 return None;
             }
             auth_ok(&shared, peer, &identity, accepted);
-            Some(Session::new(identity, peer, target, ws, shared.clone()))
+            let mut session = Session::new(identity, peer, target, ws, shared.clone());
+            if large_first {
+                session.renew_buffers_later();
+            }
+            Some(session)
         }
         Err(rejection) => {
             auth_fail(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use smol::Timer;
 use smol::future::FutureExt as _;
@@ -23,11 +23,18 @@ use smol::net::TcpStream;
 use smol::stream::StreamExt as _;
 
 use crate::auth::Identity;
+use crate::frames::FrameAligned;
 use crate::log::Level;
 use crate::server::Shared;
 
-/// The WebSocket stream of a session.
-pub type WsStream = WebSocketStream<TcpStream>;
+/// The WebSocket stream of a session: over a [`FrameAligned`] TCP stream, so that
+/// its buffers can be renewed after a large message (see [`crate::frames`]).
+pub type WsStream = WebSocketStream<FrameAligned<TcpStream>>;
+
+/// A data message of more than this many bytes, received or sent, makes the session
+/// renew its WebSocket buffers before it next waits for the client: tungstenite's
+/// read and write buffers grow to the largest frame and never shrink.
+pub const RENEW_BUFFERS_ABOVE: usize = 4096;
 
 /// How long to wait for the peer's answer to our close frame.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -57,6 +64,11 @@ pub struct Session {
     forward_control: bool,
     /// A message read ahead by `hold_or`, returned by the next `recv_or`.
     stashed: Option<Message>,
+    /// A large message went through: renew the WebSocket buffers at the next wait.
+    renew: bool,
+    /// The handler took the raw stream ([`Session::stream`]): it may hold unsent
+    /// frames, so the buffers are never renewed.
+    raw: bool,
     open: bool,
 }
 
@@ -123,6 +135,8 @@ impl Session {
             close_reason: String::new(),
             forward_control: false,
             stashed: None,
+            renew: false,
+            raw: false,
             open: true,
         }
     }
@@ -186,7 +200,33 @@ impl Session {
     /// The raw WebSocket stream, for handlers that need more than `recv`/`send`
     /// (expiry and shutdown are then theirs to watch).
     pub fn stream(&mut self) -> &mut WsStream {
+        self.raw = true;
         &mut self.ws
+    }
+
+    /// Marks the WebSocket buffers for renewal at the next wait (the session's first
+    /// message may have been large).
+    pub(crate) fn renew_buffers_later(&mut self) {
+        self.renew = true;
+    }
+
+    /// Replaces the WebSocket state with a fresh one: small buffers again, after a
+    /// large message grew them (tungstenite never shrinks them). Only between
+    /// messages: the [`FrameAligned`] stream has handed out no byte of a frame not yet
+    /// returned, and every send has been flushed (`send` and `send_watched` flush;
+    /// a handler that took the raw stream turns renewal off). The one thing a renewal
+    /// could drop is the answer to a ping that arrived with the last message while
+    /// the socket could not take it; the client then pings again or times out.
+    async fn renew_buffers(&mut self) {
+        self.renew = false;
+        let config = Some(self.shared.ws_config());
+        // A stand-in while the stream moves: if this future were dropped midway the
+        // session would read a closed stream, never a panic. (Neither constructor
+        // waits on anything.)
+        let stand_in =
+            WebSocketStream::from_raw_socket(FrameAligned::detached(), Role::Server, config).await;
+        let old = std::mem::replace(&mut self.ws, stand_in);
+        self.ws = WebSocketStream::from_raw_socket(old.into_inner(), Role::Server, config).await;
     }
 
     /// Arms the timer for the deadline and, when reading, the keepalive check.
@@ -240,6 +280,9 @@ impl Session {
                 // A session that began after the shutdown signal missed its wake-up.
                 self.close(1001, "going away").await;
                 break;
+            }
+            if self.renew && !self.raw && self.ws.get_ref().at_boundary() {
+                Box::pin(self.renew_buffers()).await;
             }
             if read {
                 if let Some(m) = self.stashed.take() {
@@ -297,6 +340,7 @@ impl Session {
             Event::Other(never) => match never {},
             Event::Frame(Some(Ok(m))) => {
                 self.active = true;
+                self.renew |= m.len() > RENEW_BUFFERS_ABOVE;
                 match m {
                     Message::Text(_) | Message::Binary(_) if read => return Some(m),
                     Message::Ping(_) | Message::Pong(_) if read && self.forward_control => {
@@ -366,6 +410,7 @@ impl Session {
 
     /// Sends a message to the client.
     pub async fn send(&mut self, msg: Message) -> Result<(), WsError> {
+        self.renew |= msg.len() > RENEW_BUFFERS_ABOVE;
         self.ws.send(msg).await
     }
 
@@ -377,6 +422,7 @@ impl Session {
         if !self.open {
             return false;
         }
+        self.renew |= msg.len() > RENEW_BUFFERS_ABOVE;
         let deadline = self.deadline;
         let sent = {
             let ws = &mut self.ws;
@@ -494,7 +540,10 @@ pub(crate) async fn close_unreadable(ws: &mut WsStream, code: u16, reason: &str)
     };
     within_close_wait(async {
         let _ = ws.close(Some(frame)).await;
-        let tcp = ws.get_mut();
+        // The raw socket: what follows is discarded, not parsed.
+        let Some(tcp) = ws.get_mut().get_mut() else {
+            return;
+        };
         let _ = tcp.shutdown(std::net::Shutdown::Write);
         let mut sink = [0u8; 512];
         while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}

@@ -27,6 +27,112 @@ fn echo_text_and_binary_many_messages() {
     });
 }
 
+/// A masked client frame (RFC 6455 §5.2) with FIN set.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n @ 0..=125 => f.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+#[test]
+fn pipelined_frames_around_a_large_message_arrive_whole_and_in_order() {
+    // After a large message the session renews its WebSocket buffers; frames the
+    // client sent right behind it (one write, so they arrive together) must survive.
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        use smol::io::AsyncWriteExt as _;
+        let mut ws = ws_bearer(&s, &t).await;
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let burst = [
+            client_frame(1, b"a"),
+            client_frame(2, &big),
+            client_frame(1, b"b"),
+            client_frame(9, b"p"),
+            client_frame(1, &[b'c'; 5000]),
+            client_frame(1, b"d"),
+        ]
+        .concat();
+        let tcp = ws.get_mut();
+        tcp.write_all(&burst).await.unwrap();
+        tcp.flush().await.unwrap();
+        assert_eq!(recv_text(&mut ws).await, "a");
+        match recv_data(&mut ws).await {
+            Message::Binary(b) => assert!(b[..] == big[..], "large message intact"),
+            m => panic!("expected binary, got {m:?}"),
+        }
+        assert_eq!(recv_text(&mut ws).await, "b");
+        match recv(&mut ws).await {
+            Message::Pong(p) => assert_eq!(&p[..], b"p"),
+            m => panic!("expected the ping's pong, got {m:?}"),
+        }
+        assert_eq!(recv_text(&mut ws).await, "c".repeat(5000));
+        assert_eq!(recv_text(&mut ws).await, "d");
+        // And the session goes on.
+        send_text(&mut ws, "e").await;
+        assert_eq!(recv_text(&mut ws).await, "e");
+    });
+}
+
+/// The server's resident memory, from `/proc`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_large_message_does_not_leave_its_session_large() {
+    // Issue 5: buffers grow on demand and shrink back. tungstenite's never shrink;
+    // without the renewal, each of these sessions kept ~2 MiB (read and write
+    // buffers of the 1 MiB message): 40 MiB. With it, what stays is the
+    // allocator's free memory, not per-session buffers.
+    const SESSIONS: usize = 20;
+    const BIG: usize = 1000 * 1024;
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut open = Vec::new();
+        for _ in 0..SESSIONS {
+            open.push(ws_bearer(&s, &t).await);
+        }
+        let before = rss_kib(s.pid());
+        for ws in &mut open {
+            ws.send(Message::binary(vec![7u8; BIG])).await.unwrap();
+            assert_eq!(recv_data(ws).await.len(), BIG);
+            // An echo after it: the server has waited for this message, so it has
+            // renewed its buffers.
+            send_text(ws, "small").await;
+            assert_eq!(recv_text(ws).await, "small");
+        }
+        let after = rss_kib(s.pid());
+        let per_session = after.saturating_sub(before) / SESSIONS as u64;
+        assert!(
+            per_session < 256,
+            "each session still holds {per_session} KiB after its large message \
+             ({before} -> {after} KiB for {SESSIONS})"
+        );
+    });
+}
+
 #[test]
 fn client_ping_gets_pong_in_session() {
     let k = LocalKey::generate();
