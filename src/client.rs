@@ -358,6 +358,17 @@ pub async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let leftover = exchange(&mut stream, upgrade).await?;
+    Ok(WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await)
+}
+
+/// The HTTP part of [`handshake`]: sends the request, reads and checks the answer,
+/// and returns the bytes read past its head (the first WebSocket frames), for a
+/// caller that builds the WebSocket itself.
+pub async fn exchange<S>(stream: &mut S, upgrade: &Upgrade) -> Result<Vec<u8>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     stream
         .write_all(upgrade.request())
         .await
@@ -380,8 +391,7 @@ where
             break len;
         }
     };
-    let leftover = buf.split_off(head_len);
-    Ok(WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await)
+    Ok(buf.split_off(head_len))
 }
 
 #[cfg(test)]

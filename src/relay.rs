@@ -10,6 +10,9 @@
 //! - Backpressure: a message is read from one side only once the previous one was
 //!   written to the other side, so each direction holds at most one message. The two
 //!   directions are independent, so an upstream that echoes cannot deadlock the relay.
+//! - Memory: after a message over 4 KiB either way, the upstream WebSocket is rebuilt
+//!   with fresh buffers between messages, as the client's is ([`Session`]); its
+//!   stream is [`FrameAligned`] for that.
 //! - Close codes travel both ways. The upstream ending without a close frame, or
 //!   being unreachable, closes the client with 1011. The token's expiry (4401) and
 //!   server shutdown (1001) close both sides, through [`Session::recv_or`].
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use ct_codecs::{Base64UrlSafeNoPadding, Encoder as _};
@@ -32,8 +35,9 @@ use smol::stream::StreamExt as _;
 
 use crate::client::{self, Upgrade, WsUrl};
 use crate::config::ConfigError;
+use crate::frames::FrameAligned;
 use crate::log::Level;
-use crate::session::{Handler, Race, Session};
+use crate::session::{Handler, RENEW_BUFFERS_ABOVE, Race, Session};
 
 /// Bound on reaching the upstream: TCP connect and WebSocket handshake (SPEC §9.14).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -158,8 +162,9 @@ pub async fn relay(mut session: Session, upstream: &UpstreamUrl) {
         }
     };
     session.forward_control_frames(true);
+    let config = session.ws_config();
     let (tx, rx) = ws.split();
-    pump(&mut session, upstream, tx, rx).await;
+    pump(&mut session, upstream, config, tx, rx).await;
 }
 
 /// Connects and performs the upstream handshake with a fresh request: the two
@@ -170,20 +175,22 @@ async fn dial(
     sub: &str,
     claims: &str,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<TcpStream>, String> {
+) -> Result<WebSocketStream<UpStream>, String> {
     if !client::is_header_value(sub) {
         return Err("sub cannot be sent as a header value".to_owned());
     }
     let claims = Base64UrlSafeNoPadding::encode_to_string(claims).unwrap_or_default();
     let headers = [("X-Wsgate-Sub", sub), ("X-Wsgate-Claims", claims.as_str())];
     let upgrade = Upgrade::new(up.url.authority(), target, &headers).map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect((up.url.host(), up.url.port()))
+    let mut tcp = TcpStream::connect((up.url.host(), up.url.port()))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    client::handshake(tcp, &upgrade, config)
+    let leftover = client::exchange(&mut tcp, &upgrade)
         .await
-        .map_err(|e| format!("handshake: {e}"))
+        .map_err(|e| format!("handshake: {e}"))?;
+    let stream = FrameAligned::new(tcp, leftover);
+    Ok(WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await)
 }
 
 fn log_error(session: &Session, up: &UpstreamUrl, stage: &str, reason: &str) {
@@ -198,8 +205,9 @@ fn log_error(session: &Session, up: &UpstreamUrl, stage: &str, reason: &str) {
     );
 }
 
-type UpTx = WebSocketSender<TcpStream>;
-type UpRx = WebSocketReceiver<TcpStream>;
+type UpStream = FrameAligned<TcpStream>;
+type UpTx = WebSocketSender<UpStream>;
+type UpRx = WebSocketReceiver<UpStream>;
 /// An upstream write in flight; it owns the sender and gives it back when done.
 type Sending = Pin<Box<dyn Future<Output = (UpTx, Result<(), WsError>)> + Send>>;
 
@@ -217,10 +225,25 @@ enum End {
     UpstreamBroken(String),
 }
 
-async fn pump(session: &mut Session, upstream: &UpstreamUrl, tx: UpTx, mut rx: UpRx) {
+async fn pump(
+    session: &mut Session,
+    upstream: &UpstreamUrl,
+    config: WebSocketConfig,
+    tx: UpTx,
+    mut rx: UpRx,
+) {
     let mut idle = Some(tx);
     let mut sending: Option<Sending> = None;
+    // A large message went through the upstream WebSocket: renew its buffers once
+    // nothing is in flight.
+    let mut renew = false;
     let end = loop {
+        if renew && sending.is_none() {
+            if let Some(t) = idle.take() {
+                let (t, r, renewed) = renew_buffers(t, rx, config).await;
+                (idle, rx, renew) = (Some(t), r, !renewed);
+            }
+        }
         // While a message to the upstream is in flight the client is not read
         // (`hold_or`), but the upstream still is: each direction waits only for itself.
         let holding = sending.is_some();
@@ -244,6 +267,7 @@ async fn pump(session: &mut Session, upstream: &UpstreamUrl, tx: UpTx, mut rx: U
         };
         match race {
             Race::Client(m) => {
+                renew |= m.len() > RENEW_BUFFERS_ABOVE;
                 let Some(mut t) = idle.take() else {
                     break End::UpstreamBroken("sender lost".into());
                 };
@@ -264,6 +288,7 @@ async fn pump(session: &mut Session, upstream: &UpstreamUrl, tx: UpTx, mut rx: U
                 Message::Close(f) => break End::UpstreamClosed(f),
                 Message::Frame(_) => {}
                 m => {
+                    renew |= m.len() > RENEW_BUFFERS_ABOVE;
                     if !session.send_watched(m).await {
                         break End::Client;
                     }
@@ -298,6 +323,25 @@ async fn pump(session: &mut Session, upstream: &UpstreamUrl, tx: UpTx, mut rx: U
             log_error(session, upstream, "relay", &reason);
             session.close(1011, "upstream error").await;
         }
+    }
+}
+
+/// The upstream WebSocket rebuilt with fresh buffers, if it holds no unread byte (its
+/// [`FrameAligned`] stream is at a frame boundary); else the same halves. Only with
+/// no write in flight: a completed `send` has flushed everything. `true` if renewed.
+async fn renew_buffers(tx: UpTx, rx: UpRx, config: WebSocketConfig) -> (UpTx, UpRx, bool) {
+    match WebSocketStream::reunite(tx, rx) {
+        Ok(ws) if ws.get_ref().at_boundary() => {
+            let fresh =
+                WebSocketStream::from_raw_socket(ws.into_inner(), Role::Client, Some(config)).await;
+            let (tx, rx) = fresh.split();
+            (tx, rx, true)
+        }
+        Ok(ws) => {
+            let (tx, rx) = ws.split();
+            (tx, rx, false)
+        }
+        Err((tx, rx)) => (tx, rx, false),
     }
 }
 

@@ -555,6 +555,47 @@ fn an_echoing_upstream_under_load_does_not_deadlock() {
 }
 
 #[test]
+fn a_large_message_does_not_leave_the_relay_large() {
+    // Issue 5: buffers shrink back. Each relayed 1000 KiB message grows four
+    // WebSocket buffers in wsgate (client read, upstream write, upstream read, client
+    // write), which tungstenite never shrinks: ~4 MiB per session before renewal.
+    const SESSIONS: usize = 10;
+    const BIG: usize = 1000 * 1024;
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut pairs = Vec::new();
+        for _ in 0..SESSIONS {
+            let ws = ws_bearer(&s, &t).await;
+            pairs.push((ws, up.next().await));
+        }
+        let before = rss_kib(s.pid());
+        for (ws, conn) in &mut pairs {
+            ws.send(Message::binary(vec![7u8; BIG])).await.unwrap();
+            let m = up_recv(&mut conn.ws).await;
+            assert_eq!(m.len(), BIG);
+            conn.ws.send(m).await.unwrap();
+            assert_eq!(recv_data(ws).await.len(), BIG);
+            // Small messages both ways after it: the relay has gone round its loop
+            // with nothing in flight, so it has renewed both WebSockets.
+            send_text(ws, "small").await;
+            let m = up_recv(&mut conn.ws).await;
+            conn.ws.send(m).await.unwrap();
+            assert_eq!(recv_text(ws).await, "small");
+        }
+        let after = rss_kib(s.pid());
+        let per_session = after.saturating_sub(before) / SESSIONS as u64;
+        assert!(
+            per_session < 256,
+            "each relayed session still holds {per_session} KiB after its large message \
+             ({before} -> {after} KiB for {SESSIONS})"
+        );
+    });
+}
+
+#[test]
 fn token_expiry_closes_both_sides_with_4401() {
     let up = Upstream::start();
     let k = LocalKey::generate();
