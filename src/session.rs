@@ -69,6 +69,9 @@ pub struct Session {
     /// The handler took the raw stream ([`Session::stream`]): it may hold unsent
     /// frames, so the buffers are never renewed.
     raw: bool,
+    /// A send began and has not finished (it was cancelled): its frame may still be
+    /// in the write buffer, so no renewal until a later send flushes it.
+    unflushed: bool,
     open: bool,
 }
 
@@ -137,6 +140,7 @@ impl Session {
             stashed: None,
             renew: false,
             raw: false,
+            unflushed: false,
             open: true,
         }
     }
@@ -213,8 +217,9 @@ impl Session {
     /// Replaces the WebSocket state with a fresh one: small buffers again, after a
     /// large message grew them (tungstenite never shrinks them). Only between
     /// messages: the [`FrameAligned`] stream has handed out no byte of a frame not yet
-    /// returned, and every send has been flushed (`send` and `send_watched` flush;
-    /// a handler that took the raw stream turns renewal off). The one thing a renewal
+    /// returned, and every send has been flushed (`send` and `send_watched` flush; a
+    /// send whose future was dropped, or a handler that took the raw stream, holds
+    /// renewal off). The one thing a renewal
     /// could drop is the answer to a ping that arrived with the last message while
     /// the socket could not take it; the client then pings again or times out.
     async fn renew_buffers(&mut self) {
@@ -281,7 +286,7 @@ impl Session {
                 self.close(1001, "going away").await;
                 break;
             }
-            if self.renew && !self.raw && self.ws.get_ref().at_boundary() {
+            if self.renew && !self.raw && !self.unflushed && self.ws.get_ref().at_boundary() {
                 Box::pin(self.renew_buffers()).await;
             }
             if read {
@@ -393,10 +398,12 @@ impl Session {
                         self.open = false;
                     } else {
                         self.awaiting_pong = true;
+                        self.unflushed = true;
                         let ping = self.ws.send(Message::Ping(Default::default()));
                         if Box::pin(ping).await.is_err() {
                             self.open = false;
                         }
+                        self.unflushed = false;
                     }
                 }
             }
@@ -411,7 +418,11 @@ impl Session {
     /// Sends a message to the client.
     pub async fn send(&mut self, msg: Message) -> Result<(), WsError> {
         self.renew |= msg.len() > RENEW_BUFFERS_ABOVE;
-        self.ws.send(msg).await
+        self.unflushed = true;
+        let sent = self.ws.send(msg).await;
+        // Not reached if the caller drops this future: the flag then stays set.
+        self.unflushed = false;
+        sent
     }
 
     /// Sends a message to the client, unless the token expires or the server shuts
@@ -425,6 +436,7 @@ impl Session {
         self.renew |= msg.len() > RENEW_BUFFERS_ABOVE;
         let deadline = self.deadline;
         let sent = {
+            self.unflushed = true;
             let ws = &mut self.ws;
             let shutdown = &mut self.shutdown;
             let send = async { Some(ws.send(msg).await.is_ok()) };
@@ -442,7 +454,10 @@ impl Session {
             send.or(expire).or(stop).await
         };
         match sent {
-            Some(true) => true,
+            Some(true) => {
+                self.unflushed = false;
+                true
+            }
             Some(false) => {
                 self.close_code.get_or_insert(1006);
                 self.open = false;

@@ -841,7 +841,11 @@ pub fn connect_from(src: std::net::Ipv4Addr, dst: SocketAddr) -> TcpStream {
     }
 }
 
-async fn ws_on(mut s: smol::net::TcpStream, request: &[u8]) -> Result<(Ws, Response), Response> {
+/// The upgrade `request` on a connected stream; the WebSocket, or the refusal.
+pub async fn ws_on(
+    mut s: smol::net::TcpStream,
+    request: &[u8],
+) -> Result<(Ws, Response), Response> {
     use smol::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(request).await.expect("write request");
     let mut buf = Vec::new();
