@@ -611,11 +611,14 @@ async fn connection(
             leftover,
         } => {
             let ws = Box::pin(ws_from(&shared, stream, leftover)).await;
-            Some(
-                shared
-                    .handler
-                    .run(Session::new(identity, peer, target, ws, shared.clone())),
-            )
+            Some(shared.handler.run(Session::new(
+                identity,
+                peer,
+                target,
+                ws,
+                shared.clone(),
+                None,
+            )))
         }
         Next::InBand {
             rejection,
@@ -702,7 +705,7 @@ async fn first_message(
                 return None;
             }
             auth_ok(&shared, peer, &identity, accepted);
-            let mut session = Session::new(identity, peer, target, ws, shared.clone());
+            let mut session = Session::new(identity, peer, target, ws, shared.clone(), Some(stop));
             if large_first {
                 session.renew_buffers_later();
             }

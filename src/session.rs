@@ -113,10 +113,12 @@ impl Session {
         target: String,
         ws: WsStream,
         shared: Arc<Shared>,
+        shutdown: Option<event_listener::EventListener>,
     ) -> Session {
         let deadline = instant_at(identity.deadline, crate::time::unix_now());
         let ping_interval = shared.config.ping_interval;
-        let shutdown = shared.shutdown.listen();
+        // The first-message wait's listener carries on (one registration fewer).
+        let shutdown = shutdown.unwrap_or_else(|| shared.shutdown.listen());
         let now = Instant::now();
         shared.metrics.sessions_add(1);
         Session {
