@@ -6,8 +6,9 @@
 //! The crate has three layers:
 //!
 //! - a **sans-IO core** ([`Gate`], [`Verifier`], [`head`]): request parts,
-//!   configuration and `now` in, a [`Decision`] out; no sockets, no clock; and
+//!   configuration and `now` in, a [`Decision`] out; no sockets, no clock;
 //!   [`client`], the client side of the handshake (the relay's upstreams, the bench);
+//!   and [`frames::FrameCursor`], WebSocket frame boundaries in a byte stream;
 //! - a **smol server** ([`Server`]) around it, which hands each authenticated
 //!   [`Session`] to a [`Handler`];
 //! - the `wsgate` binary, a thin argh layer over both.
