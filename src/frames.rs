@@ -66,12 +66,16 @@ impl FrameCursor {
             }
             // Header bytes: up to the two that give its length, then up to its end.
             let have = usize::from(self.have);
-            let want = self.header_len().unwrap_or(2);
+            let want = if have < 2 {
+                2
+            } else {
+                header_len(self.head[1])
+            };
             let n = (want - have).min(bytes.len() - i);
             self.head[have..have + n].copy_from_slice(&bytes[i..i + n]);
             self.have += n as u8;
             i += n;
-            if let Some(payload) = self.header_complete() {
+            if let Some((_, payload)) = parse_header(&self.head[..usize::from(self.have)]) {
                 if payload == 0 {
                     *self = FrameCursor::default();
                     return i;
@@ -81,58 +85,32 @@ impl FrameCursor {
         }
         i
     }
-
-    /// The header's length (2 to 14 bytes), once its first two bytes are in.
-    fn header_len(&self) -> Option<usize> {
-        if self.have < 2 {
-            return None;
-        }
-        let ext = match self.head[1] & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        Some(2 + ext + if self.head[1] & 0x80 != 0 { 4 } else { 0 })
-    }
-
-    /// The payload length once the whole header is in.
-    fn header_complete(&self) -> Option<u64> {
-        if usize::from(self.have) < self.header_len()? {
-            return None;
-        }
-        let len7 = self.head[1] & 0x7f;
-        let ext = match len7 {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        let mut len = [0u8; 8];
-        len[8 - ext..].copy_from_slice(&self.head[2..2 + ext]);
-        Some(match ext {
-            0 => u64::from(len7),
-            _ => u64::from_be_bytes(len),
-        })
-    }
 }
 
 /// A whole frame header at the start of `bytes`: its length and the payload's.
 fn parse_header(bytes: &[u8]) -> Option<(usize, u64)> {
     let b1 = *bytes.get(1)?;
+    let head = header_len(b1);
+    if bytes.len() < head {
+        return None;
+    }
+    let payload = match b1 & 0x7f {
+        126 => u64::from(u16::from_be_bytes([bytes[2], bytes[3]])),
+        127 => u64::from_be_bytes(bytes[2..10].try_into().ok()?),
+        len => u64::from(len),
+    };
+    Some((head, payload))
+}
+
+/// A frame header's length (2 to 14 bytes), from its second byte: the length code
+/// (16- or 64-bit extended lengths follow) and the mask bit (a 4-byte key follows).
+fn header_len(b1: u8) -> usize {
     let ext = match b1 & 0x7f {
         126 => 2,
         127 => 8,
         _ => 0,
     };
-    let head = 2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 };
-    if bytes.len() < head {
-        return None;
-    }
-    let payload = match ext {
-        0 => u64::from(b1 & 0x7f),
-        2 => u64::from(u16::from_be_bytes([bytes[2], bytes[3]])),
-        _ => u64::from_be_bytes(bytes[2..10].try_into().ok()?),
-    };
-    Some((head, payload))
+    2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
 }
 
 /// A stream whose reads end at frame boundaries (see the module docs). Writes pass
