@@ -338,34 +338,29 @@ mod tests {
 
     #[test]
     fn websocket_key_rules() {
-        let ok = b"GET / HTTP/1.1\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-        let mut st = header_storage();
-        let r = Request::parse_complete(ok, &mut st).unwrap();
-        assert_eq!(r.websocket_key(), Ok("dGhlIHNhbXBsZSBub25jZQ=="));
-        let v8 = b"GET / HTTP/1.1\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-        let mut st = header_storage();
-        assert_eq!(
-            Request::parse_complete(v8, &mut st)
-                .unwrap()
-                .websocket_key(),
-            Err(UpgradeError::Version)
-        );
-        let http10 = b"GET / HTTP/1.0\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-        let mut st = header_storage();
-        assert_eq!(
-            Request::parse_complete(http10, &mut st)
-                .unwrap()
-                .websocket_key(),
-            Err(UpgradeError::HttpVersion)
-        );
-        let nokey = b"GET / HTTP/1.1\r\nSec-WebSocket-Version: 13\r\n\r\n";
-        let mut st = header_storage();
-        assert_eq!(
-            Request::parse_complete(nokey, &mut st)
-                .unwrap()
-                .websocket_key(),
-            Err(UpgradeError::Key)
-        );
+        const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        for (head, want) in [
+            (
+                format!("GET / HTTP/1.1\r\nSec-WebSocket-Version: 13\r\n{KEY}\r\n"),
+                Ok("dGhlIHNhbXBsZSBub25jZQ=="),
+            ),
+            (
+                format!("GET / HTTP/1.1\r\nSec-WebSocket-Version: 8\r\n{KEY}\r\n"),
+                Err(UpgradeError::Version),
+            ),
+            (
+                format!("GET / HTTP/1.0\r\nSec-WebSocket-Version: 13\r\n{KEY}\r\n"),
+                Err(UpgradeError::HttpVersion),
+            ),
+            (
+                "GET / HTTP/1.1\r\nSec-WebSocket-Version: 13\r\n\r\n".to_owned(),
+                Err(UpgradeError::Key),
+            ),
+        ] {
+            let mut st = header_storage();
+            let r = Request::parse_complete(head.as_bytes(), &mut st).unwrap();
+            assert_eq!(r.websocket_key(), want, "{head:?}");
+        }
     }
 
     #[test]

@@ -335,11 +335,7 @@ fn the_process_is_killed_when_the_client_leaves() {
         let pid = run(async {
             let mut ws = ws_bearer(&s, &t).await;
             assert_eq!(recv_text(&mut ws).await, "ready");
-            let pid: u32 = std::fs::read_to_string(dir.file("pid"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
+            let pid = read_pid(&dir.file("pid"));
             assert_eq!(
                 proc_stat(pid).map(|(_, ppid)| ppid),
                 Some(s.pid()),
@@ -378,11 +374,7 @@ fn a_process_that_does_not_read_is_still_killed_when_the_client_leaves() {
     let pid = run(async {
         let mut ws = ws_bearer(&s, &t).await;
         assert_eq!(recv_text(&mut ws).await, "ready");
-        let pid: u32 = std::fs::read_to_string(dir.file("pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = read_pid(&dir.file("pid"));
         // More than a pipe holds (the write to stdin stays blocked), then the client
         // goes: the relay reads ahead one message slot, so it sees the close.
         ws.send(Message::binary(vec![b'x'; 512 << 10]))
@@ -412,11 +404,7 @@ fn token_expiry_kills_the_process() {
     run(async {
         let mut ws = ws_bearer(&s, &t).await;
         assert_eq!(recv_text(&mut ws).await, "ready");
-        let pid: u32 = std::fs::read_to_string(dir.file("pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = read_pid(&dir.file("pid"));
         assert_eq!(
             expect_close_within(&mut ws, Duration::from_secs(8)).await,
             (4401, "token expired".to_owned())

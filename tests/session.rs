@@ -88,16 +88,6 @@ fn pipelined_frames_around_a_large_message_arrive_whole_and_in_order() {
     });
 }
 
-/// The server's resident memory, from `/proc`.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_large_message_does_not_leave_its_session_large() {
     // Issue 5: buffers grow on demand and shrink back. tungstenite's never shrink;
@@ -305,14 +295,6 @@ fn a_send_given_up_midway_is_finished_not_lost() {
     // leaves the rest of the frame in the write buffer. The renewal of buffers
     // after a large message must not throw that rest away.
     const BIG: usize = 12 << 20;
-    let key = wsgate::Key::generate_local().unwrap();
-    let claims = wsgate::token::claims_json("bob", now(), 600, None, None, None, &[]);
-    let token = key.issue(&claims).unwrap();
-    let mut config = wsgate::Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.keys.push(key);
-    // Room in the write buffer for the whole message (twice --max-message).
-    config.max_message = 16 << 20;
     let (stalled_tx, stalled_rx) = smol::channel::bounded::<bool>(1);
     let handler = wsgate::Handler::new(move |mut s| {
         let stalled_tx = stalled_tx.clone();
@@ -334,17 +316,16 @@ fn a_send_given_up_midway_is_finished_not_lost() {
             }
         }
     });
-    let server = smol::block_on(wsgate::Server::bind(config, handler)).unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = server.shutdown_handle();
-    let serving = std::thread::spawn(move || smol::block_on(server.run()));
+    // Room in the write buffer for the whole message (twice --max-message).
+    let server = LibServer::start(handler, |c| c.max_message = 16 << 20);
     run(async {
         let head = upgrade_bytes(
-            &addr.to_string(),
+            &server.addr.to_string(),
             "/",
-            &[("Authorization", &bearer(&token))],
+            &[("Authorization", &bearer(&server.token))],
         );
-        let tcp = smol::net::TcpStream::try_from(connect_small_window(addr)).unwrap();
+        let tcp = connect_with_rcvbuf(server.addr, 64 << 10);
+        let tcp = smol::net::TcpStream::try_from(tcp).unwrap();
         let (mut ws, _) = ws_on(tcp, &head)
             .await
             .unwrap_or_else(|r| panic!("{}", r.head));
@@ -368,48 +349,5 @@ fn a_send_given_up_midway_is_finished_not_lost() {
         }
         assert_eq!(recv_text(&mut ws).await, "hello");
     });
-    stop.shutdown();
-    serving.join().unwrap().unwrap();
-}
-
-/// A client socket with a 64 KiB receive buffer, set before connecting (so the
-/// window stays small): a large message from the server then stalls on it.
-fn connect_small_window(addr: std::net::SocketAddr) -> std::net::TcpStream {
-    use std::os::fd::FromRawFd;
-    let std::net::SocketAddr::V4(addr) = addr else {
-        panic!("IPv4 only")
-    };
-    let remote = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let size: libc::c_int = 64 << 10;
-    // SAFETY: plain socket syscalls on a fresh descriptor that we own; it is handed to
-    // TcpStream (which closes it) only after a successful connect, else closed here.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        if libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) != 0
-            || libc::connect(
-                fd,
-                &remote as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            ) != 0
-        {
-            let e = std::io::Error::last_os_error();
-            libc::close(fd);
-            panic!("connect {addr}: {e}");
-        }
-        std::net::TcpStream::from_raw_fd(fd)
-    }
+    server.stop();
 }

@@ -417,12 +417,6 @@ async fn flood_until_stalled(ws: &mut Ws, msg: &Message, max: usize, quiet: Dura
     panic!("{max} messages were accepted without the reader reading: no backpressure");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// What the kernel may buffer between the flooding side and the paused reader:
 /// four loopback sockets' buffers, plus one message in flight in the relay.
 /// Generous, yet far below what an unbounded relay would take (the flood is
@@ -672,24 +666,15 @@ fn bad_upstream_urls_are_configuration_errors() {
 #[test]
 fn library_handler_relays() {
     let up = Upstream::start();
-    let key = wsgate::Key::generate_local().unwrap();
-    let claims = wsgate::token::claims_json("bob", now(), 600, None, None, None, &[]);
-    let token = key.issue(&claims).unwrap();
-    let mut config = wsgate::Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.keys.push(key);
     let handler = wsgate::Handler::upstream(&up.url("/lib")).unwrap();
-    let server = smol::block_on(wsgate::Server::bind(config, handler)).unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = server.shutdown_handle();
-    let serving = std::thread::spawn(move || smol::block_on(server.run()));
+    let server = LibServer::start(handler, |_| {});
     run(async {
         let head = upgrade_bytes(
-            &addr.to_string(),
+            &server.addr.to_string(),
             "/x",
-            &[("Authorization", &bearer(&token))],
+            &[("Authorization", &bearer(&server.token))],
         );
-        let (mut ws, _) = ws_raw(addr, &head)
+        let (mut ws, _) = ws_raw(server.addr, &head)
             .await
             .unwrap_or_else(|r| panic!("{}", r.head));
         let mut conn = up.next().await;
@@ -700,6 +685,5 @@ fn library_handler_relays() {
         conn.ws.send(Message::text("pong!")).await.unwrap();
         assert_eq!(recv_text(&mut ws).await, "pong!");
     });
-    stop.shutdown();
-    serving.join().unwrap().unwrap();
+    server.stop();
 }

@@ -810,6 +810,20 @@ pub async fn ws_raw_from(
 /// A blocking TCP connection to `dst` whose source address is `src` (bind, then
 /// connect: std has no way to do this, hence libc).
 pub fn connect_from(src: std::net::Ipv4Addr, dst: SocketAddr) -> TcpStream {
+    connect_with(dst, Some(src), None)
+}
+
+/// A blocking TCP connection to `dst` whose receive buffer is `bytes`, set before
+/// connecting so that the window stays small: a large message then stalls on it.
+pub fn connect_with_rcvbuf(dst: SocketAddr, bytes: i32) -> TcpStream {
+    connect_with(dst, None, Some(bytes))
+}
+
+fn connect_with(
+    dst: SocketAddr,
+    src: Option<std::net::Ipv4Addr>,
+    rcvbuf: Option<i32>,
+) -> TcpStream {
     use std::os::fd::FromRawFd;
     let SocketAddr::V4(dst) = dst else {
         panic!("IPv4 only")
@@ -828,16 +842,77 @@ pub fn connect_from(src: std::net::Ipv4Addr, dst: SocketAddr) -> TcpStream {
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let local = sin(src, 0);
+        let set_rcvbuf = |size: libc::c_int| {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        };
+        let bind = |ip| {
+            let local = sin(ip, 0);
+            libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) == 0
+        };
         let remote = sin(*dst.ip(), dst.port());
-        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0
+        if !rcvbuf.is_none_or(set_rcvbuf)
+            || !src.is_none_or(bind)
             || libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0
         {
             let e = std::io::Error::last_os_error();
             libc::close(fd);
-            panic!("connect {src} → {dst}: {e}");
+            panic!("connect {src:?} → {dst}: {e}");
         }
         TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// The server's resident memory, from `/proc`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A `wsgate::Server` from the library (not the binary), with one local key, running
+/// a custom handler on its own thread; `token` is valid for it (`sub` "bob").
+pub struct LibServer {
+    pub addr: SocketAddr,
+    pub token: String,
+    stop: wsgate::ShutdownHandle,
+    serving: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl LibServer {
+    /// Starts it; `tweak` adjusts the configuration (listen and key are set).
+    pub fn start(handler: wsgate::Handler, tweak: impl FnOnce(&mut wsgate::Config)) -> LibServer {
+        let key = wsgate::Key::generate_local().unwrap();
+        let claims = wsgate::token::claims_json("bob", now(), 600, None, None, None, &[]);
+        let token = key.issue(&claims).unwrap();
+        let mut config = wsgate::Config::default();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.keys.push(key);
+        tweak(&mut config);
+        let server = smol::block_on(wsgate::Server::bind(config, handler)).unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = server.shutdown_handle();
+        let serving = std::thread::spawn(move || smol::block_on(server.run()));
+        LibServer {
+            addr,
+            token,
+            stop,
+            serving,
+        }
+    }
+
+    /// Shuts it down and checks that `run` returned `Ok`.
+    pub fn stop(self) {
+        self.stop.shutdown();
+        self.serving.join().unwrap().unwrap();
     }
 }
 
