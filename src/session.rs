@@ -39,6 +39,16 @@ pub const RENEW_BUFFERS_ABOVE: usize = 4096;
 /// How long to wait for the peer's answer to our close frame.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// While a session holds its client back (backpressure: the upstream or process has
+/// not taken the last message), it probes the client this often with a ping. The
+/// client's bytes are not read then, so a client that left is not seen by reading: its
+/// FIN waits behind what it sent, or cannot even arrive through a full receive window.
+/// A ping written to a socket its peer has closed draws a reset, and the next probe's
+/// write fails: the session then ends (and its process or upstream with it) within two
+/// probes of the client leaving. A client that is there but slow answers later, and
+/// the ping costs two bytes.
+pub const HOLD_PROBE: Duration = Duration::from_secs(1);
+
 /// An authenticated client. Dropping it ends the connection (and logs `close`).
 pub struct Session {
     identity: Identity,
@@ -56,6 +66,9 @@ pub struct Session {
     armed: Option<Instant>,
     /// A frame arrived since the last keepalive check (no clock read per frame).
     active: bool,
+    /// While holding the client back ([`Session::hold_or`]): when to probe it next
+    /// ([`HOLD_PROBE`]). `None` while reading.
+    next_probe: Option<Instant>,
     awaiting_pong: bool,
     shutdown: event_listener::EventListener,
     started: Instant,
@@ -133,6 +146,7 @@ impl Session {
             next_check: crate::server::instant_after(now, ping_interval),
             armed: None,
             active: false,
+            next_probe: None,
             awaiting_pong: false,
             shutdown,
             started: now,
@@ -236,12 +250,17 @@ impl Session {
         self.ws = WebSocketStream::from_raw_socket(old.into_inner(), Role::Server, config).await;
     }
 
-    /// Arms the timer for the deadline and, when reading, the keepalive check.
+    /// Arms the timer for the deadline and, when reading, the keepalive check, or,
+    /// when holding, the next probe.
     fn arm_timer(&mut self, read: bool) {
-        let at = match (self.deadline, read) {
-            (Some(d), true) => Some(d.min(self.next_check)),
-            (None, true) => Some(self.next_check),
-            (d, false) => d,
+        let check = if read {
+            Some(self.next_check)
+        } else {
+            self.next_probe
+        };
+        let at = match (self.deadline, check) {
+            (Some(d), Some(c)) => Some(d.min(c)),
+            (d, c) => d.or(c),
         };
         if at != self.armed {
             self.armed = at;
@@ -297,7 +316,13 @@ impl Session {
                 }
             }
             let read_frames = self.stashed.is_none();
-            // Not reading: no pings (their answers could not be read), only expiry.
+            // Holding: no keepalive (the pongs could not be read), only expiry and the
+            // probe that notices a client that left.
+            if read {
+                self.next_probe = None;
+            } else if self.next_probe.is_none() {
+                self.next_probe = Some(crate::server::instant_after(Instant::now(), HOLD_PROBE));
+            }
             self.arm_timer(read);
             let ev = {
                 let ws = &mut self.ws;
@@ -384,6 +409,9 @@ impl Session {
                 let now = Instant::now();
                 if self.deadline.is_some_and(|d| now >= d) {
                     self.close(4401, "token expired").await;
+                } else if !read && self.next_probe.is_some_and(|p| now >= p) {
+                    self.next_probe = Some(crate::server::instant_after(now, HOLD_PROBE));
+                    Box::pin(self.probe()).await;
                 } else if read && now >= self.next_check {
                     self.next_check = crate::server::instant_after(now, self.ping_interval);
                     if std::mem::take(&mut self.active) {
@@ -415,6 +443,24 @@ impl Session {
             }
         }
         None
+    }
+
+    /// Probes a client held back ([`HOLD_PROBE`]): a ping, without waiting for the
+    /// socket to take it. A write that fails means the client is gone.
+    async fn probe(&mut self) {
+        self.unflushed = true;
+        let ping = self.ws.send(Message::Ping(Default::default()));
+        match smol::future::poll_once(ping).await {
+            // Written: the reset of a closed peer fails the next probe.
+            Some(Ok(())) => self.unflushed = false,
+            Some(Err(_)) => {
+                self.close_code.get_or_insert(1006);
+                self.open = false;
+            }
+            // The socket is full: the client is there but not reading. The ping is
+            // queued (or dropped, if an earlier one still is); `unflushed` stays set.
+            None => {}
+        }
     }
 
     /// Sends a message to the client.

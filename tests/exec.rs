@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn exec_server(k: &LocalKey, cmd: &str, extra: &[&str]) -> Server {
     let mut args = k.arg().to_vec();
@@ -43,15 +43,6 @@ fn children(parent: u32) -> Vec<(u32, char)> {
             _ => None,
         })
         .collect()
-}
-
-/// Polls (bounded) until `done` holds; the process table has no event to wait on.
-fn eventually(what: &str, limit: Duration, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -385,6 +376,49 @@ fn a_process_that_does_not_read_is_still_killed_when_the_client_leaves() {
     });
     eventually("the process is killed and reaped", IO_TIMEOUT, || {
         proc_stat(pid).is_none()
+    });
+}
+
+#[test]
+fn a_client_that_floods_a_process_that_never_reads_then_leaves_is_torn_down() {
+    // A hostile client: fills the process's stdin pipe and every socket buffer on the
+    // way, then closes its socket without reading. wsgate holds its messages back
+    // (backpressure), so it does not read the client and cannot see the FIN: the
+    // hold probe must notice the client left, kill the process, free the slot.
+    let dir = TempDir::new();
+    let cmd = script(
+        &dir,
+        "deaf.sh",
+        "echo $$ > \"$1\"\necho ready\nexec sleep 3600",
+    );
+    let cmd = format!("{cmd} {}", dir.file("pid"));
+    let k = LocalKey::generate();
+    let s = exec_server(&k, &cmd, &["--max-connections", "1"]);
+    let t = k.token(&Claims::new("alice"));
+    let baseline = fd_count(s.pid());
+    let pid = run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        assert_eq!(recv_text(&mut ws).await, "ready");
+        let pid = read_pid(&dir.file("pid"));
+        let msg = Message::binary(vec![b'x'; 64 << 10]);
+        let sent = flood_until_stalled(&mut ws, &msg, 4096, Duration::from_secs(1)).await;
+        assert!(sent > 4, "only {sent} messages before the stall");
+        drop(ws); // close(2), nothing read: no close frame, the FIN behind the data.
+        pid
+    });
+    eventually("the process is killed and reaped", IO_TIMEOUT, || {
+        proc_stat(pid).is_none()
+    });
+    eventually(
+        "wsgate's descriptors are back to their baseline",
+        IO_TIMEOUT,
+        || fd_count(s.pid()) <= baseline,
+    );
+    // The connection slot is free again.
+    let t2 = k.token(&Claims::new("bob"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t2).await;
+        assert_eq!(recv_text(&mut ws).await, "ready");
     });
 }
 

@@ -406,17 +406,6 @@ fn upstream_down_gives_1011_and_the_server_keeps_serving() {
     assert_eq!(http(&s, "GET", "/healthz", &[]).status, 200);
 }
 
-/// Sends `msg` from `ws` until a send does not finish within `quiet` (the other
-/// end stopped reading). Returns how many were accepted, and the stalled send.
-async fn flood_until_stalled(ws: &mut Ws, msg: &Message, max: usize, quiet: Duration) -> usize {
-    for n in 0..max {
-        if timeout(quiet, ws.send(msg.clone())).await.is_none() {
-            return n;
-        }
-    }
-    panic!("{max} messages were accepted without the reader reading: no backpressure");
-}
-
 /// What the kernel may buffer between the flooding side and the paused reader:
 /// four loopback sockets' buffers, plus one message in flight in the relay.
 /// Generous, yet far below what an unbounded relay would take (the flood is
@@ -505,6 +494,46 @@ fn flood_towards_a_paused_upstream_stalls_the_client() {
         };
         let (_, got) = smol::future::zip(client, upstream).await;
         assert!(got == sent || got == sent + 1, "sent {sent}, got {got}");
+    });
+}
+
+#[test]
+fn a_client_that_floods_a_paused_upstream_then_leaves_is_torn_down() {
+    // The upstream never reads; the client fills every buffer on the way and closes
+    // its socket without reading. wsgate, holding the client back, must still notice
+    // it left: the session ends, the upstream connection is let go, the slot is free.
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &["--max-connections", "1"]);
+    let t = k.token(&Claims::new("alice"));
+    let baseline = fd_count(s.pid());
+    let mut conn = run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let conn = up.next().await;
+        let msg = Message::binary(vec![9u8; MSG]);
+        let sent = flood_until_stalled(&mut ws, &msg, 4096, Duration::from_secs(1)).await;
+        assert!(sent > 4, "only {sent} messages before the stall");
+        drop(ws);
+        conn
+    });
+    s.wait_log_line(|l| l.contains("event=close") && l.contains("sub=alice"));
+    eventually(
+        "wsgate's descriptors are back to their baseline",
+        IO_TIMEOUT,
+        || fd_count(s.pid()) <= baseline,
+    );
+    // The upstream, reading again, finds the end of its connection.
+    run(async {
+        let ended = timeout(IO_TIMEOUT, async {
+            while let Some(Ok(_)) = conn.ws.next().await {}
+        })
+        .await;
+        assert!(ended.is_some(), "the upstream connection was not let go");
+    });
+    let t2 = k.token(&Claims::new("bob"));
+    run(async {
+        let _ws = ws_bearer(&s, &t2).await;
+        up.next().await;
     });
 }
 

@@ -868,6 +868,37 @@ fn connect_with(
     }
 }
 
+/// How many file descriptors the process holds, from `/proc`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Polls (bounded) until `done` holds, for states with no event to wait on (the
+/// process table, a server's descriptors).
+pub fn eventually(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `msg` from `ws` until a send does not finish within `quiet` (the other end
+/// stopped reading). Returns how many were accepted.
+pub async fn flood_until_stalled(ws: &mut Ws, msg: &Message, max: usize, quiet: Duration) -> usize {
+    for n in 0..max {
+        if timeout(quiet, ws.send(msg.clone())).await.is_none() {
+            return n;
+        }
+    }
+    panic!("{max} messages were accepted without the reader reading: no backpressure");
+}
+
 /// The server's resident memory, from `/proc`.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
