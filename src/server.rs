@@ -26,7 +26,10 @@ use crate::endpoints;
 use crate::head::{self, HeadError, MAX_HEAD, UpgradeError};
 use crate::log::Level;
 use crate::metrics::{Metrics, TicketEvent};
-use crate::session::{Handler, Session, WsStream, close_and_drain, drain, within_close_wait};
+use crate::session::{
+    Handler, Session, WsStream, close_and_drain, close_unreadable, drain, peer_fault,
+    within_close_wait,
+};
 use crate::time::unix_now;
 use crate::token::{ClaimRules, Verifier};
 
@@ -684,11 +687,14 @@ async fn first_message(
                 return None;
             }
             First::Frame(Some(Ok(_))) => continue,
-            First::Frame(Some(Err(async_tungstenite::tungstenite::Error::Capacity(_)))) => {
-                crate::session::close_unreadable(&mut ws, 1009, "message too big").await;
+            First::Frame(end) => {
+                if let Some((code, reason)) =
+                    end.and_then(|r| r.err()).as_ref().and_then(peer_fault)
+                {
+                    close_unreadable(&mut ws, code, reason).await;
+                }
                 return None;
             }
-            First::Frame(_) => return None,
             First::Timeout => break Err(Rejection::Timeout),
             First::Shutdown => {
                 stop = shared.shutdown.listen();

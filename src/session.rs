@@ -393,14 +393,17 @@ impl Session {
                     _ => {}
                 }
             }
-            Event::Frame(Some(Err(WsError::Capacity(_)))) => {
-                self.close_code = Some(1009);
-                self.close_reason = "message too big".into();
-                Box::pin(close_unreadable(&mut self.ws, 1009, "message too big")).await;
-                self.open = false;
-            }
-            Event::Frame(_) => {
-                self.close_code.get_or_insert(1006);
+            Event::Frame(end) => {
+                match end.and_then(|r| r.err()).as_ref().and_then(peer_fault) {
+                    Some((code, reason)) => {
+                        self.close_code = Some(code);
+                        self.close_reason = reason.into();
+                        Box::pin(close_unreadable(&mut self.ws, code, reason)).await;
+                    }
+                    None => {
+                        self.close_code.get_or_insert(1006);
+                    }
+                }
                 self.open = false;
             }
             Event::Tick => {
@@ -588,6 +591,26 @@ pub(crate) async fn close_and_drain(ws: &mut WsStream, code: u16, reason: &str) 
         }
     })
     .await;
+}
+
+/// The close code and reason for a read error the peer caused (RFC 6455 §7.4.1):
+/// 1009 for a message over the limit, 1007 for a text message (or close reason) that
+/// is not UTF-8, 1002 for any other violation of the framing (reserved bits or
+/// opcodes, an unmasked client frame, a fragmented or oversized control frame, a
+/// one-byte close payload, a continuation with nothing to continue, a data frame
+/// inside a fragmented message). `None` for an error that is not the peer's fault
+/// (the connection broke): there is no one to tell.
+pub(crate) fn peer_fault(e: &WsError) -> Option<(u16, &'static str)> {
+    use async_tungstenite::tungstenite::error::ProtocolError as P;
+    match e {
+        WsError::Capacity(_) => Some((1009, "message too big")),
+        WsError::Utf8(_) => Some((1007, "invalid utf-8")),
+        WsError::Protocol(
+            P::ResetWithoutClosingHandshake | P::SendAfterClosing | P::ReceivedAfterClosing,
+        ) => None,
+        WsError::Protocol(_) => Some((1002, "protocol error")),
+        _ => None,
+    }
 }
 
 /// Closes a stream that can no longer be parsed (a message too big, whose payload
