@@ -318,8 +318,12 @@ pub struct Gate {
     replay: ReplayCache,
 }
 
-/// Longest first message looked at: the 8 KiB token plus room for other JSON fields.
-pub const MAX_FIRST_MESSAGE: usize = 64 * 1024;
+/// Longest message a client may send before it is authenticated: four times the
+/// 8 KiB token, room for other JSON fields beside it. Unauthenticated clients must
+/// not make the server hold `--max-message` bytes each: a longer first message is
+/// refused as an invalid token (or with 1009 when it is over `--max-message` too)
+/// as soon as its frame header announces it.
+pub const MAX_FIRST_MESSAGE: usize = 32 * 1024;
 
 /// A minted ticket, ready to send as `{"ticket":…,"expires_in":…}`. Its `Debug`
 /// shows no ticket bytes.

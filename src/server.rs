@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::error::CapacityError;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use event_listener::Event;
 use smol::Timer;
@@ -20,7 +21,7 @@ use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::{TcpListener, TcpStream};
 use smol::stream::StreamExt as _;
 
-use crate::auth::{Decision, Gate, GateConfig, Identity, Method, Rejection};
+use crate::auth::{Decision, Gate, GateConfig, Identity, MAX_FIRST_MESSAGE, Method, Rejection};
 use crate::config::{Config, ConfigError};
 use crate::endpoints;
 use crate::head::{self, HeadError, MAX_HEAD, UpgradeError};
@@ -31,6 +32,7 @@ use crate::session::{
     within_close_wait,
 };
 use crate::time::unix_now;
+use crate::token::TokenError;
 use crate::token::{ClaimRules, Verifier};
 
 /// Connections accepted beyond `--max-connections` still get their 503; past this
@@ -82,6 +84,8 @@ pub struct Shared {
     connections: AtomicUsize,
     idle: Event,
     ws_config: WebSocketConfig,
+    /// The same, bounded by [`MAX_FIRST_MESSAGE`], until the client is authenticated.
+    pre_auth_config: WebSocketConfig,
 }
 
 impl Shared {
@@ -172,6 +176,10 @@ impl Server {
             .max_message_size(Some(max))
             // Control frames (up to 125 bytes) must pass whatever --max-message is.
             .max_frame_size(Some(max.max(125)));
+        let pre_auth = max.min(MAX_FIRST_MESSAGE);
+        let pre_auth_config = ws_config
+            .max_message_size(Some(pre_auth))
+            .max_frame_size(Some(pre_auth.max(125)));
         let shared = Arc::new(Shared {
             config,
             gate,
@@ -182,6 +190,7 @@ impl Server {
             connections: AtomicUsize::new(0),
             idle: Event::new(),
             ws_config,
+            pre_auth_config,
         });
         Ok(Server { listener, shared })
     }
@@ -578,10 +587,21 @@ pub(crate) fn auth_fail(
     }
 }
 
-async fn ws_from(shared: &Shared, stream: TcpStream, leftover: Vec<u8>) -> WsStream {
-    // The bytes after the request head go through the frame-aligned stream too.
+/// The WebSocket over `stream`; `leftover` (bytes after the request head) is read
+/// first. `authenticated`: with the session's limits, else with the pre-auth bound.
+async fn ws_from(
+    shared: &Shared,
+    stream: TcpStream,
+    leftover: Vec<u8>,
+    authenticated: bool,
+) -> WsStream {
     let stream = crate::frames::FrameAligned::new(stream, leftover);
-    WebSocketStream::from_raw_socket(stream, Role::Server, Some(shared.ws_config())).await
+    let config = if authenticated {
+        shared.ws_config
+    } else {
+        shared.pre_auth_config
+    };
+    WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
 }
 
 /// `now + d`, saturating far in the future instead of overflowing (a huge
@@ -613,7 +633,7 @@ async fn connection(
             target,
             leftover,
         } => {
-            let ws = Box::pin(ws_from(&shared, stream, leftover)).await;
+            let ws = Box::pin(ws_from(&shared, stream, leftover, true)).await;
             Some(shared.handler.run(Session::new(
                 identity,
                 peer,
@@ -627,13 +647,13 @@ async fn connection(
             rejection,
             leftover,
         } => {
-            let mut ws = Box::pin(ws_from(&shared, stream, leftover)).await;
+            let mut ws = Box::pin(ws_from(&shared, stream, leftover, false)).await;
             let (code, reason) = rejection.close();
             Box::pin(close_and_drain(&mut ws, code, reason)).await;
             None
         }
         Next::FirstMessage { target, leftover } => {
-            let ws = Box::pin(ws_from(&shared, stream, leftover)).await;
+            let ws = Box::pin(ws_from(&shared, stream, leftover, false)).await;
             let session =
                 Box::pin(first_message(shared.clone(), ws, peer, target, accepted)).await?;
             Some(shared.handler.run(session))
@@ -656,7 +676,6 @@ async fn first_message(
 ) -> Option<Session> {
     let deadline = instant_after(Instant::now(), shared.config.auth_timeout);
     let mut stop = shared.shutdown.listen();
-    let mut large_first = false;
     let verdict = loop {
         if shared.is_shutting_down() {
             close_and_drain(&mut ws, 1001, "going away").await;
@@ -674,7 +693,6 @@ async fn first_message(
             .await;
         match ev {
             First::Frame(Some(Ok(Message::Text(t)))) => {
-                large_first |= t.len() > crate::session::RENEW_BUFFERS_ABOVE;
                 break shared
                     .gate
                     .check_first_message(Some(t.as_str()), peer.ip(), unix_now());
@@ -687,6 +705,23 @@ async fn first_message(
                 return None;
             }
             First::Frame(Some(Ok(_))) => continue,
+            First::Frame(Some(Err(async_tungstenite::tungstenite::Error::Capacity(
+                CapacityError::MessageTooLong { size, .. },
+            )))) if size <= shared.config.max_message => {
+                // Over the pre-auth bound but within --max-message: too long to be a
+                // token. The rest of the frame is not read.
+                let rejection = Rejection::BadToken(TokenError::TooLong);
+                auth_fail(
+                    &shared,
+                    peer,
+                    Some(Method::Message),
+                    rejection,
+                    Answer::Close,
+                );
+                let (code, reason) = rejection.close();
+                close_unreadable(&mut ws, code, reason).await;
+                return None;
+            }
             First::Frame(end) => {
                 if let Some((code, reason)) =
                     end.and_then(|r| r.err()).as_ref().and_then(peer_fault)
@@ -711,8 +746,25 @@ async fn first_message(
                 return None;
             }
             auth_ok(&shared, peer, &identity, accepted);
+            // From here on the session's limits apply: a fresh WebSocket state with
+            // them (the token frame was read whole and the answer flushed, so no byte
+            // is left behind in the old one).
+            let fresh = ws.get_ref().at_boundary();
+            let ws = if fresh {
+                let stream = ws.into_inner();
+                Box::pin(WebSocketStream::from_raw_socket(
+                    stream,
+                    Role::Server,
+                    Some(shared.ws_config),
+                ))
+                .await
+            } else {
+                ws
+            };
             let mut session = Session::new(identity, peer, target, ws, shared.clone(), Some(stop));
-            if large_first {
+            if !fresh {
+                // Not expected (reads end at frame ends); the renewal at the next
+                // boundary brings the session's limits then.
                 session.renew_buffers_later();
             }
             Some(session)

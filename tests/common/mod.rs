@@ -899,6 +899,95 @@ pub async fn flood_until_stalled(ws: &mut Ws, msg: &Message, max: usize, quiet: 
     panic!("{max} messages were accepted without the reader reading: no backpressure");
 }
 
+pub const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+/// One raw client frame, masked unless `masked` is false: first byte (FIN, RSV, opcode)
+/// as given, then the length and the payload.
+pub fn raw_frame(b0: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![b0];
+    let m = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n @ 0..=125 => f.push(m | n as u8),
+        n @ 126..=65535 => {
+            f.push(m | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(m | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        f.extend_from_slice(&MASK);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
+
+/// Upgrades over a raw socket (with a token when given) and returns the socket
+/// positioned after the 101 head.
+pub fn raw_upgrade(server: &Server, token: Option<&str>) -> TcpStream {
+    let auth = token.map(bearer);
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(&upgrade_bytes(&server.host(), "/", &headers))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "EOF in the 101 head");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Reads server frames until a close frame; its code, or `None` if the connection
+/// ended without one.
+pub fn raw_close_code(s: &mut TcpStream) -> Option<u16> {
+    loop {
+        let mut h = [0u8; 2];
+        if s.read_exact(&mut h).is_err() {
+            return None;
+        }
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).ok()?;
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).ok()?;
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).ok()?;
+        if h[0] & 0x0f == 0x8 {
+            return Some(if payload.len() >= 2 {
+                u16::from_be_bytes([payload[0], payload[1]])
+            } else {
+                1005
+            });
+        }
+    }
+}
+
+/// The header of a masked client frame announcing `len` payload bytes (the payload,
+/// masked or not, is the caller's to send, or not).
+pub fn raw_frame_header(b0: u8, len: u64) -> Vec<u8> {
+    let mut f = vec![b0, 0x80 | 127];
+    f.extend_from_slice(&len.to_be_bytes());
+    f.extend_from_slice(&MASK);
+    f
+}
+
 /// The server's resident memory, from `/proc`.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
