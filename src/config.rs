@@ -129,15 +129,41 @@ pub fn load_key_file(path: &Path) -> Result<Key, ConfigError> {
     Key::from_paserk(&text).map_err(|e| ConfigError::new(what, e))
 }
 
-/// Reads the keys of `serve`: every `--key` file, or else `WSGATE_KEY`.
+/// Reads the keys of `serve`: every `--key` file, or else `WSGATE_KEY`. A gate only
+/// verifies: a `k4.secret` (Ed25519 signing) key is refused, since a gate holding it
+/// could mint tokens, which is what `v4.public` keeps it from doing.
 pub fn load_keys(paths: &[PathBuf], env: Option<&str>) -> Result<Vec<Key>, ConfigError> {
+    const SIGNING: &str =
+        "a k4.secret (signing) key: the server only verifies, give it the public key";
     if !paths.is_empty() {
-        return paths.iter().map(|p| load_key_file(p)).collect();
+        return paths
+            .iter()
+            .map(|p| {
+                let key = load_key_file(p)?;
+                if key.purpose() == crate::token::Purpose::Public && key.can_issue() {
+                    return Err(ConfigError::new(
+                        format!("--key {}", p.display()),
+                        format_args!(
+                            "{SIGNING} ({}.pub, from `wsgate keygen --public`)",
+                            p.display()
+                        ),
+                    ));
+                }
+                Ok(key)
+            })
+            .collect();
     }
     match env {
-        Some(v) => Ok(vec![
-            Key::from_paserk(v).map_err(|e| ConfigError::new("WSGATE_KEY", e))?,
-        ]),
+        Some(v) => {
+            let key = Key::from_paserk(v).map_err(|e| ConfigError::new("WSGATE_KEY", e))?;
+            if key.purpose() == crate::token::Purpose::Public && key.can_issue() {
+                return Err(ConfigError::new(
+                    "WSGATE_KEY",
+                    format_args!("{SIGNING} (k4.public.…)"),
+                ));
+            }
+            Ok(vec![key])
+        }
         None => Ok(Vec::new()),
     }
 }

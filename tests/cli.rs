@@ -420,6 +420,40 @@ fn config_error_does_not_print_key_material() {
 }
 
 #[test]
+fn serve_refuses_a_signing_key_and_points_to_its_public_half() {
+    let dir = TempDir::new();
+    let f = dir.file("gate.key");
+    let p = PublicKeyPair::generate();
+    std::fs::write(&f, format!("{}\n", p.secret_paserk)).unwrap();
+    let o = wsgate(&["serve", "--listen", "127.0.0.1:0", "--key", &f]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+    let err = stderr_of(&o);
+    assert!(err.starts_with(&format!("error: --key {f}: ")), "{err}");
+    assert!(
+        err.contains("k4.secret") && err.contains(&format!("{f}.pub")),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains(paserk_body(&p.secret_paserk)), "{err}");
+    // The same from the environment.
+    let o = wsgate_env(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("WSGATE_KEY", p.secret_paserk.as_str())],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr_of(&o).starts_with("error: WSGATE_KEY: "),
+        "{}",
+        stderr_of(&o)
+    );
+    // Its public half serves.
+    let pubf = dir.file("gate.key.pub");
+    std::fs::write(&pubf, &p.public_paserk).unwrap();
+    let s = Server::start(&["--key", &pubf]);
+    assert_still_serves(&s, &p.token(&Claims::new("alice")));
+}
+
+#[test]
 fn help_for_each_subcommand() {
     for (sub, expect) in [
         (
