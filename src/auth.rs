@@ -18,8 +18,8 @@ use crate::token::{
     Claims, Key, TICKET_CLAIM, TokenError, UntrustedToken, Verifier, is_token_shaped,
 };
 
-/// Where a token came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Where a token came from. Ordered as the handshake checks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Method {
     /// `Authorization: Bearer <token>`.
     Header,
@@ -601,33 +601,61 @@ impl Gate {
     }
 
     fn bearer<'a>(&self, req: &Request<'a>) -> Option<&'a str> {
-        let v = req.header("authorization")?.trim();
-        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        bearer_in(req.header("authorization")?)
     }
 
     fn cookie<'a>(&self, req: &Request<'a>) -> Option<std::borrow::Cow<'a, str>> {
         let name = self.cfg.cookie_name.as_str();
-        req.headers_named("cookie")
-            .flat_map(|v| v.split(';'))
-            .find_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                (k.trim() == name).then(|| {
-                    let v = v.trim();
-                    let v = v
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .unwrap_or(v);
-                    // Browsers store cookie values as given; some clients percent-encode them.
-                    match percent_decode(v) {
-                        Some(d) => d,
-                        None => v.into(),
-                    }
-                })
-            })
+        let v = req
+            .headers_named("cookie")
+            .find_map(|v| cookie_in(v, name))?;
+        // Browsers store cookie values as given; some clients percent-encode them.
+        Some(match percent_decode(v) {
+            Some(d) => d,
+            None => v.into(),
+        })
+    }
+
+    /// Whether `method`'s carrier is present in a header value that is not UTF-8: a
+    /// present value that is not visible ASCII is an invalid token, never "absent"
+    /// (which would fall through to a later method or to first-message auth).
+    fn present_but_not_utf8(&self, req: &Request<'_>, method: Method) -> bool {
+        let name = match method {
+            Method::Header => "authorization",
+            Method::Protocol => "sec-websocket-protocol",
+            Method::Cookie => "cookie",
+            Method::Query | Method::Message => return false,
+        };
+        req.non_utf8_values(name).any(|raw| {
+            let v = String::from_utf8_lossy(raw);
+            match method {
+                Method::Header => bearer_in(&v).is_some(),
+                Method::Protocol => v.split(',').any(|e| is_token_shaped(e.trim())),
+                _ => cookie_in(&v, &self.cfg.cookie_name).is_some(),
+            }
+        })
     }
 
     fn find_token<'a>(&self, req: &Request<'a>) -> Option<Found<'a>> {
+        let found = self.find_utf8_token(req);
+        // A carrier whose value is not UTF-8 is invisible to the UTF-8 view above; it
+        // decides if its method comes before the one found (none, for a header token).
+        let before = found.as_ref().map_or(Method::Message, |f| f.method);
+        for method in [Method::Header, Method::Protocol, Method::Cookie] {
+            if method >= before {
+                break;
+            }
+            if self.cfg.methods.contains(method) && self.present_but_not_utf8(req, method) {
+                return Some(Found {
+                    method,
+                    token: NOT_UTF8.into(),
+                });
+            }
+        }
+        found
+    }
+
+    fn find_utf8_token<'a>(&self, req: &Request<'a>) -> Option<Found<'a>> {
         let m = self.cfg.methods;
         if m.contains(Method::Header) {
             if let Some(t) = self.bearer(req) {
@@ -663,6 +691,29 @@ impl Gate {
         }
         None
     }
+}
+
+/// What a token carrier that is not UTF-8 stands as: never a valid token (not ASCII).
+const NOT_UTF8: &str = "\u{fffd}";
+
+/// The token of an `Authorization` value with the Bearer scheme (any case).
+fn bearer_in(v: &str) -> Option<&str> {
+    let v = v.trim();
+    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// The value of cookie `name` in one `Cookie` header, without quotes or decoding.
+fn cookie_in<'v>(header: &'v str, name: &str) -> Option<&'v str> {
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.trim() == name).then(|| {
+            let v = v.trim();
+            v.strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v)
+        })
+    })
 }
 
 fn protocol_entries<'a>(req: &Request<'a>) -> impl Iterator<Item = &'a str> + use<'a> {

@@ -20,6 +20,31 @@ pub enum HeadError {
     TooLarge,
     /// Not HTTP/1.x: 400.
     Malformed,
+    /// A header that must be single appears twice (RFC 9110 §5.3; for `Host`, RFC
+    /// 9112 §3.2): 400. Which one wins would be a guess, and the Origin rule compares
+    /// `Origin` with `Host`.
+    Duplicate(&'static str),
+}
+
+/// Headers that may appear once only; any of them twice is a 400.
+pub const SINGLE_HEADERS: [&str; 6] = [
+    "host",
+    "origin",
+    "authorization",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "content-length",
+];
+
+/// The first of [`SINGLE_HEADERS`] that `headers` holds more than once.
+fn duplicated(headers: &[httparse::Header<'_>]) -> Option<&'static str> {
+    SINGLE_HEADERS.into_iter().find(|name| {
+        headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .nth(1)
+            .is_some()
+    })
 }
 
 /// A parsed request head, borrowing the bytes it was read from.
@@ -57,6 +82,9 @@ pub fn parse<'a>(
             else {
                 return Err(HeadError::Malformed);
             };
+            if let Some(name) = duplicated(req.headers) {
+                return Err(HeadError::Duplicate(name));
+            }
             Ok(Some((
                 Request {
                     method,
@@ -104,6 +132,20 @@ impl<'a> Request<'a> {
             .iter()
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
             .map(|h| value_str(h.value))
+    }
+
+    /// Every value of the headers named `name` that is not UTF-8, as bytes (the
+    /// accessors above show such a value as U+FFFD).
+    pub fn non_utf8_values<'n>(
+        &self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        let headers: &'a [httparse::Header<'a>] = self.headers;
+        headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+            .filter(|v| std::str::from_utf8(v).is_err())
     }
 
     /// Every header as `(name, value)`.
@@ -334,6 +376,45 @@ mod tests {
             parse(b"\x00\x01 garbage\r\n\r\n", &mut st).unwrap_err(),
             HeadError::Malformed
         );
+    }
+
+    #[test]
+    fn single_headers_twice_are_refused() {
+        let base = "GET / HTTP/1.1\r\nHost: a\r\n";
+        for (extra, dup) in [
+            ("Host: b\r\n", Some("host")),
+            ("Origin: http://a\r\nORIGIN: http://b\r\n", Some("origin")),
+            (
+                "Authorization: Bearer x\r\nauthorization: Bearer y\r\n",
+                Some("authorization"),
+            ),
+            (
+                "Sec-WebSocket-Key: a\r\nSec-WebSocket-Key: b\r\n",
+                Some("sec-websocket-key"),
+            ),
+            (
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n",
+                Some("sec-websocket-version"),
+            ),
+            (
+                "Content-Length: 0\r\nContent-Length: 5\r\n",
+                Some("content-length"),
+            ),
+            // Lists may repeat.
+            ("Cookie: a=1\r\nCookie: b=2\r\n", None),
+            (
+                "Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b\r\n",
+                None,
+            ),
+        ] {
+            let raw = format!("{base}{extra}\r\n");
+            let mut storage = header_storage();
+            let got = parse(raw.as_bytes(), &mut storage).map(|_| ());
+            match dup {
+                Some(name) => assert_eq!(got, Err(HeadError::Duplicate(name)), "{extra:?}"),
+                None => assert_eq!(got, Ok(()), "{extra:?}"),
+            }
+        }
     }
 
     #[test]

@@ -420,6 +420,12 @@ async fn handshake(
             respond(stream, &head::text_response(400, &[], "bad request\n")).await;
             return Next::Done;
         }
+        Err(HeadError::Duplicate(name)) => {
+            log_refusal(peer, 400, "duplicate_header");
+            let body = format!("bad request: more than one {name} header\n");
+            respond(stream, &head::text_response(400, &[], &body)).await;
+            return Next::Done;
+        }
     };
     let mut storage = head::header_storage();
     let Ok(Some((req, _))) = head::parse(&buf, &mut storage) else {

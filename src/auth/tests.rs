@@ -190,6 +190,70 @@ fn present_but_empty_is_invalid_not_absent() {
     );
 }
 
+/// Decides a request whose one extra header line is raw bytes (not UTF-8).
+fn decide_raw_header(f: &Fixture, line: &[u8], also: &[(&str, &str)]) -> Decision<'static> {
+    let mut raw = request("/ws", also);
+    raw.truncate(raw.len() - 2);
+    raw.extend_from_slice(line);
+    raw.extend_from_slice(b"\r\n\r\n");
+    let raw: &'static [u8] = Box::leak(raw.into_boxed_slice());
+    let storage: &'static mut _ = Box::leak(Box::new(header_storage()));
+    let req = Request::parse_complete(raw, storage).unwrap();
+    f.gate.check_upgrade(&req, IP.parse().unwrap(), NOW)
+}
+
+#[test]
+fn present_but_not_utf8_is_invalid_not_absent() {
+    let f = fixture(DEFAULT, &[]);
+    for (line, method) in [
+        (&b"Authorization: Bearer \xff\xfe"[..], Method::Header),
+        (&b"Authorization: bearer v4.local.\xc3"[..], Method::Header),
+        (
+            &b"Sec-WebSocket-Protocol: wsgate, v4.local.\xff"[..],
+            Method::Protocol,
+        ),
+        (
+            &b"Cookie: a=\xff; wsgate_token=v4.public.\xfe"[..],
+            Method::Cookie,
+        ),
+    ] {
+        match decide_raw_header(&f, line, &[]) {
+            Decision::Reject {
+                rejection: Rejection::BadToken(TokenError::NotVisibleAscii),
+                method: Some(m),
+                ..
+            } => assert_eq!(m, method, "{line:?}"),
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(line)),
+        }
+    }
+    // Not a carrier (another scheme, another cookie): still absent.
+    for line in [&b"Authorization: Basic \xff"[..], b"Cookie: other=\xff"] {
+        assert!(
+            matches!(
+                decide_raw_header(&f, line, &[]),
+                Decision::AwaitMessage { .. }
+            ),
+            "{line:?}"
+        );
+    }
+    // The first present method decides: a bad header before a good cookie.
+    let t = f.valid();
+    let cookie = format!("wsgate_token={t}");
+    let (r, _) = rejected(decide_raw_header(
+        &f,
+        b"Authorization: Bearer \xff",
+        &[("Cookie", &cookie)],
+    ));
+    assert_eq!(r, Rejection::BadToken(TokenError::NotVisibleAscii));
+    // A good header token before a bad cookie: the header decides.
+    let bearer = format!("Bearer {t}");
+    accepted(decide_raw_header(
+        &f,
+        b"Cookie: wsgate_token=\xff",
+        &[("Authorization", &bearer)],
+    ));
+}
+
 #[test]
 fn invalid_token_is_401_without_origin() {
     let f = fixture(DEFAULT, &[]);
