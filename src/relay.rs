@@ -66,6 +66,33 @@ impl UpstreamUrl {
         Ok(UpstreamUrl { url: parsed })
     }
 
+    /// Whether a client's request target stays under the upstream path once appended:
+    /// no `.` or `..` segment, plain or percent-encoded (`%2e`), and no encoded slash
+    /// or backslash (`%2f`, `%5c`) or backslash, which an upstream may decode into a
+    /// separator. Such targets are refused (400) before the upgrade.
+    ///
+    /// ```
+    /// let u = wsgate::relay::UpstreamUrl::parse("ws://127.0.0.1:9000/app").unwrap();
+    /// assert!(u.confines("/room/1?x=../y"));
+    /// assert!(!u.confines("/../admin"));
+    /// assert!(!u.confines("/%2E%2e/admin"));
+    /// assert!(!u.confines("/a%2f..%2fadmin"));
+    /// ```
+    pub fn confines(&self, client_target: &str) -> bool {
+        let path = client_target
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(client_target);
+        path.split('/').all(|segment| {
+            let lower = segment.to_ascii_lowercase();
+            if lower.contains("%2f") || lower.contains("%5c") || lower.contains('\\') {
+                return false;
+            }
+            let dots = lower.replace("%2e", ".");
+            dots != "." && dots != ".."
+        })
+    }
+
     /// The upstream request target for a client's: the client's path appended to the
     /// upstream path (without doubling `/`; a client on `/` gets the upstream path
     /// itself), then the client's query without its `token` parameters. A fragment
@@ -123,15 +150,23 @@ impl Handler {
     /// ```
     pub fn upstream(url: &str) -> Result<Handler, ConfigError> {
         let url = Arc::new(UpstreamUrl::parse(url)?);
+        let confining = url.clone();
         Ok(Handler::new(move |s| {
             let url = url.clone();
             async move { relay(s, &url).await }
-        }))
+        })
+        .accepting(move |target| confining.confines(target)))
     }
 }
 
 /// Relays `session` to its own connection to `upstream` until either side closes.
 pub async fn relay(mut session: Session, upstream: &UpstreamUrl) {
+    if !upstream.confines(session.target()) {
+        // Refused before the upgrade by `Handler::upstream`; a handler of an embedder's
+        // that calls this directly gets the same rule, as a policy close.
+        session.close(1008, "path not served").await;
+        return;
+    }
     let target = upstream.target_for(session.target());
     let (sub, claims) = (session.sub().to_owned(), session.claims().to_owned());
     let dial = dial(upstream, &target, &sub, &claims, session.ws_config());
@@ -429,6 +464,41 @@ mod tests {
         assert_eq!(base.target_for("/?x=1"), "/base?x=1");
         assert_eq!(root.target_for("/"), "/");
         assert_eq!(base.target_for("/a/b/"), "/base/a/b/");
+    }
+
+    #[test]
+    fn dot_segments_and_encoded_separators_do_not_leave_the_prefix() {
+        let u = UpstreamUrl::parse("ws://h:1/app").unwrap();
+        for bad in [
+            "/..",
+            "/../../admin",
+            "/a/../../admin",
+            "/./x",
+            "/%2e%2e/admin",
+            "/%2E%2E/admin",
+            "/.%2e/admin",
+            "/%2e./admin",
+            "/a%2f..%2f..%2fadmin",
+            "/a%2F..",
+            "/a%5c..%5cadmin",
+            "/a\\..\\admin",
+            "/..?x=1",
+        ] {
+            assert!(!u.confines(bad), "{bad}");
+        }
+        for good in [
+            "/",
+            "",
+            "/room",
+            "/a/b/",
+            "/...",
+            "/.hidden",
+            "/a..b",
+            "/r?x=../..",
+            "/%2e%2e%2e",
+        ] {
+            assert!(u.confines(good), "{good}");
+        }
     }
 
     #[test]

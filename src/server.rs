@@ -440,6 +440,13 @@ async fn handshake(
                 return Next::Done;
             }
         }
+        if !shared.handler.accepts(req.target) {
+            log_refusal(peer, 400, "path_not_served");
+            let body =
+                "bad request: this path cannot be served (dot segments or encoded slashes)\n";
+            respond(stream, &head::text_response(400, &[], body)).await;
+            return Next::Done;
+        }
     } else if !endpoints::is_endpoint(&req, &shared.config) {
         log_refusal(peer, 426, "not_an_upgrade");
         let extra = [("Upgrade", "websocket")];

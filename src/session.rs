@@ -641,7 +641,12 @@ type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// What runs for each authenticated session. Cheap to clone.
 #[derive(Clone)]
-pub struct Handler(Arc<dyn Fn(Session) -> BoxFuture + Send + Sync>);
+pub struct Handler {
+    run: Arc<dyn Fn(Session) -> BoxFuture + Send + Sync>,
+    /// Which request targets this handler can serve; others are refused with 400
+    /// before the upgrade. `None`: every target.
+    accepts: Option<Arc<dyn Fn(&str) -> bool + Send + Sync>>,
+}
 
 impl std::fmt::Debug for Handler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -669,7 +674,23 @@ impl Handler {
         F: Fn(Session) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        Handler(Arc::new(move |s| Box::pin(f(s))))
+        Handler {
+            run: Arc::new(move |s| Box::pin(f(s))),
+            accepts: None,
+        }
+    }
+
+    /// This handler, serving only the request targets (path and query) that
+    /// `accepts` allows; the server answers any other upgrade with 400 before the
+    /// `101`. Proxy mode uses it to keep clients under the upstream's path.
+    pub fn accepting(mut self, accepts: impl Fn(&str) -> bool + Send + Sync + 'static) -> Handler {
+        self.accepts = Some(Arc::new(accepts));
+        self
+    }
+
+    /// Whether this handler serves `target` (see [`Handler::accepting`]).
+    pub fn accepts(&self, target: &str) -> bool {
+        self.accepts.as_ref().is_none_or(|f| f(target))
     }
 
     /// Sends every text and binary message back (the default mode).
@@ -678,7 +699,7 @@ impl Handler {
     }
 
     pub(crate) fn run(&self, s: Session) -> BoxFuture {
-        (self.0)(s)
+        (self.run)(s)
     }
 }
 

@@ -222,6 +222,34 @@ fn client_path_is_appended_without_double_slash() {
 }
 
 #[test]
+fn a_client_path_cannot_leave_the_upstream_prefix() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/app"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    let auth = bearer(&t);
+    for path in [
+        "/../../admin",
+        "/%2e%2e/admin",
+        "/%2E%2e/%2e%2E/admin",
+        "/x/..%2f..%2fadmin",
+        "/room/../../admin?y=1",
+    ] {
+        let r = upgrade_status(&s, path, &[("Authorization", &auth)]);
+        assert_eq!(r.status, 400, "{path}:\n{}", r.head);
+        assert!(!r.has_header("sec-websocket-accept"), "{path}");
+    }
+    s.wait_log_line(|l| l.contains("event=refuse") && l.contains("reason=path_not_served"));
+    // No dial happened for any of them; a good path still reaches the upstream.
+    run(async {
+        let (_ws, _) = ws_connect(&s, "/room/..x", &[("Authorization", &auth)])
+            .await
+            .unwrap_or_else(|r| panic!("expected 101, got:\n{}", r.head));
+        assert_eq!(up.next().await.target, "/app/room/..x");
+    });
+}
+
+#[test]
 fn text_binary_and_pings_are_relayed_both_ways() {
     let up = Upstream::start();
     let k = LocalKey::generate();
