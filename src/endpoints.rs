@@ -184,6 +184,11 @@ pub fn content_type(path: &Path) -> &'static str {
 
 async fn static_file(dir: &Path, req: &Request<'_>, head_only: bool) -> Vec<u8> {
     let not_found = || text_response(404, &[], "not found\n");
+    // Only origin-form targets (`/path`) name a file; `index.html` or
+    // `http://host/x` are not ours to guess.
+    if !req.path().starts_with('/') {
+        return text_response(400, &[], "bad request: the request target must be a path\n");
+    }
     let Some(path) = resolve(dir, req.path()) else {
         return if percent_decode(req.path()).is_none() {
             text_response(400, &[], "bad request\n")

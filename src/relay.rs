@@ -211,11 +211,12 @@ async fn dial(
     claims: &str,
     config: WebSocketConfig,
 ) -> Result<WebSocketStream<UpStream>, String> {
-    if !client::is_header_value(sub) {
-        return Err("sub cannot be sent as a header value".to_owned());
-    }
+    let sub = sub_header(sub);
     let claims = Base64UrlSafeNoPadding::encode_to_string(claims).unwrap_or_default();
-    let headers = [("X-Wsgate-Sub", sub), ("X-Wsgate-Claims", claims.as_str())];
+    let headers = [
+        ("X-Wsgate-Sub", &*sub),
+        ("X-Wsgate-Claims", claims.as_str()),
+    ];
     let upgrade = Upgrade::new(up.url.authority(), target, &headers).map_err(|e| e.to_string())?;
     let mut tcp = TcpStream::connect((up.url.host(), up.url.port()))
         .await
@@ -226,6 +227,32 @@ async fn dial(
         .map_err(|e| format!("handshake: {e}"))?;
     let stream = FrameAligned::new(tcp, leftover);
     Ok(WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await)
+}
+
+/// `sub` as the value of `X-Wsgate-Sub`: as it is when it is visible ASCII without
+/// `%` (the usual case), else percent-encoded byte by byte (UTF-8): every byte outside
+/// visible ASCII, and `%` itself. `X-Wsgate-Claims` carries it exactly.
+///
+/// ```
+/// # use wsgate::relay::sub_header;
+/// assert_eq!(sub_header("alice@example.com"), "alice@example.com");
+/// assert_eq!(sub_header("Zoë Smith"), "Zo%C3%AB%20Smith");
+/// assert_eq!(sub_header("100%"), "100%25");
+/// ```
+pub fn sub_header(sub: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_graphic() && b != b'%';
+    if sub.bytes().all(plain) {
+        return sub.into();
+    }
+    let mut out = String::with_capacity(sub.len() * 3);
+    for b in sub.bytes() {
+        if plain(b) {
+            out.push(b as char);
+        } else {
+            let _ = fmt::Write::write_fmt(&mut out, format_args!("%{b:02X}"));
+        }
+    }
+    out.into()
 }
 
 fn log_error(session: &Session, up: &UpstreamUrl, stage: &str, reason: &str) {
@@ -343,6 +370,19 @@ async fn pump(
                 None => idle.take(),
             };
             close_upstream(session, tx, &mut rx).await;
+        }
+        // A protocol error between wsgate and the upstream (the upstream broke the
+        // framing, or sent a close code that may not be sent, such as 1015, which
+        // tungstenite answers with 1002) is not the client's: 1011.
+        End::UpstreamClosed(Some(f)) if f.code == CloseCode::Protocol => {
+            log_error(
+                session,
+                upstream,
+                "relay",
+                &format!("upstream closed with 1002: {}", f.reason),
+            );
+            let client = session.close(1011, "upstream error");
+            smol::future::zip(client, drain(&mut rx)).await;
         }
         End::UpstreamClosed(f) => {
             let (code, reason) = match &f {

@@ -310,6 +310,8 @@ pub enum TokenError {
     MissingExp,
     /// No `sub` claim.
     MissingSub,
+    /// `sub` is empty or holds control characters: no identity to hand on.
+    BadSub,
     /// `exp` (+ leeway) has passed.
     Expired,
     /// `nbf` (- leeway) has not come yet.
@@ -337,6 +339,7 @@ impl TokenError {
             TokenError::BadClaims => "bad_claims",
             TokenError::MissingExp => "missing_exp",
             TokenError::MissingSub => "missing_sub",
+            TokenError::BadSub => "bad_sub",
             TokenError::Expired => "expired",
             TokenError::NotYetValid => "not_yet_valid",
             TokenError::IssuedInFuture => "issued_in_future",
@@ -360,6 +363,7 @@ impl fmt::Display for TokenError {
             TokenError::BadClaims => "claims are not a JSON object of PASETO registered claims",
             TokenError::MissingExp => "token has no exp claim",
             TokenError::MissingSub => "token has no sub claim",
+            TokenError::BadSub => "sub is empty or holds control characters",
             TokenError::Expired => "token expired",
             TokenError::NotYetValid => "token not valid yet (nbf)",
             TokenError::IssuedInFuture => "token issued in the future (iat)",
@@ -531,6 +535,11 @@ impl ClaimRules {
             }
         }
         let sub = raw.sub.ok_or(TokenError::MissingSub)?.into_owned();
+        // The identity handed on (headers, environment, logs): never empty, never a
+        // control character (a NUL cannot even be an environment variable).
+        if sub.is_empty() || sub.chars().any(char::is_control) {
+            return Err(TokenError::BadSub);
+        }
         let jti = raw.jti.map(Cow::into_owned);
         drop(raw.aud);
         Ok(Claims {
@@ -597,6 +606,10 @@ impl Verifier {
         if !t.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(TokenError::NotVisibleAscii);
         }
+        // An empty footer is written without its `.`: one token, one spelling.
+        if t.ends_with('.') {
+            return Err(TokenError::Malformed);
+        }
         let purpose = if t.starts_with(LOCAL_PREFIX) {
             Purpose::Local
         } else if t.starts_with(PUBLIC_PREFIX) {
@@ -639,7 +652,14 @@ impl Verifier {
 /// that is not JSON (PASETO allows any) carries no `kid`.
 fn footer_kid(footer: &[u8]) -> Result<Option<String>, TokenError> {
     if footer.first() != Some(&b'{') {
-        return Ok(None);
+        // JSON that is not an object (`[1,2]`, `"x"`, `7`) is a footer we cannot read.
+        let json = std::str::from_utf8(footer)
+            .is_ok_and(|f| serde_json::from_str::<serde::de::IgnoredAny>(f).is_ok());
+        return if json {
+            Err(TokenError::BadFooter)
+        } else {
+            Ok(None)
+        };
     }
     // `from_str`, as for the claims: one copy of serde_json's parser in the binary.
     let footer = std::str::from_utf8(footer).map_err(|_| TokenError::BadFooter)?;
@@ -753,6 +773,59 @@ mod tests {
         let t = b.issue_with_footer(&claims(NOW + 100), None).unwrap();
         let v = verifier(vec![a, b]);
         assert!(v.verify(UntrustedToken(&t), NOW).is_ok());
+    }
+
+    #[test]
+    fn sub_must_be_a_usable_identity() {
+        let k = local();
+        let v = verifier(vec![Key::from_paserk(&k.to_paserk()).unwrap()]);
+        let exp = Rfc3339(NOW + 500);
+        for (sub, want) in [
+            (r#""""#, Err(TokenError::BadSub)),
+            (r#""a\u0000b""#, Err(TokenError::BadSub)),
+            (r#""line\nbreak""#, Err(TokenError::BadSub)),
+            (r#""\u007f""#, Err(TokenError::BadSub)),
+            (r#""Zoë Smith""#, Ok(())),
+            (r#"" ""#, Ok(())),
+        ] {
+            let t = k
+                .issue(&format!(r#"{{"sub":{sub},"exp":"{exp}"}}"#))
+                .unwrap();
+            assert_eq!(v.verify(UntrustedToken(&t), NOW).map(|_| ()), want, "{sub}");
+        }
+    }
+
+    #[test]
+    fn one_spelling_per_token_and_only_object_footers() {
+        let l = local();
+        let p = Key::generate_secret().unwrap();
+        let v = verifier(vec![
+            Key::from_paserk(&l.to_paserk()).unwrap(),
+            p.public_key().unwrap(),
+        ]);
+        let c = claims(NOW + 500);
+        for k in [&l, &p] {
+            let t = k.issue_with_footer(&c, None).unwrap();
+            assert!(v.verify(UntrustedToken(&t), NOW).is_ok());
+            // The same token with an empty footer's `.`: refused, not a second spelling.
+            let dotted = format!("{t}.");
+            assert_eq!(
+                v.verify(UntrustedToken(&dotted), NOW).map(|_| ()),
+                Err(TokenError::Malformed)
+            );
+            for footer in [&b"[1,2]"[..], b"\"k4.lid\"", b"7", b"null"] {
+                let t = k.issue_with_footer(&c, Some(footer)).unwrap();
+                assert_eq!(
+                    v.verify(UntrustedToken(&t), NOW).map(|_| ()),
+                    Err(TokenError::BadFooter),
+                    "{}",
+                    String::from_utf8_lossy(footer)
+                );
+            }
+            // A footer that is not JSON at all is PASETO's business, not a kid.
+            let t = k.issue_with_footer(&c, Some(b"plain text")).unwrap();
+            assert!(v.verify(UntrustedToken(&t), NOW).is_ok());
+        }
     }
 
     #[test]

@@ -326,7 +326,15 @@ fn absolute_form_target_does_not_leave_dir() {
 fn unparsable_target_is_400() {
     let site = Site::new();
     let (_k, s) = serve_static(&site, &[]);
-    for target in ["/%zz", "/%", "/%4", "/sub/%g0.txt"] {
+    // Not origin-form (no leading `/`) is unparsable as a file path too.
+    for target in [
+        "/%zz",
+        "/%",
+        "/%4",
+        "/sub/%g0.txt",
+        "index.html",
+        "http://x/index.html",
+    ] {
         let x = get(&s, target);
         assert_eq!(x.r.status, 400, "GET {target}:\n{}", x.r.head);
         assert_no_leak(target, &x);

@@ -208,6 +208,31 @@ fn custom_claims_and_footer_accepted_interop() {
 }
 
 #[test]
+fn a_token_has_one_spelling_a_usable_sub_and_an_object_footer() {
+    let k = LocalKey::generate();
+    let p = PublicKeyPair::generate();
+    let s = Server::start(&[&k.arg()[..], &p.arg()[..]].concat());
+    // An empty footer written with its `.`: the same token spelled twice.
+    let t = p.token_no_footer(&Claims::new("alice"));
+    ok(&s, &t);
+    rejected(&s, &format!("{t}."));
+    let t = k.token_no_footer(&Claims::new("alice"));
+    rejected(&s, &format!("{t}."));
+    // A JSON footer that is not an object.
+    let json = Claims::new("alice").json();
+    rejected(&s, &p.token_with_footer(&json, Some("[1,2]")));
+    rejected(&s, &k.token_with_footer(&json, Some("\"x\"")));
+    // An empty sub, or one with a control character: no identity to hand on.
+    rejected(&s, &k.token(&Claims::new("")));
+    rejected(&s, &k.token(&Claims::new("a\u{0}b")));
+    rejected(&s, &p.token(&Claims::new("tab\there")));
+    s.wait_log_line(|l| l.contains("event=auth_fail") && l.contains("detail=bad_sub"));
+    s.wait_log_line(|l| l.contains("event=auth_fail") && l.contains("detail=bad_footer"));
+    // A sub beyond ASCII is an identity like any other.
+    ok(&s, &k.token(&Claims::new("Zoë")));
+}
+
+#[test]
 fn keyless_serve_prints_a_working_demo_token() {
     let s = Server::start(&[]);
     let log = s

@@ -360,6 +360,55 @@ fn upstream_close_code_reaches_the_client() {
 }
 
 #[test]
+fn an_upstream_protocol_error_is_1011_for_the_client() {
+    // 1015 may not be sent in a close frame (RFC 6455 §7.4.1); tungstenite answers
+    // it with 1002. Neither is the client's fault: the client gets 1011.
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let mut conn = up.next().await;
+        conn.ws.close(close(1015, "tls")).await.unwrap();
+        assert_eq!(
+            expect_close(&mut ws).await,
+            (1011, "upstream error".to_owned())
+        );
+    });
+    s.wait_log_line(|l| l.contains("event=upstream_error") && l.contains("1002"));
+}
+
+#[test]
+fn a_sub_beyond_ascii_travels_percent_encoded() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    for (sub, header) in [
+        ("Zoë Smith", "Zo%C3%AB%20Smith"),
+        ("100%", "100%25"),
+        ("plain@example.com", "plain@example.com"),
+    ] {
+        let t = k.token(&Claims::new(sub));
+        run(async {
+            let mut ws = ws_bearer(&s, &t).await;
+            let mut conn = up.next().await;
+            assert_eq!(conn.header("x-wsgate-sub"), [header], "{sub}");
+            // The claims header carries it exactly.
+            let claims = conn.header("x-wsgate-claims")[0].to_owned();
+            let json = data_encoding::BASE64URL_NOPAD
+                .decode(claims.as_bytes())
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(v["sub"], sub);
+            // And the session relays.
+            send_text(&mut ws, "hi").await;
+            assert_eq!(up_recv(&mut conn.ws).await, Message::text("hi"));
+        });
+    }
+}
+
+#[test]
 fn upstream_ending_abruptly_gives_1011() {
     let up = Upstream::start();
     let k = LocalKey::generate();
