@@ -422,11 +422,11 @@ fn first_message_raw_and_json() {
         )
     );
     // `sub` is escaped as a JSON string: the frame stays one valid JSON object.
-    let t = f.token(r#"a\"b\\c\u0001é"#, NOW + 600);
+    let t = f.token(r#"a\"b\\c\u2028é"#, NOW + 600);
     let id = f.gate.check_first_message(Some(&t), ip, NOW).unwrap();
-    assert_eq!(id.sub, "a\"b\\c\u{1}é");
+    assert_eq!(id.sub, "a\"b\\c\u{2028}é");
     let frame: serde_json::Value = serde_json::from_str(&id.authenticated_frame()).unwrap();
-    assert_eq!(frame["sub"], "a\"b\\c\u{1}é");
+    assert_eq!(frame["sub"], "a\"b\\c\u{2028}é");
     assert_eq!(frame["type"], "authenticated");
 }
 
