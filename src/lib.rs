@@ -95,5 +95,5 @@ pub use async_tungstenite::tungstenite::Message;
 pub use auth::{Decision, Gate, GateConfig, Identity, Method, Methods, Rejection, Ticket};
 pub use config::{Config, ConfigError, Mode};
 pub use server::{Error, Server, ShutdownHandle};
-pub use session::{Handler, Race, Session};
+pub use session::{BoxedConnection, Connection, Handler, Race, Session};
 pub use token::{ClaimRules, Claims, Key, KeyError, TokenError, UntrustedToken, Verifier};

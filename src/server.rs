@@ -18,7 +18,7 @@ use event_listener::Event;
 use smol::Timer;
 use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use smol::net::{TcpListener, TcpStream};
+use smol::net::TcpListener;
 use smol::stream::StreamExt as _;
 
 use crate::auth::{Decision, Gate, GateConfig, Identity, MAX_FIRST_MESSAGE, Method, Rejection};
@@ -28,8 +28,8 @@ use crate::head::{self, HeadError, MAX_HEAD, UpgradeError};
 use crate::log::Level;
 use crate::metrics::{Metrics, TicketEvent};
 use crate::session::{
-    Handler, Session, WsStream, close_and_drain, close_unreadable, drain, peer_fault,
-    within_close_wait,
+    BoxedConnection, Handler, Session, WsStream, close_and_drain, close_unreadable, drain,
+    peer_fault, within_close_wait,
 };
 use crate::time::unix_now;
 use crate::token::TokenError;
@@ -240,6 +240,8 @@ impl Server {
                         // Boxed before the spawn: the task's own allocation then holds two
                         // pointers, and the connection future is freed before the session
                         // runs (only the handler's boxed future stays for the session).
+                        let _ = stream.set_nodelay(true);
+                        let stream: BoxedConnection = Box::new(stream);
                         let task = Box::pin(connection(shared.clone(), stream, peer, n > max));
                         ex.spawn(async move {
                             let _guard = guard;
@@ -294,7 +296,7 @@ impl Server {
 
 /// Reads a request head within the deadline. `Ok(Some(n))`: a complete head of `n` bytes.
 async fn read_head(
-    stream: &mut TcpStream,
+    stream: &mut BoxedConnection,
     buf: &mut Vec<u8>,
     deadline: Instant,
     shared: &Shared,
@@ -357,7 +359,7 @@ enum Next {
     },
 }
 
-async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+async fn write_all(stream: &mut BoxedConnection, bytes: &[u8]) -> bool {
     stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
 }
 
@@ -365,7 +367,7 @@ async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> bool {
 /// that stops reading cannot hold its connection.
 pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
 
-async fn respond(stream: &mut TcpStream, bytes: &[u8]) {
+async fn respond(stream: &mut BoxedConnection, bytes: &[u8]) {
     let written = async { write_all(stream, bytes).await }
         .or(async {
             Timer::after(RESPONSE_DEADLINE).await;
@@ -374,7 +376,7 @@ async fn respond(stream: &mut TcpStream, bytes: &[u8]) {
         .await;
     if written {
         // Let the client read the answer before the FIN: half-close, then drain briefly.
-        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.close().await;
         let mut sink = [0u8; 512];
         let _ = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }
             .or(async {
@@ -396,7 +398,7 @@ fn log_refusal(peer: SocketAddr, status: u16, reason: &str) {
 
 async fn handshake(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut BoxedConnection,
     peer: SocketAddr,
     over_limit: bool,
     accepted: Instant,
@@ -604,7 +606,7 @@ pub(crate) fn auth_fail(
 /// first. `authenticated`: with the session's limits, else with the pre-auth bound.
 async fn ws_from(
     shared: &Shared,
-    stream: TcpStream,
+    stream: BoxedConnection,
     leftover: Vec<u8>,
     authenticated: bool,
 ) -> WsStream {
@@ -627,15 +629,16 @@ pub(crate) fn instant_after(from: Instant, d: Duration) -> Instant {
 
 type SessionRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// One client connection, whatever its transport: the request head, then an answer
+/// or a session. `over_limit`: past `--max-connections`, answered with 503.
 async fn connection(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: BoxedConnection,
     peer: SocketAddr,
     over_limit: bool,
 ) -> Option<SessionRun> {
     let accepted = Instant::now();
     crate::log_event!(Level::Debug, "accept", "peer" = peer);
-    let _ = stream.set_nodelay(true);
     // Boxed: the head buffer and header storage live only as long as the handshake,
     // not in every session's task.
     let next = Box::pin(handshake(&shared, &mut stream, peer, over_limit, accepted)).await;

@@ -19,7 +19,7 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use smol::Timer;
 use smol::future::FutureExt as _;
-use smol::net::TcpStream;
+use smol::io::{AsyncRead, AsyncWrite};
 use smol::stream::StreamExt as _;
 
 use crate::auth::Identity;
@@ -27,9 +27,19 @@ use crate::frames::FrameAligned;
 use crate::log::Level;
 use crate::server::Shared;
 
-/// The WebSocket stream of a session: over a [`FrameAligned`] TCP stream, so that
+/// The byte stream of a client connection: TCP, TLS over TCP, or anything else that
+/// reads and writes (a test's in-memory pipe). Every connection goes through the same
+/// code whatever its transport, behind one box.
+pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> Connection for T {}
+
+/// A boxed [`Connection`].
+pub type BoxedConnection = Box<dyn Connection>;
+
+/// The WebSocket stream of a session: over a [`FrameAligned`] connection, so that
 /// its buffers can be renewed after a large message (see [`crate::frames`]).
-pub type WsStream = WebSocketStream<FrameAligned<TcpStream>>;
+pub type WsStream = WebSocketStream<FrameAligned<BoxedConnection>>;
 
 /// A data message of more than this many bytes, received or sent, makes the session
 /// renew its WebSocket buffers before it next waits for the client: tungstenite's
@@ -626,13 +636,14 @@ pub(crate) async fn close_unreadable(ws: &mut WsStream, code: u16, reason: &str)
     };
     within_close_wait(async {
         let _ = ws.close(Some(frame)).await;
-        // The raw socket: what follows is discarded, not parsed.
-        let Some(tcp) = ws.get_mut().get_mut() else {
+        // The raw connection: what follows is discarded, not parsed.
+        let Some(conn) = ws.get_mut().get_mut() else {
             return;
         };
-        let _ = tcp.shutdown(std::net::Shutdown::Write);
+        // Half-close (TCP: shutdown of the write side; TLS: close_notify first).
+        let _ = smol::io::AsyncWriteExt::close(conn).await;
         let mut sink = [0u8; 512];
-        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+        while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
 }
