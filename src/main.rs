@@ -448,7 +448,7 @@ fn print_demo(token: &str, addr: std::net::SocketAddr) {
         err,
         "wsgate: no --key and no WSGATE_KEY: using an ephemeral key (tokens die with this process)\n\
          demo token (sub=demo, valid 1 h):\n{token}\n\
-         connect:  websocat -H 'Authorization: Bearer {token}' {url}\n\
+         connect:  websocat -H='Authorization: Bearer {token}' {url}\n\
          browser:  new WebSocket('{url}', ['wsgate', '{token}'])"
     );
 }
