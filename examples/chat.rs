@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for sub in ["alice", "bob"] {
         let claims = wsgate::token::claims_json(sub, now, 3600, None, None, None, &[]);
         let token = key.issue(&claims)?;
-        println!("websocat -H 'Authorization: Bearer {token}' ws://127.0.0.1:8080/");
+        println!("websocat -H='Authorization: Bearer {token}' ws://127.0.0.1:8080/");
     }
     let room: Room = Arc::default();
     let handler = Handler::new(move |mut session| {

@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! cargo run --example embed                        # prints a token, listens on 127.0.0.1:9000
-//! websocat -H "Authorization: Bearer <token>" ws://127.0.0.1:9000/
+//! websocat -H="Authorization: Bearer <token>" ws://127.0.0.1:9000/
 //! ```
 
 use smol::future::FutureExt as _;

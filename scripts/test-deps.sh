@@ -3,6 +3,9 @@
 #   - Debian's `chromium` package (/usr/bin/chromium); no browser download from a test tool;
 #   - the Node packages pinned in tests/browser/package-lock.json (`npm ci`): playwright-core
 #     (drives /usr/bin/chromium), paseto-ts and paseto (independent PASETO v4 implementations), ws.
+#   - websocat 1.14.1 (the README's client; tests run its commands with it): Debian has no
+#     package, so `cargo install --locked` into $WSGATE_TOOLS (default ~/.cache/wsgate-tools),
+#     where the tests look for it; skipped when that binary is already there.
 # Needs root (or sudo) for apt-get, and node >= 20 with npm. Safe to run again: it skips what is
 # already there. Exits non-zero, saying what failed, if anything cannot be installed.
 set -euo pipefail
@@ -28,6 +31,23 @@ else
     || die "apt-get install chromium failed"
   [ -x /usr/bin/chromium ] || die "chromium installed but /usr/bin/chromium is missing"
   log "installed: $(/usr/bin/chromium --version 2>/dev/null || echo '?')"
+fi
+
+# --- websocat (crates.io) ---
+tools="${WSGATE_TOOLS:-$HOME/.cache/wsgate-tools}"
+websocat_version=1.14.1
+if "$tools/bin/websocat" --version 2>/dev/null | grep -qx "websocat $websocat_version"; then
+  log "websocat present: $tools/bin/websocat"
+else
+  command -v cargo >/dev/null || die "cargo not found (needed to install websocat)"
+  log "installing websocat $websocat_version into $tools (cargo install, a few minutes)"
+  # Its own target directory: not the project's (CARGO_TARGET_DIR), not left behind.
+  build="$(mktemp -d)"
+  env -u CARGO_TARGET_DIR cargo install websocat --locked --version "$websocat_version" \
+    --root "$tools" --target-dir "$build" --quiet \
+    || { rm -rf "$build"; die "cargo install websocat failed"; }
+  rm -rf "$build"
+  log "installed: $("$tools/bin/websocat" --version)"
 fi
 
 # --- Node packages ---

@@ -128,6 +128,9 @@ impl FromStr for Methods {
 pub enum Rejection {
     /// No token, and first-message authentication is disabled.
     MissingToken,
+    /// The same, but with a `?token=` while the `query` method is off: the answer
+    /// says so (README, "Quickstart").
+    QueryDisabled,
     /// Present but bad: malformed, tampered, wrong key, wrong claims.
     BadToken(TokenError),
     /// `exp` (+ leeway) passed, or the ticket expired.
@@ -149,6 +152,7 @@ impl Rejection {
     pub fn status(self) -> u16 {
         match self {
             Rejection::MissingToken
+            | Rejection::QueryDisabled
             | Rejection::BadToken(_)
             | Rejection::Expired
             | Rejection::TicketReused => 401,
@@ -158,10 +162,12 @@ impl Rejection {
         }
     }
 
-    /// The close code and reason sent after an upgrade.
+    /// The close code and reason sent after an upgrade (the reason is also the body
+    /// of an HTTP refusal: the only one of these never sent in-band says why).
     pub fn close(self) -> (u16, &'static str) {
         match self {
             Rejection::MissingToken | Rejection::BadToken(_) => (4401, "invalid token"),
+            Rejection::QueryDisabled => (4401, "query method is off"),
             Rejection::Expired => (4401, "token expired"),
             Rejection::TicketReused => (4401, "ticket already used"),
             Rejection::TicketWrongIp | Rejection::OriginNotAllowed => (4403, "forbidden"),
@@ -175,14 +181,20 @@ impl Rejection {
     pub fn in_band_for_browsers(self) -> bool {
         !matches!(
             self,
-            Rejection::OriginNotAllowed | Rejection::MissingToken | Rejection::Busy
+            Rejection::OriginNotAllowed
+                | Rejection::MissingToken
+                | Rejection::QueryDisabled
+                | Rejection::Busy
         )
     }
 
     /// The `reason` label of `wsgate_auth_failures_total` (SPEC §9.10).
     pub fn metric_reason(self) -> &'static str {
         match self {
-            Rejection::MissingToken | Rejection::BadToken(_) | Rejection::Busy => "invalid_token",
+            Rejection::MissingToken
+            | Rejection::QueryDisabled
+            | Rejection::BadToken(_)
+            | Rejection::Busy => "invalid_token",
             Rejection::Expired => "expired",
             Rejection::TicketReused => "ticket_reused",
             Rejection::TicketWrongIp => "forbidden_ip",
@@ -195,6 +207,7 @@ impl Rejection {
     pub fn log_reason(self) -> &'static str {
         match self {
             Rejection::MissingToken => "missing_token",
+            Rejection::QueryDisabled => "query_disabled",
             Rejection::BadToken(e) => e.as_str(),
             Rejection::Expired => "expired",
             Rejection::TicketReused => "ticket_reused",
@@ -220,6 +233,9 @@ impl fmt::Display for Rejection {
         match self {
             Rejection::BadToken(e) => write!(f, "invalid token: {e}"),
             Rejection::MissingToken => f.write_str("no token"),
+            Rejection::QueryDisabled => {
+                f.write_str("a token in the query, but the query method is off")
+            }
             Rejection::Expired => f.write_str("token expired"),
             Rejection::TicketReused => f.write_str("ticket already used"),
             Rejection::TicketWrongIp => f.write_str("ticket presented from another IP"),
@@ -278,6 +294,9 @@ pub enum Decision<'a> {
         protocol: Option<&'a str>,
         /// Whether the request came from a browser (has an `Origin`).
         browser: bool,
+        /// The request has a `?token=` but the `query` method is off: worth a hint
+        /// in the log (`detail=query_disabled`), as the client may expect it to count.
+        query_disabled: bool,
     },
     /// Refuse. For a browser and an in-band rejection: `101`, then the close frame.
     Reject {
@@ -414,11 +433,21 @@ impl Gate {
         }
         let browser = origin.is_some();
         let Some(found) = found else {
+            let query_disabled = !self.cfg.methods.contains(Method::Query)
+                && query_param(req.target, "token").is_some();
             if self.cfg.methods.contains(Method::Message) {
-                return Decision::AwaitMessage { protocol, browser };
+                return Decision::AwaitMessage {
+                    protocol,
+                    browser,
+                    query_disabled,
+                };
             }
             return Decision::Reject {
-                rejection: Rejection::MissingToken,
+                rejection: if query_disabled {
+                    Rejection::QueryDisabled
+                } else {
+                    Rejection::MissingToken
+                },
                 method: None,
                 in_band: false,
                 protocol,

@@ -168,7 +168,8 @@ pub struct Options {
     pub ttl: i64,
     /// Cookie name for method `cookie`. Default `wsgate_token`.
     pub cookie: String,
-    /// Connections to make in all (round-trip mode). Default 1000.
+    /// Connections to make in all (round-trip mode; `u64::MAX`: until `duration`).
+    /// Default 1000.
     pub connections: u64,
     /// Connections open at once. Default 64.
     pub concurrency: usize,
@@ -736,8 +737,14 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
 fn progress_line(t: &Tally, total: u64, began: Instant) {
     let done = t.ok.get() + t.failed.get();
     let rate = done as f64 / began.elapsed().as_secs_f64().max(1e-9);
+    // `total` is u64::MAX when only a duration bounds the run.
+    let of = if total == u64::MAX {
+        String::new()
+    } else {
+        format!("/{total}")
+    };
     eprint!(
-        "\r{done}/{total} done, {} ok, {} failed, {rate:.0}/s   ",
+        "\r{done}{of} done, {} ok, {} failed, {rate:.0}/s   ",
         t.ok.get(),
         t.failed.get()
     );

@@ -154,6 +154,12 @@ pub fn load_keys(paths: &[PathBuf], env: Option<&str>) -> Result<Vec<Key>, Confi
             .collect();
     }
     match env {
+        // It holds the key text; a path there is a common slip (the value is not shown:
+        // it may be a key).
+        Some(v) if !v.trim_start().starts_with("k4.") && v.contains('/') => Err(ConfigError::new(
+            "WSGATE_KEY",
+            "wants the key text, not a path: use --key FILE",
+        )),
         Some(v) => {
             let key = Key::from_paserk(v).map_err(|e| ConfigError::new("WSGATE_KEY", e))?;
             if key.purpose() == crate::token::Purpose::Public && key.can_issue() {
@@ -176,6 +182,39 @@ pub fn io_reason(e: &std::io::Error) -> String {
         std::io::ErrorKind::InvalidData => "not UTF-8 text".into(),
         _ => e.to_string(),
     }
+}
+
+/// Reads a `--listen` value: `127.0.0.1:8080`, `[::1]:8080`, `localhost:8080` (the
+/// name is resolved now; an IPv4 address is preferred), or `:8080` (every IPv4
+/// interface, `0.0.0.0`).
+pub fn parse_listen(v: &str) -> Result<SocketAddr, ConfigError> {
+    let err = |why: &str| ConfigError::new(format!("--listen {v}"), why);
+    if let Ok(a) = v.parse() {
+        return Ok(a);
+    }
+    let Some((host, port)) = v.rsplit_once(':') else {
+        return Err(err("expected HOST:PORT, :PORT or [IPv6]:PORT"));
+    };
+    let port: u16 = match port.parse::<u64>() {
+        Ok(p) => u16::try_from(p).map_err(|_| err("port out of range (0-65535)"))?,
+        Err(_) => return Err(err("expected a port number after the last `:`")),
+    };
+    if host.is_empty() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if host.starts_with('[') || host.contains(':') {
+        return Err(err("not an IPv6 address ([::1]:8080)"));
+    }
+    // The (host, port) form: the one the upstream dialler links in already.
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|_| err("cannot resolve the host name"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| err("cannot resolve the host name"))
 }
 
 /// Normalises an `--allow-origin` value: `scheme://host[:port]`, lower-case, no `/`.

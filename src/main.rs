@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use wsgate::config::{ConfigError, load_key_file, load_keys, parse_origin};
+use wsgate::config::{ConfigError, load_key_file, load_keys, parse_listen, parse_origin};
 use wsgate::log::Level;
 use wsgate::time::{Rfc3339, parse_duration, unix_now};
 use wsgate::{ClaimRules, Config, Handler, Key, Methods, Mode, Server, UntrustedToken, Verifier};
 
 #[derive(FromArgs)]
 /// Authenticate WebSocket connections with PASETO v4 tokens.
+#[argh(help_triggers("-h", "--help", "help"))]
 struct Cli {
     #[argh(subcommand)]
     cmd: Cmd,
@@ -30,9 +31,9 @@ enum Cmd {
 
 #[derive(FromArgs)]
 /// Run the server. Without --key (or WSGATE_KEY) it makes an ephemeral key and prints a demo token.
-#[argh(subcommand, name = "serve")]
+#[argh(subcommand, name = "serve", help_triggers("-h", "--help", "help"))]
 struct Serve {
-    /// socket address to bind [127.0.0.1:8080]
+    /// address to bind; :8080 for every IPv4 interface [127.0.0.1:8080]
     #[argh(option, default = "\"127.0.0.1:8080\".into()")]
     listen: String,
     /// PASERK key file (k4.local, k4.public or k4.secret); repeat for rotation
@@ -47,18 +48,18 @@ struct Serve {
     /// exact browser origin allowed to connect (https://app.example.com); repeatable
     #[argh(option)]
     allow_origin: Vec<String>,
-    /// first-message deadline in seconds [5]
-    #[argh(option, default = "5")]
-    auth_timeout: u64,
+    /// first-message deadline: 5 (seconds), 5s, 1m [5s]
+    #[argh(option, default = "\"5\".into()")]
+    auth_timeout: String,
     /// required `aud` claim
     #[argh(option)]
     audience: Option<String>,
     /// required `iss` claim
     #[argh(option)]
     issuer: Option<String>,
-    /// clock skew allowed on exp, nbf, iat, in seconds [60]
-    #[argh(option, default = "60")]
-    leeway: u64,
+    /// clock skew allowed on exp, nbf, iat: 60 (seconds), 2m [60s]
+    #[argh(option, default = "\"60\".into()")]
+    leeway: String,
     /// open connections beyond which requests get 503 [10000]
     #[argh(option, default = "10000")]
     max_connections: usize,
@@ -74,18 +75,19 @@ struct Serve {
     /// run this command per session, websocketd style (split like shell words, no shell)
     #[argh(option)]
     exec: Option<String>,
-    /// lifetime of tickets minted by POST /ticket, in seconds [30]
-    #[argh(option, default = "30")]
-    ticket_ttl: u64,
+    /// lifetime of tickets minted by POST /ticket: 30 (seconds), 1m [30s]
+    #[argh(option, default = "\"30\".into()")]
+    ticket_ttl: String,
     /// most live tickets remembered; POST /ticket answers 503 beyond [100000]
     #[argh(option, default = "100000")]
     ticket_capacity: usize,
     /// serve files from this directory for plain GETs
     #[argh(option, long = "static")]
     static_dir: Option<PathBuf>,
-    /// seconds between pings to idle clients; a client that misses one is dropped [30]
-    #[argh(option, default = "30")]
-    ping_interval: u64,
+    /// time between pings to idle clients (30, 30s, 1m); a client that misses one is
+    /// dropped [30s]
+    #[argh(option, default = "\"30\".into()")]
+    ping_interval: String,
     /// error, warn, info or debug [info]
     #[argh(option, default = "\"info\".into()")]
     log_level: String,
@@ -93,7 +95,7 @@ struct Serve {
 
 #[derive(FromArgs)]
 /// Make a key (PASERK) in a file of mode 0600, or on stdout.
-#[argh(subcommand, name = "keygen")]
+#[argh(subcommand, name = "keygen", help_triggers("-h", "--help", "help"))]
 struct Keygen {
     /// make an Ed25519 pair: the secret key to --out F, the public key to F.pub
     #[argh(switch)]
@@ -105,7 +107,7 @@ struct Keygen {
 
 #[derive(FromArgs)]
 /// Print a token on stdout (its footer names the key: `kid`).
-#[argh(subcommand, name = "issue")]
+#[argh(subcommand, name = "issue", help_triggers("-h", "--help", "help"))]
 struct Issue {
     /// key file: k4.local (v4.local token) or k4.secret (v4.public token)
     #[argh(option)]
@@ -125,6 +127,9 @@ struct Issue {
     /// extra string claim k=v; repeatable
     #[argh(option)]
     claim: Vec<String>,
+    /// extra claim k=<JSON value> (n=5, admin=true, tags='["a"]'); repeatable
+    #[argh(option)]
+    claim_json: Vec<String>,
     /// the jti claim
     #[argh(option)]
     jti: Option<String>,
@@ -132,14 +137,14 @@ struct Issue {
 
 #[derive(FromArgs)]
 /// Print a token's claims as JSON (exit 0), or `invalid: <reason>` (exit 1).
-#[argh(subcommand, name = "verify")]
+#[argh(subcommand, name = "verify", help_triggers("-h", "--help", "help"))]
 struct Verify {
     /// key file: k4.local, k4.public or k4.secret
     #[argh(option)]
     key: PathBuf,
-    /// clock skew allowed, in seconds [60]
-    #[argh(option, default = "60")]
-    leeway: u64,
+    /// clock skew allowed: 60 (seconds), 2m [60s]
+    #[argh(option, default = "\"60\".into()")]
+    leeway: String,
     /// the token (`-` reads it from stdin)
     #[argh(positional)]
     token: String,
@@ -149,7 +154,7 @@ struct Verify {
 #[derive(FromArgs)]
 /// Load-test a WebSocket server: per-connection connect, 101, authenticated and first-echo
 /// latency (p50/p90/p99/max), rate and errors by kind; or hold K idle sessions.
-#[argh(subcommand, name = "bench")]
+#[argh(subcommand, name = "bench", help_triggers("-h", "--help", "help"))]
 struct Bench {
     /// the server: ws://host:port/path
     #[argh(positional)]
@@ -169,13 +174,13 @@ struct Bench {
     /// cookie name for --method cookie [wsgate_token]
     #[argh(option, default = "\"wsgate_token\".into()")]
     cookie: String,
-    /// connections to make [1000]
-    #[argh(option, short = 'n', long = "connections", default = "1000")]
-    connections: u64,
+    /// connections to make [1000; no limit with --duration]
+    #[argh(option, short = 'n', long = "connections")]
+    connections: Option<u64>,
     /// connections open at once [64]
     #[argh(option, short = 'c', long = "concurrency", default = "64")]
     concurrency: usize,
-    /// stop after this long (30s, 2m) even before -n connections
+    /// run this long (30s, 2m), or until -n connections if given first
     #[argh(option)]
     duration: Option<String>,
     /// hold mode: open this many authenticated sessions and keep them idle
@@ -184,9 +189,9 @@ struct Bench {
     /// hold mode: how long to keep them (10s, 2m) [10s]
     #[argh(option, default = "\"10s\".into()")]
     hold_for: String,
-    /// bound on each connection, in seconds [10]
-    #[argh(option, default = "10")]
-    timeout: u64,
+    /// bound on each connection: 10 (seconds), 10s [10s]
+    #[argh(option, default = "\"10\".into()")]
+    timeout: String,
     /// pid of a server on this machine: report its CPU per round trip and RSS per session
     #[argh(option)]
     server_pid: Option<u32>,
@@ -211,16 +216,19 @@ fn bench(b: Bench) -> ExitCode {
             _ => return Err("--token T or --key F: give exactly one".into()),
         };
         let secs = |flag: &str, v: &str| {
-            parse_duration(v)
-                .filter(|s| *s > 0)
+            seconds(flag, v, 1)
                 .map(std::time::Duration::from_secs)
-                .ok_or_else(|| format!("{flag} {v}: expected 30s, 2m or 1h"))
+                .map_err(|e| e.to_string())
         };
         let mut o = Options::new(url, credentials);
         o.method = method;
         o.sub = b.sub;
         o.cookie = b.cookie;
-        o.connections = b.connections;
+        // With --duration alone, the duration decides when to stop.
+        o.connections = b.connections.unwrap_or(match b.duration {
+            Some(_) => u64::MAX,
+            None => 1000,
+        });
         o.concurrency = b.concurrency;
         o.duration = b
             .duration
@@ -229,7 +237,7 @@ fn bench(b: Bench) -> ExitCode {
             .transpose()?;
         o.hold = b.hold;
         o.hold_for = secs("--hold-for", &b.hold_for)?;
-        o.timeout = std::time::Duration::from_secs(b.timeout.max(1));
+        o.timeout = secs("--timeout", &b.timeout)?;
         o.server_pid = b.server_pid;
         Ok(o)
     })();
@@ -267,7 +275,20 @@ fn main() -> ExitCode {
         .and_then(|n| n.to_str())
         .unwrap_or("wsgate")
         .to_owned();
-    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let mut rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    if matches!(rest.as_slice(), ["-V" | "--version"]) {
+        println!("wsgate {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    // argh takes every argument starting with `-` for an option, so the `-` of
+    // `verify --key F -` (token on stdin) is passed on after `--`.
+    if rest.first() == Some(&"verify") && !rest.contains(&"--") {
+        if let Some(i) = (1..rest.len()).find(|&i| rest[i] == "-" && !rest[i - 1].starts_with("--"))
+        {
+            rest.remove(i);
+            rest.extend(["--", "-"]);
+        }
+    }
     let cli = match Cli::from_args(&[&name], &rest) {
         Ok(c) => c,
         Err(early) => {
@@ -275,12 +296,15 @@ fn main() -> ExitCode {
                 print!("{}", early.output);
                 return ExitCode::SUCCESS;
             }
-            let first = early
-                .output
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad arguments");
-            eprintln!("error: {} (see `{name} --help`)", first.trim());
+            let sub = rest
+                .iter()
+                .find(|a| SUBCOMMANDS.contains(a))
+                .map(|s| format!(" {s}"))
+                .unwrap_or_default();
+            eprintln!(
+                "error: {} (see `{name}{sub} --help`)",
+                usage_error(&early.output)
+            );
             return ExitCode::from(2);
         }
     };
@@ -301,6 +325,78 @@ fn main() -> ExitCode {
     }
 }
 
+const SUBCOMMANDS: [&str; 5] = ["serve", "keygen", "issue", "verify", "bench"];
+
+/// argh's usage error as one line that keeps its list: `missing option: --sub`,
+/// `missing subcommand, one of: serve, keygen, …`, `--max-message big: not a number`.
+fn usage_error(output: &str) -> String {
+    let mut line = String::new();
+    for l in output.lines().filter(|l| !l.trim().is_empty()) {
+        let t = l.trim();
+        if l.starts_with(' ') {
+            // An indented name listed under the heading before it.
+            if t != "help" {
+                line.push_str(if line.ends_with(':') { " " } else { ", " });
+                line.push_str(t);
+            }
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str("; ");
+        }
+        if let Some(rest) = t.strip_prefix("Error parsing option '") {
+            // `Error parsing option '--x' with value 'v': why`
+            let (opt, rest) = rest.split_once("' with value '").unwrap_or((rest, ""));
+            let (value, why) = rest.rsplit_once("': ").unwrap_or((rest, ""));
+            let why = if why.contains("digit") || why.contains("empty") {
+                "not a whole number"
+            } else {
+                why
+            };
+            for part in [opt, " ", value, ": ", why] {
+                line.push_str(part);
+            }
+        } else if let Some(opt) = t.strip_prefix("No value provided for option '") {
+            line.push_str(opt.trim_end_matches(['\'', '.']));
+            line.push_str(": needs a value");
+        } else if let Some(arg) = t.strip_prefix("Unrecognized argument: ") {
+            line.push_str("unknown argument ");
+            line.push_str(arg);
+        } else {
+            line.push_str(match t {
+                "Required options not provided:" => "missing option:",
+                "Required positional arguments not provided:" => "missing argument:",
+                "One of the following subcommands must be present:" => {
+                    "missing subcommand, one of:"
+                }
+                other => other,
+            });
+        }
+    }
+    line
+}
+
+/// A duration option: `5` (seconds) or `5s`, `15m`, `2h`, `1d`; at least `min`
+/// seconds, at most ten years.
+fn seconds(option: &str, value: &str, min: u64) -> Result<u64, ConfigError> {
+    let secs = parse_duration(value).ok_or_else(|| {
+        ConfigError::new(
+            option,
+            format!("`{value}` is not a duration (5, 5s, 15m, 2h or 1d)"),
+        )
+    })?;
+    if secs > MAX_SECONDS {
+        return Err(ConfigError::new(
+            option,
+            format!("`{value}` is more than ten years"),
+        ));
+    }
+    if secs < min {
+        return Err(ConfigError::new(option, format!("must be at least {min}s")));
+    }
+    Ok(secs)
+}
+
 fn serve(s: Serve) -> Result<(), ConfigError> {
     let level: Level = s
         .log_level
@@ -308,12 +404,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError::new("--log-level", e))?;
     wsgate::log::set_level(level);
     let mut config = Config::default();
-    config.listen = s.listen.parse().map_err(|_| {
-        ConfigError::new(
-            format!("--listen {}", s.listen),
-            "expected an address like 127.0.0.1:8080",
-        )
-    })?;
+    config.listen = parse_listen(&s.listen)?;
     let env_key = if s.key.is_empty() {
         std::env::var("WSGATE_KEY").ok()
     } else {
@@ -341,23 +432,14 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .iter()
         .map(|o| parse_origin(o))
         .collect::<Result<_, _>>()?;
-    for (flag, v) in [
-        ("--auth-timeout", s.auth_timeout),
-        ("--leeway", s.leeway),
-        ("--ticket-ttl", s.ticket_ttl),
-        ("--ping-interval", s.ping_interval),
-    ] {
-        if v > MAX_SECONDS {
-            return Err(ConfigError::new(
-                format!("{flag} {v}"),
-                "more than ten years",
-            ));
-        }
-    }
-    config.auth_timeout = std::time::Duration::from_secs(s.auth_timeout.max(1));
+    config.auth_timeout =
+        std::time::Duration::from_secs(seconds("--auth-timeout", &s.auth_timeout, 1)?);
+    let ticket_ttl = seconds("--ticket-ttl", &s.ticket_ttl, 1)?;
+    // 0 would drop every session at once: a ping must be answered by the next one.
+    let ping_interval = seconds("--ping-interval", &s.ping_interval, 1)?;
     config.audience = s.audience;
     config.issuer = s.issuer;
-    config.leeway = s.leeway;
+    config.leeway = seconds("--leeway", &s.leeway, 0)?;
     if s.max_connections == 0 {
         return Err(ConfigError::new("--max-connections", "must be at least 1"));
     }
@@ -378,7 +460,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         (None, Some(c)) => Mode::Exec(c),
         (None, None) => Mode::Echo,
     };
-    config.ticket_ttl = s.ticket_ttl.max(1);
+    config.ticket_ttl = ticket_ttl;
     config.ticket_capacity = s.ticket_capacity.max(1);
     if let Some(d) = &s.static_dir {
         if !d.is_dir() {
@@ -389,7 +471,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         }
     }
     config.static_dir = s.static_dir;
-    config.ping_interval = std::time::Duration::from_secs(s.ping_interval.max(1));
+    config.ping_interval = std::time::Duration::from_secs(ping_interval);
     // Both constructors check their argument and name the option in the error.
     let handler = match &config.mode {
         Mode::Echo => Handler::echo(),
@@ -448,7 +530,7 @@ fn print_demo(token: &str, addr: std::net::SocketAddr) {
         err,
         "wsgate: no --key and no WSGATE_KEY: using an ephemeral key (tokens die with this process)\n\
          demo token (sub=demo, valid 1 h):\n{token}\n\
-         connect:  websocat -H 'Authorization: Bearer {token}' {url}\n\
+         connect:  websocat -H='Authorization: Bearer {token}' {url}\n\
          browser:  new WebSocket('{url}', ['wsgate', '{token}'])"
     );
 }
@@ -535,15 +617,7 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
             "a k4.public key cannot issue tokens (use the k4.secret key)",
         ));
     }
-    let ttl = parse_duration(&i.ttl).filter(|t| *t > 0).ok_or_else(|| {
-        ConfigError::new(format!("--ttl {}", i.ttl), "expected 30s, 15m, 2h or 1d")
-    })?;
-    if ttl > MAX_SECONDS {
-        return Err(ConfigError::new(
-            format!("--ttl {}", i.ttl),
-            "more than ten years",
-        ));
-    }
+    let ttl = seconds("--ttl", &i.ttl, 1)?;
     let mut extra = Vec::with_capacity(i.claim.len());
     for c in &i.claim {
         let (k, v) = c
@@ -558,7 +632,7 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
         }
         extra.push((k.to_owned(), v.to_owned()));
     }
-    let claims = wsgate::token::claims_json(
+    let mut claims = wsgate::token::claims_json(
         &i.sub,
         unix_now(),
         ttl.min(i64::MAX as u64) as i64,
@@ -567,6 +641,35 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
         i.jti.as_deref(),
         &extra,
     );
+    // Typed claims are spliced into the object as given, once checked to be one JSON
+    // value (`IgnoredAny`: no `serde_json::Value` parser in the binary, which is
+    // size-bound).
+    let mut seen: Vec<&str> = extra.iter().map(|(k, _)| k.as_str()).collect();
+    for c in &i.claim_json {
+        let what = || format!("--claim-json {c}");
+        let (k, v) = c
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| ConfigError::new(what(), "expected k=<JSON value>"))?;
+        if RESERVED.contains(&k) || k == wsgate::token::TICKET_CLAIM {
+            return Err(ConfigError::new(
+                what(),
+                format!("`{k}` is set by its own option"),
+            ));
+        }
+        if seen.contains(&k) {
+            return Err(ConfigError::new(what(), format!("`{k}` is given twice")));
+        }
+        seen.push(k);
+        serde_json::from_str::<serde::de::IgnoredAny>(v)
+            .map_err(|_| ConfigError::new(what(), "not a JSON value (strings need quotes)"))?;
+        claims.pop(); // the object's closing `}`
+        claims.push(',');
+        claims.push_str(&serde_json::to_string(k).unwrap_or_default());
+        claims.push(':');
+        claims.push_str(v.trim());
+        claims.push('}');
+    }
     let token = key
         .issue(&claims)
         .map_err(|e| ConfigError::new("issue", e))?;
@@ -592,10 +695,17 @@ fn verify(v: Verify) -> ExitCode {
     } else {
         v.token.trim().to_owned()
     };
+    let leeway = match seconds("--leeway", &v.leeway, 0) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let verifier = Verifier::new(
         vec![key],
         ClaimRules {
-            leeway: v.leeway.min(i64::MAX as u64) as i64,
+            leeway: leeway as i64,
             ..ClaimRules::default()
         },
     );

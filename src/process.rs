@@ -507,10 +507,14 @@ async fn bridge<R: AsyncBufRead + Unpin>(
         match race {
             Race::Client(m) => {
                 let bytes = match m {
+                    // One line per message: line-oriented clients (websocat) already
+                    // end theirs in `\n`, which is not doubled (README, "Process mode").
                     Message::Text(t) => {
                         let mut b = Vec::with_capacity(t.len() + 1);
                         b.extend_from_slice(t.as_bytes());
-                        b.push(b'\n');
+                        if !t.ends_with('\n') {
+                            b.push(b'\n');
+                        }
                         b
                     }
                     Message::Binary(b) => b.to_vec(),

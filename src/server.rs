@@ -503,7 +503,18 @@ async fn handshake(
                 leftover,
             }
         }
-        Decision::AwaitMessage { protocol, .. } => {
+        Decision::AwaitMessage {
+            protocol,
+            query_disabled,
+            ..
+        } => {
+            if query_disabled && crate::log::enabled(Level::Info) {
+                // The client may think its `?token=` counts; only the first message will.
+                crate::log::Line::new(Level::Info, "auth_hint")
+                    .kv("peer", peer)
+                    .kv("detail", "query_disabled")
+                    .emit();
+            }
             if !write_all(stream, &head::switching_protocols(key, protocol)).await {
                 return Next::Done;
             }

@@ -330,7 +330,7 @@ impl TokenError {
         match self {
             TokenError::Empty => "empty",
             TokenError::TooLong => "too_long",
-            TokenError::NotVisibleAscii => "not_ascii",
+            TokenError::NotVisibleAscii => "not_visible_ascii",
             TokenError::Malformed => "malformed",
             TokenError::NoKeyForPurpose => "no_key_for_purpose",
             TokenError::UnknownKid => "unknown_kid",

@@ -146,3 +146,44 @@ fn bench_counts_each_error_kind_and_holds_sessions() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other_dir);
 }
+
+#[test]
+fn bench_with_a_duration_and_no_n_runs_for_the_duration() {
+    let dir = tempdir("duration");
+    let key = key_file(&dir);
+    let (_server, addr) = serve(&key);
+    let url = format!("ws://{addr}/");
+    // Without -n, --duration alone decides: the run lasts (at least) 1 s, however
+    // many round trips fit (it used to stop at the default 1000).
+    let out = Command::new(BIN)
+        .args(["bench", &url, "--key", &key, "--duration", "1s", "-c", "2"])
+        .args(["--timeout", "5s", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["elapsed_s"].as_f64().unwrap() >= 1.0, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    // With -n as well, whichever comes first: here the 5 connections.
+    let out = Command::new(BIN)
+        .args(["bench", &url, "--key", &key, "--duration", "10m", "-n", "5"])
+        .args(["--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["attempted"].as_u64(), r["ok"].as_u64()),
+        (Some(5), Some(5)),
+        "{r}"
+    );
+    // Duration errors name the option.
+    let out = Command::new(BIN)
+        .args(["bench", &url, "--key", &key, "--duration", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: --duration: "), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

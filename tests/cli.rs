@@ -538,3 +538,290 @@ fn keygen_fills_an_empty_file_but_never_overwrites_a_key() {
         "the key is untouched"
     );
 }
+
+/// `wsgate ARGS` with `input` on stdin.
+fn wsgate_stdin(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_remove("WSGATE_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    // The stdin handle is dropped above: wsgate sees end of file and exits.
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn verify_reads_the_token_from_stdin_given_dash() {
+    let k = LocalKey::generate();
+    let t = k.token(&Claims::new("alice"));
+    for args in [
+        &["verify", "--key", &k.path, "-"][..],
+        &["verify", "-", "--key", &k.path],
+        &["verify", "--leeway", "5", "--key", &k.path, "-"],
+    ] {
+        let o = wsgate_stdin(args, &format!("{t}\n"));
+        assert!(o.status.success(), "{args:?}: {}", stderr_of(&o));
+        let c: serde_json::Value = serde_json::from_str(stdout_of(&o).trim()).unwrap();
+        assert_eq!(c["sub"], "alice");
+    }
+    assert_invalid(&wsgate_stdin(
+        &["verify", "--key", &k.path, "-"],
+        "v4.local.nope\n",
+    ));
+}
+
+/// A usage error: exit 2, one `error:` line holding every needle.
+fn assert_usage_error(args: &[&str], needles: &[&str]) {
+    let o = wsgate(args);
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: the error names {n:?}: {err}");
+    }
+}
+
+#[test]
+fn usage_errors_name_what_is_missing_and_the_subcommand_help() {
+    assert_usage_error(
+        &[],
+        &["serve", "keygen", "issue", "verify", "`wsgate --help`"],
+    );
+    let k = LocalKey::generate();
+    assert_usage_error(
+        &["issue", "--key", &k.path],
+        &["--sub", "`wsgate issue --help`"],
+    );
+    assert_usage_error(
+        &["verify", "--key", &k.path],
+        &["token", "`wsgate verify --help`"],
+    );
+    assert_usage_error(&["serve", "--bogus"], &["--bogus", "`wsgate serve --help`"]);
+    assert_usage_error(
+        &["serve", "--max-message", "big"],
+        &["--max-message", "big"],
+    );
+    assert_usage_error(&["serve", "--cookie"], &["--cookie"]);
+    assert_usage_error(&["nonsense"], &["nonsense"]);
+}
+
+#[test]
+fn version_and_short_help() {
+    for flag in ["-V", "--version"] {
+        let o = wsgate(&[flag]);
+        assert_eq!(o.status.code(), Some(0), "{flag}: {}", stderr_of(&o));
+        assert_eq!(
+            stdout_of(&o).trim(),
+            format!("wsgate {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+    let o = wsgate(&["-h"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout_of(&o).contains("serve"), "{}", stdout_of(&o));
+    let o = wsgate(&["issue", "-h"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout_of(&o).contains("--claim-json"), "{}", stdout_of(&o));
+    let o = wsgate(&["serve", "-h"]);
+    assert!(
+        stdout_of(&o).contains(":8080 for every"),
+        "`:PORT` is explained: {}",
+        stdout_of(&o)
+    );
+}
+
+#[test]
+fn every_duration_option_takes_seconds_or_units() {
+    let k = LocalKey::generate();
+    // Units everywhere; a server that starts took them all.
+    let s = Server::start(&[
+        "--key",
+        &k.path,
+        "--auth-timeout",
+        "1s",
+        "--leeway",
+        "2m",
+        "--ticket-ttl",
+        "1m",
+        "--ping-interval",
+        "1h",
+    ]);
+    run(async {
+        // --auth-timeout 1s: no first message → 4408.
+        let mut ws = ws_ok(&s, &[]).await;
+        assert_eq!(expect_close(&mut ws).await.0, 4408);
+    });
+    assert_still_serves(&s, &k.token(&Claims::new("alice")));
+    // And plain numbers.
+    Server::start(&[
+        "--key",
+        &k.path,
+        "--auth-timeout",
+        "5",
+        "--ping-interval",
+        "30",
+    ]);
+    let t = ok_stdout(&["issue", "--key", &k.path, "--sub", "a", "--ttl", "90"]);
+    ok_stdout(&["verify", "--key", &k.path, "--leeway", "1m", t.trim()]);
+    for opt in [
+        "--auth-timeout",
+        "--leeway",
+        "--ticket-ttl",
+        "--ping-interval",
+    ] {
+        for bad in ["5x", "1.5m", "-1", "999999d"] {
+            let o = wsgate(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--key",
+                &k.path,
+                opt,
+                bad,
+            ]);
+            assert_config_error(&o, &format!("{opt}: "));
+        }
+    }
+    assert_config_error(
+        &wsgate(&["issue", "--key", &k.path, "--sub", "a", "--ttl", "soon"]),
+        "--ttl: ",
+    );
+    assert_config_error(
+        &wsgate(&["verify", "--key", &k.path, "--leeway", "x", "v4.local.x"]),
+        "--leeway: ",
+    );
+}
+
+#[test]
+fn zero_where_zero_makes_no_sense_is_refused() {
+    let k = LocalKey::generate();
+    for opt in ["--ping-interval", "--auth-timeout", "--ticket-ttl"] {
+        for zero in ["0", "0s"] {
+            let o = wsgate(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--key",
+                &k.path,
+                opt,
+                zero,
+            ]);
+            assert_config_error(&o, &format!("{opt}: must be at least 1s"));
+        }
+    }
+    // --leeway 0 is a strict clock, not a mistake.
+    Server::start(&["--key", &k.path, "--leeway", "0"]);
+}
+
+#[test]
+fn listen_takes_names_ports_alone_and_ipv6() {
+    let k = LocalKey::generate();
+    let t = k.token(&Claims::new("alice"));
+    // A host name, resolved at start.
+    let s = Server::start(&["--key", &k.path, "--listen", "localhost:0"]);
+    assert_still_serves(&s, &t);
+    // `:PORT`: every IPv4 interface.
+    let s = Server::start(&["--key", &k.path, "--listen", ":0"]);
+    assert!(
+        s.log().contains("addr=0.0.0.0:"),
+        "`:0` binds 0.0.0.0: {}",
+        s.log()
+    );
+    assert_still_serves(&s, &t);
+    // IPv6, where this machine has it.
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let s = Server::start(&["--key", &k.path, "--listen", "[::1]:0"]);
+        assert_still_serves(&s, &t);
+        let s = Server::start(&["--key", &k.path, "--listen", "[::]:0"]);
+        assert_still_serves(&s, &t);
+    } else {
+        eprintln!("skipped the IPv6 part: no ::1 on this machine");
+    }
+    for (bad, why) in [
+        ("127.0.0.1:99999", "port out of range"),
+        ("localhost", "expected HOST:PORT"),
+        ("127.0.0.1:http", "expected a port number"),
+        ("no-such-host.invalid:80", "cannot resolve"),
+        ("[::1:80", "not an IPv6 address"),
+    ] {
+        let o = wsgate(&["serve", "--key", &k.path, "--listen", bad]);
+        assert_config_error(&o, &format!("--listen {bad}: {why}"));
+    }
+}
+
+#[test]
+fn wsgate_key_holding_a_path_says_it_wants_the_key_text() {
+    let k = LocalKey::generate();
+    let o = wsgate_env(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("WSGATE_KEY", &k.path)],
+    );
+    assert_config_error(&o, "WSGATE_KEY: ");
+    assert!(stderr_of(&o).contains("--key"), "{}", stderr_of(&o));
+    let text = std::fs::read_to_string(&k.path).unwrap();
+    assert!(
+        !stderr_of(&o).contains(paserk_body(text.trim())),
+        "no key bytes"
+    );
+    // The key text itself works.
+    let s = Server::start_env(&[], &[("WSGATE_KEY", text.trim())]);
+    assert_still_serves(&s, &k.token(&Claims::new("alice")));
+}
+
+#[test]
+fn issue_claim_json_makes_typed_claims() {
+    let k = LocalKey::generate();
+    let out = ok_stdout(&[
+        "issue",
+        "--key",
+        &k.path,
+        "--sub",
+        "alice",
+        "--claim",
+        "n=5",
+        "--claim-json",
+        "m=5",
+        "--claim-json",
+        "admin=true",
+        "--claim-json",
+        r#"tags=["a","b"]"#,
+        "--claim-json",
+        r#"o={"x":null}"#,
+        "--claim-json",
+        r#"s="text""#,
+    ]);
+    let c = decrypt_local(&k.key, out.trim());
+    assert_eq!(c["n"], "5", "--claim stays a string");
+    assert_eq!(c["m"], 5);
+    assert_eq!(c["admin"], true);
+    assert_eq!(c["tags"], serde_json::json!(["a", "b"]));
+    assert_eq!(c["o"], serde_json::json!({ "x": null }));
+    assert_eq!(c["s"], "text");
+    assert_eq!(c["sub"], "alice");
+    for bad in ["m", "=5", "m=", "m=abc", "m=1 2", "sub=5", "exp=1", "n=1"] {
+        // (`n` is also given by --claim.)
+        let o = wsgate(&[
+            "issue",
+            "--key",
+            &k.path,
+            "--sub",
+            "a",
+            "--claim",
+            "n=1",
+            "--claim-json",
+            bad,
+        ]);
+        assert_config_error(&o, "--claim-json");
+    }
+}

@@ -67,6 +67,33 @@ fn cat_echoes_lines() {
 }
 
 #[test]
+fn a_text_message_ending_in_a_newline_is_one_line_not_two() {
+    // Line-oriented clients (websocat) send `one\n`: the process reads `one`, not
+    // `one` and an empty line.
+    let k = LocalKey::generate();
+    let s = exec_server(&k, "cat", &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        for m in ["one\n", "two", "three\n"] {
+            send_text(&mut ws, m).await;
+        }
+        // A message that is only `\n` is one empty line; `\n\n` is two.
+        send_text(&mut ws, "\n").await;
+        send_text(&mut ws, "four\n\n").await;
+        for want in ["one", "two", "three", "", "four", ""] {
+            assert_eq!(recv_text(&mut ws).await, want);
+        }
+        send_text(&mut ws, "end").await;
+        assert_eq!(
+            recv_text(&mut ws).await,
+            "end",
+            "no stray empty line before it"
+        );
+    });
+}
+
+#[test]
 fn many_lines_both_ways_at_once_do_not_deadlock() {
     let k = LocalKey::generate();
     let s = exec_server(&k, "cat", &[]);

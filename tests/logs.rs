@@ -334,3 +334,60 @@ fn every_line_is_key_value_pairs() {
         }
     }
 }
+
+#[test]
+fn a_query_token_while_query_is_off_is_named_in_the_answer_and_the_log() {
+    let k = LocalKey::generate();
+    let t = k.token(&Claims::new("alice"));
+    let target = format!("/?token={t}");
+    // `message` off too: 401, and the body says which method is off.
+    let s = Server::start(&[&k.arg()[..], &["--auth", "header,cookie"]].concat());
+    let r = upgrade_status(&s, &target, &[]);
+    assert_401_no_token(&r);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("query method is off"), "body: {body:?}");
+    let line = s.wait_log_line(|l| event(l).as_deref() == Some("auth_fail"));
+    assert_eq!(
+        log_value(&line, "detail").as_deref(),
+        Some("query_disabled"),
+        "{line}"
+    );
+    assert!(!s.log().contains(&t), "no token in the log");
+    // The default methods: first-message auth as before, with a hint in the log.
+    let s = Server::start(&k.arg());
+    run(async {
+        let (mut ws, _) = ws_connect(&s, &target, &[]).await.expect("upgrade");
+        let v = first_message_ok(&mut ws, &t).await;
+        assert_eq!(v["sub"], "alice");
+    });
+    let line = s.wait_log_line(|l| event(l).as_deref() == Some("auth_hint"));
+    assert_eq!(
+        log_value(&line, "detail").as_deref(),
+        Some("query_disabled"),
+        "{line}"
+    );
+    // No hint without a `token` parameter.
+    run(async {
+        let (mut ws, _) = ws_connect(&s, "/?room=1", &[]).await.expect("upgrade");
+        first_message_ok(&mut ws, &t).await;
+    });
+    s.wait_log_line(|l| event(l).as_deref() == Some("auth_ok") && l.contains("sub=alice"));
+    assert_eq!(s.log().matches("event=auth_hint").count(), 1, "{}", s.log());
+}
+
+#[test]
+fn a_bearer_value_with_a_space_is_not_visible_ascii() {
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    assert_401(&upgrade_status(
+        &s,
+        "/",
+        &[("Authorization", "Bearer hello world")],
+    ));
+    let line = s.wait_log_line(|l| event(l).as_deref() == Some("auth_fail"));
+    assert_eq!(
+        log_value(&line, "detail").as_deref(),
+        Some("not_visible_ascii"),
+        "{line}"
+    );
+}

@@ -131,10 +131,33 @@ fn protocol_answer_is_first_non_token_entry_and_never_the_token() {
 fn query_is_off_by_default() {
     let f = fixture("header,protocol,cookie", &[]);
     let t = f.valid();
+    // Refused as no token, with a reason that names the method that is off.
+    let (r, in_band) = rejected(f.decide_target(&format!("/ws?token={t}"), &[]));
     assert_eq!(
-        rejected(f.decide_target(&format!("/ws?token={t}"), &[])).0,
-        Rejection::MissingToken
+        (r, r.status(), in_band),
+        (Rejection::QueryDisabled, 401, false)
     );
+    assert_eq!(r.close().1, "query method is off");
+    assert_eq!(r.log_reason(), "query_disabled");
+    assert_eq!(r.metric_reason(), "invalid_token");
+    // With `message` on: first-message auth, flagged for the log.
+    let f = fixture(DEFAULT, &[]);
+    assert_eq!(
+        f.decide_target(&format!("/ws?token={t}"), &[]),
+        Decision::AwaitMessage {
+            protocol: None,
+            browser: false,
+            query_disabled: true
+        }
+    );
+    // Another parameter is not a hint.
+    assert!(matches!(
+        f.decide_target("/ws?tokens=x", &[]),
+        Decision::AwaitMessage {
+            query_disabled: false,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -306,7 +329,8 @@ fn no_token_with_message_enabled_awaits_message() {
         f.decide(&[("Sec-WebSocket-Protocol", "wsgate")]),
         Decision::AwaitMessage {
             protocol: Some("wsgate"),
-            browser: false
+            browser: false,
+            query_disabled: false
         }
     );
 }

@@ -464,7 +464,11 @@ impl Server {
     /// [`START_TIMEOUT`].
     pub fn try_start_env(args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
         let mut cmd = Command::new(bin());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        cmd.arg("serve");
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args);
         cmd.env_remove("WSGATE_KEY");
         for (k, v) in env {
             cmd.env(k, v);
@@ -500,6 +504,16 @@ impl Server {
         server.addr = addr
             .parse()
             .unwrap_or_else(|_| panic!("bad addr in {line:?}"));
+        // A test that binds every interface (`--listen :0`) still talks over loopback.
+        match server.addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                server.addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into())
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                server.addr.set_ip(std::net::Ipv6Addr::LOCALHOST.into())
+            }
+            _ => {}
+        }
         assert!(server.addr.ip().is_loopback(), "{line}");
         Ok(server)
     }
