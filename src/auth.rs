@@ -11,11 +11,17 @@ use std::str::FromStr;
 
 use ct_codecs::{Base64UrlSafeNoPadding, Encoder as _};
 
+use std::sync::{Arc, Mutex, RwLock};
+
 use crate::head::{Request, percent_decode};
+use crate::revocation::{
+    DEFAULT_REVOKE_CAPACITY, DEFAULT_REVOKE_TTL, Full as RevocationsFull, Revocation, Revocations,
+    TokenFacts,
+};
 use crate::tickets::{ReplayCache, ReplayError};
 use crate::time::Rfc3339;
 use crate::token::{
-    Claims, Key, TICKET_CLAIM, TokenError, UntrustedToken, Verifier, is_token_shaped,
+    Claims, Key, KeyError, TICKET_CLAIM, TokenError, UntrustedToken, Verifier, is_token_shaped,
 };
 
 /// Where a token came from. Ordered as the handshake checks them.
@@ -145,6 +151,10 @@ pub enum Rejection {
     Timeout,
     /// The ticket cache is full (a ticket minted elsewhere could not be recorded).
     Busy,
+    /// The token (or the one that minted the ticket) was revoked.
+    Revoked,
+    /// A refresh token of another `sub` than the session's.
+    WrongSub,
 }
 
 impl Rejection {
@@ -155,8 +165,9 @@ impl Rejection {
             | Rejection::QueryDisabled
             | Rejection::BadToken(_)
             | Rejection::Expired
-            | Rejection::TicketReused => 401,
-            Rejection::TicketWrongIp | Rejection::OriginNotAllowed => 403,
+            | Rejection::TicketReused
+            | Rejection::Revoked => 401,
+            Rejection::TicketWrongIp | Rejection::OriginNotAllowed | Rejection::WrongSub => 403,
             Rejection::Timeout => 408,
             Rejection::Busy => 503,
         }
@@ -170,7 +181,10 @@ impl Rejection {
             Rejection::QueryDisabled => (4401, "query method is off"),
             Rejection::Expired => (4401, "token expired"),
             Rejection::TicketReused => (4401, "ticket already used"),
-            Rejection::TicketWrongIp | Rejection::OriginNotAllowed => (4403, "forbidden"),
+            Rejection::Revoked => (4401, "token revoked"),
+            Rejection::TicketWrongIp | Rejection::OriginNotAllowed | Rejection::WrongSub => {
+                (4403, "forbidden")
+            }
             Rejection::Timeout => (4408, "authentication timeout"),
             Rejection::Busy => (1013, "try again later"),
         }
@@ -200,6 +214,8 @@ impl Rejection {
             Rejection::TicketWrongIp => "forbidden_ip",
             Rejection::OriginNotAllowed => "forbidden_origin",
             Rejection::Timeout => "timeout",
+            Rejection::Revoked => "revoked",
+            Rejection::WrongSub => "forbidden_sub",
         }
     }
 
@@ -215,6 +231,8 @@ impl Rejection {
             Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::Timeout => "auth_timeout",
             Rejection::Busy => "ticket_cache_full",
+            Rejection::Revoked => "revoked",
+            Rejection::WrongSub => "wrong_sub",
         }
     }
 }
@@ -242,6 +260,8 @@ impl fmt::Display for Rejection {
             Rejection::OriginNotAllowed => f.write_str("origin not allowed"),
             Rejection::Timeout => f.write_str("no first message in time"),
             Rejection::Busy => f.write_str("ticket cache full"),
+            Rejection::Revoked => f.write_str("token revoked"),
+            Rejection::WrongSub => f.write_str("token of another sub"),
         }
     }
 }
@@ -263,9 +283,22 @@ pub struct Identity {
     pub method: Method,
     /// Whether a single-use ticket opened the session.
     pub via_ticket: bool,
+    /// The `jti` revocation looks at: the token's (the minting token's, for a ticket).
+    pub jti: Option<String>,
+    /// The `iat` revocation looks at (Unix seconds), likewise.
+    pub iat: Option<i64>,
 }
 
 impl Identity {
+    /// What revocation looks at.
+    pub fn facts(&self) -> TokenFacts<'_> {
+        TokenFacts {
+            sub: &self.sub,
+            jti: self.jti.as_deref(),
+            iat: self.iat,
+        }
+    }
+
     /// The first-message success frame: `{"type":"authenticated","sub":…,"exp":…}`.
     pub fn authenticated_frame(&self) -> String {
         use std::fmt::Write;
@@ -320,7 +353,8 @@ pub struct GateConfig {
     pub cookie_name: String,
     /// Exact origins allowed from browsers (lower-case, no trailing `/`).
     pub allowed_origins: Vec<String>,
-    /// Keys and claim rules.
+    /// Keys and claim rules. The gate takes the keys ([`Gate::verifier`]; replaced
+    /// by [`Gate::set_keys`]) and leaves the rules here.
     pub verifier: Verifier,
     /// Lifetime of minted tickets, seconds.
     pub ticket_ttl: i64,
@@ -328,13 +362,44 @@ pub struct GateConfig {
     pub ticket_capacity: usize,
 }
 
-/// The decision core. Owns the verifier and the ticket replay cache.
+/// The decision core. Owns the keys, the ticket replay cache and the revocations.
 #[derive(Debug)]
 pub struct Gate {
     cfg: GateConfig,
+    /// The keys now: replaced whole by a reload, never changed in place.
+    keys: RwLock<Arc<KeyRing>>,
+    /// The ticket key of a server without a `k4.local` key, made at start: kept
+    /// across reloads so that tickets minted before one still open.
+    fallback_ticket_key: Option<Key>,
+    replay: ReplayCache,
+    revocations: Mutex<Revocations>,
+}
+
+/// A set of keys and the one tickets are sealed with.
+#[derive(Debug)]
+struct KeyRing {
+    verifier: Verifier,
     /// Index in the verifier of the key tickets are sealed with.
     ticket_key: usize,
-    replay: ReplayCache,
+}
+
+impl KeyRing {
+    /// Tickets are sealed with the first `k4.local` key, else with `fallback`.
+    fn new(mut verifier: Verifier, fallback: Option<&Key>) -> Result<KeyRing, KeyError> {
+        let local = |k: &Key| k.purpose() == crate::token::Purpose::Local;
+        let ticket_key = match verifier.keys().iter().position(local) {
+            Some(i) => i,
+            None => {
+                let fallback = fallback.ok_or(KeyError::Malformed("k4.local"))?;
+                verifier.push_key(Key::from_paserk(&fallback.to_paserk())?);
+                verifier.keys().len() - 1
+            }
+        };
+        Ok(KeyRing {
+            verifier,
+            ticket_key,
+        })
+    }
 }
 
 /// Longest message a client may send before it is authenticated: four times the
@@ -384,30 +449,105 @@ struct Found<'a> {
 impl Gate {
     /// Builds the gate. Tickets are sealed with the first `k4.local` key; without one,
     /// with a random key made now (tickets then work only on this process).
-    pub fn new(mut cfg: GateConfig) -> Result<Gate, crate::token::KeyError> {
-        let ticket_key = match cfg
-            .verifier
+    /// Revocations: [`DEFAULT_REVOKE_TTL`], [`DEFAULT_REVOKE_CAPACITY`] (see
+    /// [`Gate::set_revocation_limits`]).
+    pub fn new(mut cfg: GateConfig) -> Result<Gate, KeyError> {
+        let rules = cfg.verifier.rules().clone();
+        let verifier = std::mem::replace(&mut cfg.verifier, Verifier::new(Vec::new(), rules));
+        let has_local = verifier
             .keys()
             .iter()
-            .position(|k| k.purpose() == crate::token::Purpose::Local)
-        {
-            Some(i) => i,
-            None => {
-                cfg.verifier.push_key(Key::generate_local()?);
-                cfg.verifier.keys().len() - 1
-            }
+            .any(|k| k.purpose() == crate::token::Purpose::Local);
+        let fallback_ticket_key = if has_local {
+            None
+        } else {
+            Some(Key::generate_local()?)
         };
+        let ring = KeyRing::new(verifier, fallback_ticket_key.as_ref())?;
         let replay = ReplayCache::new(cfg.ticket_capacity);
         Ok(Gate {
             cfg,
-            ticket_key,
+            keys: RwLock::new(Arc::new(ring)),
+            fallback_ticket_key,
             replay,
+            revocations: Mutex::new(Revocations::new(
+                DEFAULT_REVOKE_TTL,
+                DEFAULT_REVOKE_CAPACITY,
+            )),
         })
     }
 
-    /// The configuration.
+    /// Sets how long revocation entries are kept and how many may be live; entries
+    /// already made keep their lifetime.
+    pub fn set_revocation_limits(&mut self, ttl: u64, capacity: usize) {
+        let list = self
+            .revocations
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut fresh = Revocations::new(ttl, capacity);
+        std::mem::swap(list, &mut fresh);
+    }
+
+    /// The configuration (its verifier holds the rules, not the keys: see
+    /// [`Gate::verifier`]).
     pub fn config(&self) -> &GateConfig {
         &self.cfg
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The keys and claim rules now in force.
+    pub fn verifier(&self) -> impl std::ops::Deref<Target = Verifier> + use<> {
+        struct Current(Arc<KeyRing>);
+        impl std::ops::Deref for Current {
+            type Target = Verifier;
+            fn deref(&self) -> &Verifier {
+                &self.0.verifier
+            }
+        }
+        Current(self.ring())
+    }
+
+    /// Replaces the keys at once (a reload): new handshakes use `keys`, sessions
+    /// already open are not touched. Nothing changes on error. The claim rules stay.
+    pub fn set_keys(&self, keys: Vec<Key>) -> Result<(), KeyError> {
+        if keys.is_empty() {
+            return Err(KeyError::Malformed("key"));
+        }
+        let rules = self.cfg.verifier.rules().clone();
+        let has_local = keys
+            .iter()
+            .any(|k| k.purpose() == crate::token::Purpose::Local);
+        // A server that started with only public keys keeps its process ticket key.
+        let fresh_fallback;
+        let fallback = match (&self.fallback_ticket_key, has_local) {
+            (Some(k), _) => Some(k),
+            (None, true) => None,
+            (None, false) => {
+                fresh_fallback = Key::generate_local()?;
+                Some(&fresh_fallback)
+            }
+        };
+        let ring = KeyRing::new(Verifier::new(keys, rules), fallback)?;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        Ok(())
+    }
+
+    /// Adds a revocation entry at `now`; `Err` when the list is full (nothing is
+    /// forgotten early).
+    pub fn revoke(&self, entry: &Revocation, now: i64) -> Result<(), RevocationsFull> {
+        self.revocations().revoke(entry, now)
+    }
+
+    /// The revocation list, locked.
+    pub fn revocations(&self) -> std::sync::MutexGuard<'_, Revocations> {
+        self.revocations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_revoked(&self, facts: &TokenFacts<'_>, now: i64) -> bool {
+        self.revocations().is_revoked(facts, now)
     }
 
     /// The replay cache (for metrics and tests).
@@ -503,48 +643,100 @@ impl Gate {
         peer: IpAddr,
         now: i64,
     ) -> Result<Identity, Rejection> {
-        let claims = self.cfg.verifier.verify(UntrustedToken(token), now)?;
+        let claims = self.ring().verifier.verify(UntrustedToken(token), now)?;
         let leeway = self.cfg.verifier.rules().leeway;
         let Claims {
             sub,
             exp,
             jti,
+            iat,
             ticket,
             json,
         } = claims;
         match ticket {
-            None => Ok(Identity {
-                sub,
-                exp,
-                deadline: exp.saturating_add(leeway),
-                claims: json,
-                method,
-                via_ticket: false,
-            }),
+            None => {
+                let identity = Identity {
+                    sub,
+                    exp,
+                    deadline: exp.saturating_add(leeway),
+                    claims: json,
+                    method,
+                    via_ticket: false,
+                    jti,
+                    iat,
+                };
+                if self.is_revoked(&identity.facts(), now) {
+                    return Err(Rejection::Revoked);
+                }
+                Ok(identity)
+            }
             Some(t) => {
                 if t.ip.parse::<IpAddr>().map(canonical) != Ok(canonical(peer)) {
                     return Err(Rejection::TicketWrongIp);
                 }
-                let jti = jti.ok_or(Rejection::BadToken(TokenError::BadClaims))?;
+                let ticket_jti = jti.ok_or(Rejection::BadToken(TokenError::BadClaims))?;
                 // Checked before use: a refused ticket stays unused.
                 if now > t.session_exp.saturating_add(leeway) {
                     return Err(Rejection::Expired);
                 }
-                match self.replay.consume(&jti, exp, now) {
-                    Ok(()) => {}
-                    Err(ReplayError::Reused) => return Err(Rejection::TicketReused),
-                    Err(ReplayError::Full) => return Err(Rejection::Busy),
-                }
-                Ok(Identity {
+                // The session is the minting token's: revocation looks at it.
+                let identity = Identity {
                     sub,
                     exp: t.session_exp,
                     deadline: t.session_exp.saturating_add(leeway),
                     claims: json,
                     method,
                     via_ticket: true,
-                })
+                    jti: t.minted_by_jti,
+                    iat: t.minted_by_iat,
+                };
+                if self.is_revoked(&identity.facts(), now) {
+                    return Err(Rejection::Revoked);
+                }
+                match self.replay.consume(&ticket_jti, exp, now) {
+                    Ok(()) => {}
+                    Err(ReplayError::Reused) => return Err(Rejection::TicketReused),
+                    Err(ReplayError::Full) => return Err(Rejection::Busy),
+                }
+                Ok(identity)
             }
         }
+    }
+
+    /// An in-band refresh (README "Refreshing and revoking"): `token` must be valid
+    /// like a handshake token, not a ticket, not revoked, and of the session's `sub`.
+    /// The identity it gives keeps the session's `method`.
+    pub fn check_refresh(
+        &self,
+        token: &str,
+        session: &Identity,
+        now: i64,
+    ) -> Result<Identity, Rejection> {
+        let claims = self
+            .ring()
+            .verifier
+            .verify(UntrustedToken(token.trim()), now)?;
+        if claims.ticket.is_some() {
+            return Err(Rejection::BadToken(TokenError::BadClaims));
+        }
+        let leeway = self.cfg.verifier.rules().leeway;
+        let identity = Identity {
+            deadline: claims.exp.saturating_add(leeway),
+            sub: claims.sub,
+            exp: claims.exp,
+            claims: claims.json,
+            method: session.method,
+            via_ticket: false,
+            jti: claims.jti,
+            iat: claims.iat,
+        };
+        if self.is_revoked(&identity.facts(), now) {
+            return Err(Rejection::Revoked);
+        }
+        if identity.sub != session.sub {
+            return Err(Rejection::WrongSub);
+        }
+        Ok(identity)
     }
 
     /// `POST /ticket`: authenticates the caller by Bearer header or cookie (cookie under
@@ -567,8 +759,8 @@ impl Gate {
                 return Err(TicketRefusal::Forbidden);
             }
         }
-        let claims = self
-            .cfg
+        let ring = self.ring();
+        let claims = ring
             .verifier
             .verify(UntrustedToken(&token), now)
             .map_err(|e| TicketRefusal::Unauthorized(e.into()))?;
@@ -576,6 +768,14 @@ impl Gate {
             return Err(TicketRefusal::Unauthorized(Rejection::BadToken(
                 TokenError::BadClaims,
             )));
+        }
+        let facts = TokenFacts {
+            sub: &claims.sub,
+            jti: claims.jti.as_deref(),
+            iat: claims.iat,
+        };
+        if self.is_revoked(&facts, now) {
+            return Err(TicketRefusal::Unauthorized(Rejection::Revoked));
         }
         let mut obj: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&claims.json).map_err(|_| {
@@ -593,12 +793,19 @@ impl Gate {
         let mut t = serde_json::Map::new();
         t.insert("ip".into(), s(canonical(peer).to_string()));
         t.insert("session_exp".into(), s(Rfc3339(claims.exp).to_string()));
+        // The session a ticket opens is the minting token's, for revocation too.
+        if let Some(jti) = &claims.jti {
+            t.insert("jti".into(), s(jti.clone()));
+        }
+        if let Some(iat) = claims.iat {
+            t.insert("iat".into(), s(Rfc3339(iat).to_string()));
+        }
         obj.insert(TICKET_CLAIM.into(), serde_json::Value::Object(t));
         let json = serde_json::Value::Object(obj).to_string();
         self.replay
             .issue(&jti, exp, now)
             .map_err(|_| TicketRefusal::Full)?;
-        let token = self.cfg.verifier.keys()[self.ticket_key]
+        let token = ring.verifier.keys()[ring.ticket_key]
             .issue(&json)
             .map_err(|e| TicketRefusal::Unauthorized(Rejection::BadToken(e)))?;
         Ok(Ticket {
@@ -720,6 +927,26 @@ impl Gate {
         }
         None
     }
+}
+
+/// The token of an in-band refresh request: a text message that is a JSON object
+/// with `"type":"refresh"` and a string `"token"` (other fields ignored). `None` for
+/// any other message, which passes untouched. Cheap for ordinary messages: only a
+/// text that starts with `{` and mentions `refresh` is parsed.
+pub fn refresh_request(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let t = text.trim_start();
+    if !t.starts_with('{') || !t.contains("refresh") {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Refresh<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        token: std::borrow::Cow<'a, str>,
+    }
+    let r: Refresh<'_> = serde_json::from_str(t).ok()?;
+    (r.kind == "refresh").then_some(r.token)
 }
 
 /// What a token carrier that is not UTF-8 stands as: never a valid token (not ASCII).

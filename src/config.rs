@@ -64,6 +64,21 @@ pub struct Config {
     pub head_timeout: Duration,
     /// On shutdown, wait this long for closing handshakes. Default 10 s (SPEC §9.15).
     pub shutdown_grace: Duration,
+    /// In-band refresh: sessions read `{"type":"refresh","token":…}` messages
+    /// themselves and send the `expiring` notice. Default off (README "Refreshing and
+    /// revoking").
+    pub refresh: bool,
+    /// With `refresh`: the `expiring` notice goes out this long before `exp`.
+    /// Default 30 s.
+    pub refresh_notice: Duration,
+    /// How long a revocation entry is kept, seconds. Default 86 400 (a day).
+    pub revoke_ttl: u64,
+    /// Bound on live revocation entries; beyond it a revocation is refused (503).
+    /// Default 100 000.
+    pub revoke_capacity: usize,
+    /// The operators' listener (`POST /revoke`, `GET /sessions`, `/healthz`,
+    /// `/metrics`), plain HTTP, no authentication of its own. Default off.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -88,6 +103,11 @@ impl Default for Config {
             ping_interval: Duration::from_secs(30),
             head_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            refresh: false,
+            refresh_notice: Duration::from_secs(30),
+            revoke_ttl: crate::revocation::DEFAULT_REVOKE_TTL,
+            revoke_capacity: crate::revocation::DEFAULT_REVOKE_CAPACITY,
+            admin_listen: None,
         }
     }
 }
@@ -188,7 +208,12 @@ pub fn io_reason(e: &std::io::Error) -> String {
 /// name is resolved now; an IPv4 address is preferred), or `:8080` (every IPv4
 /// interface, `0.0.0.0`).
 pub fn parse_listen(v: &str) -> Result<SocketAddr, ConfigError> {
-    let err = |why: &str| ConfigError::new(format!("--listen {v}"), why);
+    parse_addr("--listen", v)
+}
+
+/// A socket address given to `option`, with the forms of [`parse_listen`].
+pub fn parse_addr(option: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    let err = |why: &str| ConfigError::new(format!("{option} {v}"), why);
     if let Ok(a) = v.parse() {
         return Ok(a);
     }

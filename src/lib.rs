@@ -73,6 +73,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 #[cfg(feature = "bench")]
 pub mod bench;
@@ -84,7 +85,9 @@ pub mod head;
 pub mod log;
 pub mod metrics;
 pub mod process;
+pub mod registry;
 pub mod relay;
+pub mod revocation;
 pub mod server;
 pub mod session;
 pub mod tickets;
@@ -94,6 +97,8 @@ pub mod token;
 pub use async_tungstenite::tungstenite::Message;
 pub use auth::{Decision, Gate, GateConfig, Identity, Method, Methods, Rejection, Ticket};
 pub use config::{Config, ConfigError, Mode};
-pub use server::{Error, Server, ShutdownHandle};
+pub use registry::SessionInfo;
+pub use revocation::Revocation;
+pub use server::{Error, Server, ServerHandle, ShutdownHandle};
 pub use session::{BoxedConnection, Connection, Handler, Race, Session};
 pub use token::{ClaimRules, Claims, Key, KeyError, TokenError, UntrustedToken, Verifier};

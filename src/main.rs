@@ -25,6 +25,7 @@ enum Cmd {
     Keygen(Keygen),
     Issue(Issue),
     Verify(Verify),
+    Revoke(Revoke),
     #[cfg(feature = "bench")]
     Bench(Bench),
 }
@@ -91,6 +92,39 @@ struct Serve {
     /// error, warn, info or debug [info]
     #[argh(option, default = "\"info\".into()")]
     log_level: String,
+    /// in-band refresh: sessions take {"type":"refresh","token":…} messages and get an
+    /// `expiring` notice before exp [off]
+    #[argh(switch)]
+    refresh: bool,
+    /// with --refresh, the `expiring` notice comes this long before exp [30s]
+    #[argh(option, default = "\"30\".into()")]
+    refresh_notice: String,
+    /// operators' listener (POST /revoke, GET /sessions, /healthz, /metrics): plain HTTP
+    /// without authentication, bind it to loopback or a private network [off]
+    #[argh(option)]
+    admin_listen: Option<String>,
+    /// how long a revocation is kept [86400s]
+    #[argh(option, default = "\"86400\".into()")]
+    revoke_ttl: String,
+    /// most live revocations; POST /revoke answers 503 beyond [100000]
+    #[argh(option, default = "100000")]
+    revoke_capacity: usize,
+}
+
+#[derive(FromArgs)]
+/// Revoke tokens on a running server through its --admin-listen address: every token
+/// with this jti, or every token of this sub issued up to now. Prints the answer's JSON.
+#[argh(subcommand, name = "revoke", help_triggers("-h", "--help", "help"))]
+struct Revoke {
+    /// the server's --admin-listen address (HOST:PORT)
+    #[argh(option)]
+    admin: String,
+    /// revoke every token of this sub issued up to now
+    #[argh(option)]
+    sub: Option<String>,
+    /// revoke the token with this jti
+    #[argh(option)]
+    jti: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -313,6 +347,7 @@ fn main() -> ExitCode {
         Cmd::Keygen(k) => keygen(k),
         Cmd::Issue(i) => issue(i),
         Cmd::Verify(v) => return verify(v),
+        Cmd::Revoke(r) => return revoke(r),
         #[cfg(feature = "bench")]
         Cmd::Bench(b) => return bench(b),
     };
@@ -325,7 +360,7 @@ fn main() -> ExitCode {
     }
 }
 
-const SUBCOMMANDS: [&str; 5] = ["serve", "keygen", "issue", "verify", "bench"];
+const SUBCOMMANDS: [&str; 6] = ["serve", "keygen", "issue", "verify", "revoke", "bench"];
 
 /// argh's usage error as one line that keeps its list: `missing option: --sub`,
 /// `missing subcommand, one of: serve, keygen, …`, `--max-message big: not a number`.
@@ -472,6 +507,20 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     }
     config.static_dir = s.static_dir;
     config.ping_interval = std::time::Duration::from_secs(ping_interval);
+    config.refresh = s.refresh;
+    config.refresh_notice =
+        std::time::Duration::from_secs(seconds("--refresh-notice", &s.refresh_notice, 0)?);
+    config.admin_listen = s
+        .admin_listen
+        .as_deref()
+        .map(|a| wsgate::config::parse_addr("--admin-listen", a))
+        .transpose()?;
+    config.revoke_ttl = seconds("--revoke-ttl", &s.revoke_ttl, 1)?;
+    if s.revoke_capacity == 0 {
+        return Err(ConfigError::new("--revoke-capacity", "must be at least 1"));
+    }
+    config.revoke_capacity = s.revoke_capacity;
+    let key_files = s.key.clone();
     // Both constructors check their argument and name the option in the error.
     let handler = match &config.mode {
         Mode::Echo => Handler::echo(),
@@ -500,14 +549,20 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
                 .map_err(|e| ConfigError::new("serve", e))?;
             print_demo(&token, addr);
         }
-        let handle = server.shutdown_handle();
-        let signals =
-            async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]);
+        let handle = server.handle();
+        use async_signal::Signal;
+        let signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup]);
         let watch = async move {
             if let Ok(mut signals) = signals {
                 use smol::stream::StreamExt as _;
-                if signals.next().await.is_some() {
-                    handle.shutdown();
+                while let Some(signal) = signals.next().await {
+                    match signal {
+                        Ok(Signal::Hup) => reload(&handle, &key_files),
+                        _ => {
+                            handle.shutdown();
+                            break;
+                        }
+                    }
                 }
             }
             std::future::pending::<std::io::Result<()>>().await
@@ -519,6 +574,95 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             .await
             .map_err(|e| ConfigError::new("serve", e))
     })
+}
+
+/// SIGHUP: re-reads every `--key` file; all of them or nothing (a failure changes
+/// nothing, is logged, and the server keeps serving).
+fn reload(handle: &wsgate::ServerHandle, key_files: &[PathBuf]) {
+    if key_files.is_empty() {
+        wsgate::log_event!(
+            Level::Warn,
+            "reload",
+            "reason" = "no --key file to re-read (WSGATE_KEY or an ephemeral key)",
+        );
+        return;
+    }
+    let loaded = load_keys(key_files, None).and_then(|keys| {
+        let n = keys.len();
+        handle
+            .set_keys(keys)
+            .map(|()| n)
+            .map_err(|e| ConfigError::new("--key", e))
+    });
+    match loaded {
+        Ok(n) => wsgate::log_event!(Level::Info, "reload", "keys" = n),
+        Err(e) => wsgate::log_event!(Level::Error, "reload", "reason" = e),
+    }
+}
+
+/// `wsgate revoke`: exit 0 with the answer's JSON on stdout, or `error: …` and 1.
+fn revoke(r: Revoke) -> ExitCode {
+    let body = match (&r.sub, &r.jti) {
+        (Some(s), None) => format!(r#"{{"sub":{}}}"#, json_string(s)),
+        (None, Some(j)) => format!(r#"{{"jti":{}}}"#, json_string(j)),
+        _ => {
+            eprintln!("error: --sub S or --jti ID: give exactly one (see `wsgate revoke --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    match post_revoke(&r.admin, &body) {
+        Ok((200, answer)) => {
+            println!("{}", answer.trim_end());
+            ExitCode::SUCCESS
+        }
+        Ok((status, answer)) => {
+            eprintln!("error: --admin {}: {status} {}", r.admin, answer.trim_end());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: --admin {}: {e}", r.admin);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// `POST /revoke` with `body` to `addr`: the status and the answer's body.
+fn post_revoke(addr: &str, body: &str) -> Result<(u16, String), String> {
+    use std::io::Read as _;
+    use std::net::ToSocketAddrs as _;
+    let timeout = std::time::Duration::from_secs(10);
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("not an address: {e}"))?
+        .next()
+        .ok_or("not an address")?;
+    let mut s = std::net::TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    let request = format!(
+        "POST /revoke HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("cannot send: {e}"))?;
+    let mut answer = Vec::new();
+    s.take(1 << 20)
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("no answer: {e}"))?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("not an HTTP answer")?;
+    Ok((status, body.to_owned()))
 }
 
 /// The key-less `serve` banner: the demo token is the one token wsgate ever prints

@@ -13,14 +13,50 @@ pub const BUCKETS_US: [u64; 14] = [
     1_000_000,
 ];
 
-const REASONS: [&str; 6] = [
+const REASONS: [&str; 7] = [
     "invalid_token",
     "expired",
     "forbidden_origin",
     "forbidden_ip",
     "ticket_reused",
     "timeout",
+    "revoked",
 ];
+
+/// The `result` labels of `wsgate_refreshes_total`, in [`RefreshResult`] order.
+const REFRESH_RESULTS: [&str; 5] = ["ok", "invalid", "expired", "revoked", "forbidden"];
+
+/// How an in-band refresh ended, for `wsgate_refreshes_total{result}` and the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshResult {
+    /// Accepted: the session now ends at the new `exp` + leeway.
+    Ok = 0,
+    /// Not a valid token, or a ticket.
+    Invalid = 1,
+    /// Expired.
+    Expired = 2,
+    /// Revoked.
+    Revoked = 3,
+    /// Another `sub` than the session's.
+    Forbidden = 4,
+}
+
+impl RefreshResult {
+    /// The result of a refused refresh.
+    pub fn of(r: Rejection) -> RefreshResult {
+        match r {
+            Rejection::Expired => RefreshResult::Expired,
+            Rejection::Revoked => RefreshResult::Revoked,
+            Rejection::WrongSub => RefreshResult::Forbidden,
+            _ => RefreshResult::Invalid,
+        }
+    }
+
+    /// The label.
+    pub fn as_str(self) -> &'static str {
+        REFRESH_RESULTS[self as usize]
+    }
+}
 
 /// Microseconds written as decimal seconds (`0.00005`, `1`, `2.5`) with integer
 /// arithmetic: no float formatting code in the binary.
@@ -64,8 +100,10 @@ pub struct Metrics {
     connections: AtomicI64,
     sessions: AtomicI64,
     handshakes: [AtomicU64; 5],
-    failures: [AtomicU64; 6],
+    failures: [AtomicU64; 7],
     tickets: [AtomicU64; 3],
+    refreshes: [AtomicU64; 5],
+    revocations: [AtomicU64; 2],
     buckets: [AtomicU64; BUCKETS_US.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -116,6 +154,16 @@ impl Metrics {
         if r == Rejection::TicketReused {
             self.ticket(TicketEvent::Replayed);
         }
+    }
+
+    /// Counts an in-band refresh.
+    pub fn refresh(&self, r: RefreshResult) {
+        self.refreshes[r as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a revocation (`kind`: `jti` or `sub`).
+    pub fn revocation(&self, kind: &str) {
+        self.revocations[usize::from(kind == "sub")].fetch_add(1, Relaxed);
     }
 
     /// Counts a ticket event.
@@ -178,6 +226,27 @@ impl Metrics {
                 s,
                 "wsgate_tickets_total{{event=\"{e}\"}} {}",
                 self.tickets[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP wsgate_refreshes_total In-band token refreshes by result."
+        );
+        let _ = writeln!(s, "# TYPE wsgate_refreshes_total counter");
+        for (i, r) in REFRESH_RESULTS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "wsgate_refreshes_total{{result=\"{r}\"}} {}",
+                self.refreshes[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(s, "# HELP wsgate_revocations_total Revocations by kind.");
+        let _ = writeln!(s, "# TYPE wsgate_revocations_total counter");
+        for (i, k) in ["jti", "sub"].iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "wsgate_revocations_total{{kind=\"{k}\"}} {}",
+                self.revocations[i].load(Relaxed)
             );
         }
         let _ = writeln!(

@@ -27,6 +27,8 @@ use crate::endpoints;
 use crate::head::{self, HeadError, MAX_HEAD, UpgradeError};
 use crate::log::Level;
 use crate::metrics::{Metrics, TicketEvent};
+use crate::registry::{Registry, SessionInfo};
+use crate::revocation::{Full as RevocationsFull, Revocation};
 use crate::session::{
     BoxedConnection, Handler, Session, WsStream, close_and_drain, close_unreadable, drain,
     peer_fault, within_close_wait,
@@ -54,11 +56,21 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// Binding the operators' listener failed.
+    AdminBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::AdminBind { addr, source } => {
+                write!(f, "--admin-listen {addr}: cannot bind: {source}")
+            }
             Error::Config(e) => e.fmt(f),
             Error::Bind { addr, source } => write!(f, "--listen {addr}: cannot bind: {source}"),
         }
@@ -80,6 +92,7 @@ pub struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) handler: Handler,
     pub(crate) shutdown: Event,
+    pub(crate) registry: Registry,
     shutting_down: AtomicBool,
     connections: AtomicUsize,
     idle: Event,
@@ -98,28 +111,65 @@ impl Shared {
     }
 }
 
-/// Stops a running [`Server`]: the listener closes at once, every session gets
-/// 1001 `going away`, and `run` returns when they are closed or after the grace period.
+/// Reaches a running [`Server`] from outside: stops it, revokes tokens and closes
+/// the sessions they opened, lists the live sessions, replaces the keys.
 #[derive(Clone)]
-pub struct ShutdownHandle(Arc<Shared>);
+pub struct ServerHandle(pub(crate) Arc<Shared>);
 
-impl ShutdownHandle {
-    /// Begins the shutdown. Idempotent.
+/// The name [`ServerHandle`] had when it could only stop the server.
+pub type ShutdownHandle = ServerHandle;
+
+impl ServerHandle {
+    /// Begins the shutdown: the listener closes at once, every session gets 1001
+    /// `going away`, and `run` returns when they are closed or after the grace
+    /// period. Idempotent.
     pub fn shutdown(&self) {
         self.0.shutting_down.store(true, Ordering::Release);
         self.0.shutdown.notify(usize::MAX);
+        self.0.registry.wake_all();
+    }
+
+    /// Revokes tokens from now on (README "Refreshing and revoking") and closes the
+    /// live sessions on this server that the entry matches with 4401 `token
+    /// revoked`. Returns how many it closed; `Err` when the list is full (nothing
+    /// stored, nothing closed).
+    pub fn revoke(&self, entry: &Revocation) -> Result<usize, RevocationsFull> {
+        let now = unix_now();
+        self.0.gate.revoke(entry, now)?;
+        let closed = self.0.registry.revoke(entry, now);
+        self.0.metrics.revocation(entry.kind());
+        crate::log_event!(
+            Level::Info,
+            "revoke",
+            "kind" = entry.kind(),
+            "closed" = closed,
+        );
+        Ok(closed)
+    }
+
+    /// The live authenticated sessions on this server (of `sub` only, when given).
+    pub fn sessions(&self, sub: Option<&str>) -> Vec<SessionInfo> {
+        self.0.registry.list(sub)
+    }
+
+    /// Replaces the verification keys at once (a reload): new handshakes use them;
+    /// live sessions keep running. Nothing changes on error.
+    pub fn set_keys(&self, keys: Vec<crate::token::Key>) -> Result<(), crate::token::KeyError> {
+        self.0.gate.set_keys(keys)
     }
 }
 
-impl fmt::Debug for ShutdownHandle {
+impl fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ShutdownHandle")
+        f.write_str("ServerHandle")
     }
 }
 
 /// A bound wsgate server.
 pub struct Server {
     listener: TcpListener,
+    /// The operators' listener, when configured.
+    admin: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -153,7 +203,7 @@ impl Server {
             audience: config.audience.clone(),
             issuer: config.issuer.clone(),
         };
-        let gate = Gate::new(GateConfig {
+        let mut gate = Gate::new(GateConfig {
             methods: config.methods,
             cookie_name: config.cookie_name.clone(),
             allowed_origins: config.allowed_origins.clone(),
@@ -162,12 +212,21 @@ impl Server {
             ticket_capacity: config.ticket_capacity,
         })
         .map_err(|e| ConfigError::new("ticket key", e))?;
+        gate.set_revocation_limits(config.revoke_ttl, config.revoke_capacity);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
                 addr: config.listen,
                 source,
             })?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::AdminBind { addr, source })?,
+            ),
+            None => None,
+        };
         let max = config.max_message.max(1);
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
@@ -186,13 +245,18 @@ impl Server {
             metrics: Metrics::default(),
             handler,
             shutdown: Event::new(),
+            registry: Registry::default(),
             shutting_down: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             idle: Event::new(),
             ws_config,
             pre_auth_config,
         });
-        Ok(Server { listener, shared })
+        Ok(Server {
+            listener,
+            admin,
+            shared,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -200,9 +264,19 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// A handle that stops the server.
+    /// The operators' listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// A handle to the running server (stop, revoke, list sessions, reload keys).
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle(self.shared.clone())
+    }
+
+    /// A handle that stops the server (the same as [`Server::handle`]).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.shared.clone())
+        self.handle()
     }
 
     /// The server's metrics.
@@ -213,8 +287,18 @@ impl Server {
     /// Serves until shut down, on the calling thread (one executor, no thread per
     /// connection). Returns once every connection closed or the grace period passed.
     pub async fn run(self) -> io::Result<()> {
-        let Server { listener, shared } = self;
+        let Server {
+            listener,
+            admin,
+            shared,
+        } = self;
         let ex = Arc::new(smol::Executor::new());
+        if let Some(admin) = admin {
+            let addr = admin.local_addr()?;
+            crate::log_event!(Level::Info, "admin_listen", "addr" = addr);
+            ex.spawn(crate::admin::accept_loop(admin, shared.clone(), ex.clone()))
+                .detach();
+        }
         let addr = listener.local_addr()?;
         crate::log_event!(Level::Info, "listen", "addr" = addr);
         ex.run(async {
@@ -295,7 +379,7 @@ impl Server {
 }
 
 /// Reads a request head within the deadline. `Ok(Some(n))`: a complete head of `n` bytes.
-async fn read_head(
+pub(crate) async fn read_head(
     stream: &mut BoxedConnection,
     buf: &mut Vec<u8>,
     deadline: Instant,
@@ -367,7 +451,7 @@ async fn write_all(stream: &mut BoxedConnection, bytes: &[u8]) -> bool {
 /// that stops reading cannot hold its connection.
 pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
 
-async fn respond(stream: &mut BoxedConnection, bytes: &[u8]) {
+pub(crate) async fn respond(stream: &mut BoxedConnection, bytes: &[u8]) {
     let written = async { write_all(stream, bytes).await }
         .or(async {
             Timer::after(RESPONSE_DEADLINE).await;
@@ -661,14 +745,11 @@ async fn connection(
             leftover,
         } => {
             let ws = Box::pin(ws_from(&shared, stream, leftover, true)).await;
-            Some(shared.handler.run(Session::new(
-                identity,
-                peer,
-                target,
-                ws,
-                shared.clone(),
-                None,
-            )))
+            Some(
+                shared
+                    .handler
+                    .run(Session::new(identity, peer, target, ws, shared.clone())),
+            )
         }
         Next::InBand {
             rejection,
@@ -788,7 +869,8 @@ async fn first_message(
             } else {
                 ws
             };
-            let mut session = Session::new(identity, peer, target, ws, shared.clone(), Some(stop));
+            drop(stop);
+            let mut session = Session::new(identity, peer, target, ws, shared.clone());
             if !fresh {
                 // Not expected (reads end at frame ends); the renewal at the next
                 // boundary brings the session's limits then.

@@ -25,6 +25,9 @@ use smol::stream::StreamExt as _;
 use crate::auth::Identity;
 use crate::frames::FrameAligned;
 use crate::log::Level;
+use crate::metrics::RefreshResult;
+use crate::registry::Control;
+use crate::revocation::Revocation;
 use crate::server::Shared;
 
 /// The byte stream of a client connection: TCP, TLS over TCP, or anything else that
@@ -80,7 +83,15 @@ pub struct Session {
     /// ([`HOLD_PROBE`]). `None` while reading.
     next_probe: Option<Instant>,
     awaiting_pong: bool,
-    shutdown: event_listener::EventListener,
+    /// With in-band refresh on: when to send the `expiring` notice (`None`: sent, or
+    /// refresh off).
+    notice_at: Option<Instant>,
+    /// How the server reaches this session (revoked, shutting down), and its entry
+    /// in the registry of live sessions.
+    control: Arc<Control>,
+    registry_id: u64,
+    /// Wakes the session when `control` is notified.
+    wake: event_listener::EventListener,
     started: Instant,
     close_code: Option<u16>,
     close_reason: String,
@@ -101,7 +112,8 @@ pub struct Session {
 enum Event<T> {
     Frame(Option<Result<Message, WsError>>),
     Tick,
-    Shutdown,
+    /// Woken from outside: revoked, or the server shuts down.
+    Wake,
     Other(T),
 }
 
@@ -136,12 +148,27 @@ impl Session {
         target: String,
         ws: WsStream,
         shared: Arc<Shared>,
-        shutdown: Option<event_listener::EventListener>,
     ) -> Session {
-        let deadline = instant_at(identity.deadline, crate::time::unix_now());
+        let unix = crate::time::unix_now();
+        let deadline = instant_at(identity.deadline, unix);
         let ping_interval = shared.config.ping_interval;
-        // The first-message wait's listener carries on (one registration fewer).
-        let shutdown = shutdown.unwrap_or_else(|| shared.shutdown.listen());
+        let (registry_id, control) = shared.registry.add(&identity, peer, unix);
+        let wake = control.listen();
+        // A revocation made while this session's handshake was finishing found it
+        // not registered yet: look again now that it is.
+        if shared
+            .gate
+            .revocations()
+            .is_revoked(&identity.facts(), unix)
+        {
+            shared
+                .registry
+                .revoke(&Revocation::Sub(identity.sub.clone()), unix);
+            if let Some(j) = &identity.jti {
+                shared.registry.revoke(&Revocation::Jti(j.clone()), unix);
+            }
+        }
+        let notice_at = notice_at(&shared, identity.exp, unix);
         let now = Instant::now();
         shared.metrics.sessions_add(1);
         Session {
@@ -158,7 +185,10 @@ impl Session {
             active: false,
             next_probe: None,
             awaiting_pong: false,
-            shutdown,
+            notice_at,
+            control,
+            registry_id,
+            wake,
             started: now,
             close_code: None,
             close_reason: String::new(),
@@ -181,9 +211,16 @@ impl Session {
         &self.identity.claims
     }
 
-    /// The verified identity (sub, exp, claims, method).
+    /// The verified identity (sub, exp, claims, method). After an in-band refresh,
+    /// the refresh token's.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The `exp` claim that bounds the session now (Unix seconds): it moves with each
+    /// in-band refresh. The session ends at `exp` + leeway.
+    pub fn exp(&self) -> i64 {
+        self.identity.exp
     }
 
     /// The client's address.
@@ -260,18 +297,18 @@ impl Session {
         self.ws = WebSocketStream::from_raw_socket(old.into_inner(), Role::Server, config).await;
     }
 
-    /// Arms the timer for the deadline and, when reading, the keepalive check, or,
-    /// when holding, the next probe.
+    /// Arms the timer for the deadline, the expiry notice and, when reading, the
+    /// keepalive check, or, when holding, the next probe.
     fn arm_timer(&mut self, read: bool) {
         let check = if read {
             Some(self.next_check)
         } else {
             self.next_probe
         };
-        let at = match (self.deadline, check) {
-            (Some(d), Some(c)) => Some(d.min(c)),
-            (d, c) => d.or(c),
-        };
+        let at = [self.deadline, check, self.notice_at]
+            .into_iter()
+            .flatten()
+            .min();
         if at != self.armed {
             self.armed = at;
             match at {
@@ -312,9 +349,10 @@ impl Session {
     async fn wait<T>(&mut self, read: bool, other: impl Future<Output = T>) -> Race<T> {
         let mut other = std::pin::pin!(other);
         while self.open {
-            if self.shared.is_shutting_down() {
-                // A session that began after the shutdown signal missed its wake-up.
-                self.close(1001, "going away").await;
+            if self.control.is_revoked() || self.shared.is_shutting_down() {
+                // A session that began after the signal missed its wake-up.
+                let (code, reason) = self.woken_for();
+                self.close(code, reason).await;
                 break;
             }
             if self.renew && !self.raw && !self.unflushed && self.ws.get_ref().at_boundary() {
@@ -337,7 +375,7 @@ impl Session {
             let ev = {
                 let ws = &mut self.ws;
                 let timer = &mut self.timer;
-                let shutdown = &mut self.shutdown;
+                let wake = &mut self.wake;
                 let other = &mut other;
                 let frame = async {
                     if read_frames {
@@ -351,8 +389,8 @@ impl Session {
                     Event::Tick
                 };
                 let stop = async {
-                    shutdown.await;
-                    Event::Shutdown
+                    wake.await;
+                    Event::Wake
                 };
                 let other = async { Event::Other(other.await) };
                 frame.or(tick).or(stop).or(other).await
@@ -361,7 +399,7 @@ impl Session {
                 Event::Other(t) => return Race::Other(t),
                 Event::Frame(f) => Event::Frame(f),
                 Event::Tick => Event::Tick,
-                Event::Shutdown => Event::Shutdown,
+                Event::Wake => Event::Wake,
             };
             if let Some(m) = self.on_event(ev, read).await {
                 return Race::Client(m);
@@ -383,6 +421,16 @@ impl Session {
             Event::Frame(Some(Ok(m))) => {
                 self.active = true;
                 self.renew |= m.len() > RENEW_BUFFERS_ABOVE;
+                if let Message::Text(t) = &m {
+                    if self.shared.config.refresh {
+                        if let Some(token) = crate::auth::refresh_request(t) {
+                            // Consumed: never handed on, whatever the result.
+                            let token = token.into_owned();
+                            Box::pin(self.refresh(&token)).await;
+                            return None;
+                        }
+                    }
+                }
                 match m {
                     Message::Text(_) | Message::Binary(_) if read => return Some(m),
                     Message::Ping(_) | Message::Pong(_) if read && self.forward_control => {
@@ -422,6 +470,10 @@ impl Session {
                 let now = Instant::now();
                 if self.deadline.is_some_and(|d| now >= d) {
                     self.close(4401, "token expired").await;
+                } else if self.notice_at.is_some_and(|n| now >= n) {
+                    self.notice_at = None;
+                    let frame = exp_frame("expiring", self.identity.exp);
+                    Box::pin(self.send_watched(Message::text(frame))).await;
                 } else if !read && self.next_probe.is_some_and(|p| now >= p) {
                     self.next_probe = Some(crate::server::instant_after(now, HOLD_PROBE));
                     Box::pin(self.probe()).await;
@@ -450,12 +502,63 @@ impl Session {
                     }
                 }
             }
-            Event::Shutdown => {
-                self.shutdown = self.shared.shutdown.listen();
-                self.close(1001, "going away").await;
+            Event::Wake => {
+                self.wake = self.control.listen();
+                if self.control.is_revoked() || self.shared.is_shutting_down() {
+                    let (code, reason) = self.woken_for();
+                    self.close(code, reason).await;
+                }
             }
         }
         None
+    }
+
+    /// Why the session was woken from outside: its close code and reason.
+    fn woken_for(&self) -> (u16, &'static str) {
+        if self.control.is_revoked() {
+            crate::auth::Rejection::Revoked.close()
+        } else if self.shared.is_shutting_down() {
+            (1001, "going away")
+        } else {
+            (4401, "token expired")
+        }
+    }
+
+    /// An in-band refresh (the message was consumed): the session becomes the new
+    /// token's, or closes with the refusal's code.
+    async fn refresh(&mut self, token: &str) {
+        let now = crate::time::unix_now();
+        let outcome = self.shared.gate.check_refresh(token, &self.identity, now);
+        let result = match &outcome {
+            Ok(_) => RefreshResult::Ok,
+            Err(r) => RefreshResult::of(*r),
+        };
+        self.shared.metrics.refresh(result);
+        crate::log_event!(
+            Level::Info,
+            "refresh",
+            "peer" = self.peer,
+            "sub" = &self.identity.sub,
+            "result" = result.as_str(),
+        );
+        match outcome {
+            Ok(identity) => {
+                self.deadline = instant_at(identity.deadline, now);
+                self.notice_at = notice_at(&self.shared, identity.exp, now);
+                self.armed = None;
+                self.shared.registry.update(self.registry_id, &identity);
+                self.identity = identity;
+                let frame = exp_frame("refreshed", self.identity.exp);
+                self.send_watched(Message::text(frame)).await;
+            }
+            Err(rejection) => {
+                if rejection == crate::auth::Rejection::Revoked {
+                    self.shared.metrics.failure(rejection);
+                }
+                let (code, reason) = rejection.close();
+                self.close(code, reason).await;
+            }
+        }
     }
 
     /// Probes a client held back ([`HOLD_PROBE`]): a ping, without waiting for the
@@ -499,7 +602,7 @@ impl Session {
         let sent = {
             self.unflushed = true;
             let ws = &mut self.ws;
-            let shutdown = &mut self.shutdown;
+            let wake = &mut self.wake;
             let send = async { Some(ws.send(msg).await.is_ok()) };
             let expire = async {
                 match deadline {
@@ -509,7 +612,7 @@ impl Session {
                 None
             };
             let stop = async {
-                shutdown.await;
+                wake.await;
                 None
             };
             send.or(expire).or(stop).await
@@ -524,13 +627,10 @@ impl Session {
                 self.open = false;
                 false
             }
-            None if self.shared.is_shutting_down() => {
-                self.shutdown = self.shared.shutdown.listen();
-                self.close(1001, "going away").await;
-                false
-            }
             None => {
-                self.close(4401, "token expired").await;
+                self.wake = self.control.listen();
+                let (code, reason) = self.woken_for();
+                self.close(code, reason).await;
                 false
             }
         }
@@ -562,6 +662,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.shared.metrics.sessions_add(-1);
+        self.shared.registry.remove(self.registry_id);
         crate::log_event!(
             Level::Info,
             "close",
@@ -571,6 +672,25 @@ impl Drop for Session {
             "ms" = self.started.elapsed().as_millis(),
         );
     }
+}
+
+/// When the `expiring` notice for `exp` is due: `--refresh-notice` before it, at once
+/// if that moment has passed; `None` without `--refresh`.
+fn notice_at(shared: &Shared, exp: i64, now_unix: i64) -> Option<Instant> {
+    if !shared.config.refresh {
+        return None;
+    }
+    let notice = shared.config.refresh_notice.as_secs().min(i64::MAX as u64) as i64;
+    // At once if that moment has passed; never for a token that outlives a century.
+    instant_at(exp.saturating_sub(notice), now_unix)
+}
+
+/// `{"type":"<kind>","exp":"<RFC 3339>"}`: the `expiring` and `refreshed` frames.
+fn exp_frame(kind: &str, exp: i64) -> String {
+    format!(
+        r#"{{"type":"{kind}","exp":"{}"}}"#,
+        crate::time::Rfc3339(exp)
+    )
 }
 
 /// Runs `f` for at most [`CLOSE_WAIT`]: `None` if it did not finish. Every closing

@@ -441,9 +441,14 @@ struct RawTicket<'a> {
     ip: Cow<'a, str>,
     #[serde(borrow)]
     session_exp: Cow<'a, str>,
+    #[serde(borrow, default)]
+    jti: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    iat: Option<Cow<'a, str>>,
 }
 
-/// Name of the claim that marks a wsgate ticket: `{"ip": "...", "session_exp": "..."}`.
+/// Name of the claim that marks a wsgate ticket: `{"ip": "...", "session_exp": "...",
+/// "jti": "...", "iat": "..."}` (the last two: the minting token's, when it had them).
 pub const TICKET_CLAIM: &str = "wsgate_ticket";
 
 /// What a ticket carries beyond an ordinary token.
@@ -453,6 +458,10 @@ pub struct TicketClaims {
     pub ip: String,
     /// `exp` of the token that minted the ticket (Unix seconds): the session's end.
     pub session_exp: i64,
+    /// `jti` of the token that minted the ticket: revocation looks at it.
+    pub minted_by_jti: Option<String>,
+    /// `iat` of the token that minted the ticket (Unix seconds): revocation looks at it.
+    pub minted_by_iat: Option<i64>,
 }
 
 /// Claims of a verified token. `json` is the payload exactly as signed.
@@ -464,6 +473,8 @@ pub struct Claims {
     pub exp: i64,
     /// `jti`, if any.
     pub jti: Option<String>,
+    /// `iat` in Unix seconds, if any.
+    pub iat: Option<i64>,
     /// Present when the token is a wsgate ticket.
     pub ticket: Option<TicketClaims>,
     /// The whole claims JSON object.
@@ -506,6 +517,8 @@ impl ClaimRules {
             Some(t) => Some(TicketClaims {
                 ip: t.ip.clone().into_owned(),
                 session_exp: parse_rfc3339(&t.session_exp).ok_or(TokenError::BadClaims)?,
+                minted_by_jti: t.jti.as_deref().map(str::to_owned),
+                minted_by_iat: time_claim(&t.iat)?,
             }),
         };
         let leeway = self.leeway;
@@ -546,6 +559,7 @@ impl ClaimRules {
             sub,
             exp,
             jti,
+            iat,
             ticket,
             json: payload,
         })

@@ -1,0 +1,290 @@
+//! The live sessions of a server, indexed so that a revocation reaches exactly the
+//! sessions it matches (by `sub` and by `jti`: O(matching sessions), never a walk
+//! over all of them), and listed for the operators' `GET /sessions`.
+//!
+//! Each session holds a [`Control`]: one event that wakes it for what the server
+//! decides about it from outside (revoked, or the server shutting down). The session
+//! waits on that one event, whatever woke it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use event_listener::{Event, EventListener};
+
+use crate::auth::{Identity, Method};
+use crate::revocation::{Revocation, TokenFacts};
+
+/// How the server reaches one session from outside.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    event: Event,
+    revoked: AtomicBool,
+}
+
+impl Control {
+    /// A listener for the next wake-up.
+    pub(crate) fn listen(&self) -> EventListener {
+        self.event.listen()
+    }
+
+    /// Whether the session's token was revoked.
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    fn wake(&self) {
+        self.event.notify(usize::MAX);
+    }
+}
+
+/// One live session, as listed by `GET /sessions`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// Who.
+    pub sub: String,
+    /// How it authenticated.
+    pub method: Method,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When it authenticated, Unix seconds.
+    pub since: i64,
+    /// The `exp` claim that bounds it now (after refreshes), Unix seconds.
+    pub exp: i64,
+}
+
+struct Entry {
+    info: SessionInfo,
+    jti: Option<String>,
+    iat: Option<i64>,
+    control: Arc<Control>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next: u64,
+    sessions: HashMap<u64, Entry>,
+    by_sub: HashMap<String, Vec<u64>>,
+    by_jti: HashMap<String, Vec<u64>>,
+}
+
+fn unindex(index: &mut HashMap<String, Vec<u64>>, key: &str, id: u64) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.retain(|&i| i != id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// The live sessions.
+#[derive(Default)]
+pub(crate) struct Registry {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("sessions", &self.lock().sessions.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a session; its id and control.
+    pub(crate) fn add(
+        &self,
+        identity: &Identity,
+        peer: SocketAddr,
+        since: i64,
+    ) -> (u64, Arc<Control>) {
+        let control = Arc::new(Control::default());
+        let mut inner = self.lock();
+        let id = inner.next;
+        inner.next += 1;
+        inner
+            .by_sub
+            .entry(identity.sub.clone())
+            .or_default()
+            .push(id);
+        if let Some(j) = &identity.jti {
+            inner.by_jti.entry(j.clone()).or_default().push(id);
+        }
+        inner.sessions.insert(
+            id,
+            Entry {
+                info: SessionInfo {
+                    sub: identity.sub.clone(),
+                    method: identity.method,
+                    peer,
+                    since,
+                    exp: identity.exp,
+                },
+                jti: identity.jti.clone(),
+                iat: identity.iat,
+                control: control.clone(),
+            },
+        );
+        (id, control)
+    }
+
+    /// A refresh: the session is now the new token's (`jti`, `iat`, `exp`).
+    pub(crate) fn update(&self, id: u64, identity: &Identity) {
+        let mut inner = self.lock();
+        let Some(old_jti) = inner.sessions.get(&id).map(|e| e.jti.clone()) else {
+            return;
+        };
+        if old_jti != identity.jti {
+            if let Some(j) = &old_jti {
+                unindex(&mut inner.by_jti, j, id);
+            }
+            if let Some(j) = &identity.jti {
+                inner.by_jti.entry(j.clone()).or_default().push(id);
+            }
+        }
+        if let Some(e) = inner.sessions.get_mut(&id) {
+            e.jti = identity.jti.clone();
+            e.iat = identity.iat;
+            e.info.exp = identity.exp;
+        }
+    }
+
+    /// Forgets a session that ended.
+    pub(crate) fn remove(&self, id: u64) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.sessions.remove(&id) {
+            unindex(&mut inner.by_sub, &e.info.sub, id);
+            if let Some(j) = &e.jti {
+                unindex(&mut inner.by_jti, j, id);
+            }
+        }
+    }
+
+    /// Marks every session that `entry` (made at `at`) matches as revoked and wakes
+    /// it; how many.
+    pub(crate) fn revoke(&self, entry: &Revocation, at: i64) -> usize {
+        let inner = self.lock();
+        let ids = match entry {
+            Revocation::Jti(j) => inner.by_jti.get(j),
+            Revocation::Sub(s) => inner.by_sub.get(s),
+        };
+        let mut n = 0;
+        for id in ids.into_iter().flatten() {
+            let Some(e) = inner.sessions.get(id) else {
+                continue;
+            };
+            let facts = TokenFacts {
+                sub: &e.info.sub,
+                jti: e.jti.as_deref(),
+                iat: e.iat,
+            };
+            if entry.matches(at, &facts) && !e.control.is_revoked() {
+                e.control.revoke();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Wakes every session (the server is shutting down).
+    pub(crate) fn wake_all(&self) {
+        for e in self.lock().sessions.values() {
+            e.control.wake();
+        }
+    }
+
+    /// The live sessions, of `sub` only when given.
+    pub(crate) fn list(&self, sub: Option<&str>) -> Vec<SessionInfo> {
+        let inner = self.lock();
+        match sub {
+            Some(s) => inner
+                .by_sub
+                .get(s)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| inner.sessions.get(id))
+                .map(|e| e.info.clone())
+                .collect(),
+            None => inner.sessions.values().map(|e| e.info.clone()).collect(),
+        }
+    }
+
+    /// How many live sessions.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(sub: &str, jti: Option<&str>, iat: Option<i64>) -> Identity {
+        Identity {
+            sub: sub.into(),
+            exp: 100,
+            deadline: 160,
+            claims: "{}".into(),
+            method: Method::Header,
+            via_ticket: false,
+            jti: jti.map(Into::into),
+            iat,
+        }
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    #[test]
+    fn revocations_reach_exactly_the_matching_sessions() {
+        let r = Registry::default();
+        let (_, a_old) = r.add(&identity("alice", Some("j1"), Some(10)), peer(), 0);
+        let (_, a_new) = r.add(&identity("alice", Some("j2"), Some(50)), peer(), 0);
+        let (_, b) = r.add(&identity("bob", Some("j3"), None), peer(), 0);
+        assert_eq!(r.revoke(&Revocation::Sub("alice".into()), 20), 1);
+        assert!(a_old.is_revoked() && !a_new.is_revoked() && !b.is_revoked());
+        // Again: already revoked sessions are not counted twice.
+        assert_eq!(r.revoke(&Revocation::Sub("alice".into()), 20), 0);
+        assert_eq!(r.revoke(&Revocation::Jti("j3".into()), 20), 1);
+        assert!(b.is_revoked());
+        assert_eq!(r.revoke(&Revocation::Jti("nope".into()), 20), 0);
+    }
+
+    #[test]
+    fn a_refresh_moves_the_session_to_its_new_token() {
+        let r = Registry::default();
+        let (id, c) = r.add(&identity("alice", Some("old"), Some(10)), peer(), 0);
+        r.update(id, &identity("alice", Some("new"), Some(30)));
+        assert_eq!(r.revoke(&Revocation::Jti("old".into()), 40), 0);
+        assert_eq!(r.revoke(&Revocation::Sub("alice".into()), 20), 0);
+        assert!(!c.is_revoked());
+        assert_eq!(r.revoke(&Revocation::Jti("new".into()), 40), 1);
+    }
+
+    #[test]
+    fn removed_sessions_are_gone_from_every_index() {
+        let r = Registry::default();
+        let (id, _) = r.add(&identity("alice", Some("j"), None), peer(), 0);
+        r.add(&identity("bob", None, None), peer(), 0);
+        assert_eq!(r.list(Some("alice")).len(), 1);
+        r.remove(id);
+        assert_eq!(r.list(Some("alice")).len(), 0);
+        assert_eq!(r.list(None).len(), 1);
+        assert_eq!(r.revoke(&Revocation::Jti("j".into()), 0), 0);
+        assert_eq!(r.len(), 1);
+    }
+}
