@@ -468,12 +468,16 @@ impl Session {
                 // A fired timer must be re-armed, even for the same instant.
                 self.armed = None;
                 let now = Instant::now();
-                if self.deadline.is_some_and(|d| now >= d) {
-                    self.close(4401, "token expired").await;
-                } else if self.notice_at.is_some_and(|n| now >= n) {
+                if self.notice_at.is_some_and(|n| now >= n) {
+                    // Before the expiry check: a notice due at the deadline still goes.
                     self.notice_at = None;
                     let frame = exp_frame("expiring", self.identity.exp);
                     Box::pin(self.send_watched(Message::text(frame))).await;
+                }
+                if !self.open {
+                    // Sending the notice found the session over.
+                } else if self.deadline.is_some_and(|d| now >= d) {
+                    self.close(4401, "token expired").await;
                 } else if !read && self.next_probe.is_some_and(|p| now >= p) {
                     self.next_probe = Some(crate::server::instant_after(now, HOLD_PROBE));
                     Box::pin(self.probe()).await;

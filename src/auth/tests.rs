@@ -732,3 +732,137 @@ fn rejection_table() {
     }
     assert!(!Rejection::OriginNotAllowed.in_band_for_browsers());
 }
+
+#[test]
+fn refresh_requests_are_recognised_and_nothing_else() {
+    assert_eq!(
+        refresh_request(r#" {"type":"refresh","token":"v4.local.x","id":1}"#).as_deref(),
+        Some("v4.local.x")
+    );
+    for other in [
+        r#"{"type":"refreshx","token":"t"}"#,
+        r#"{"type":"refresh"}"#,
+        r#"{"type":"refresh","token":7}"#,
+        r#"{"token":"t"}"#,
+        r#"["refresh"]"#,
+        "refresh",
+        "",
+    ] {
+        assert_eq!(refresh_request(other), None, "{other}");
+    }
+}
+
+#[test]
+fn refresh_rules() {
+    let f = fixture(DEFAULT, &[]);
+    let ip: IpAddr = IP.parse().unwrap();
+    let session = f.gate.verify(&f.valid(), Method::Cookie, ip, NOW).unwrap();
+    let later = f.token("alice", NOW + 3600);
+    let id = f.gate.check_refresh(&later, &session, NOW).unwrap();
+    assert_eq!(
+        (id.exp, id.method, id.sub.as_str()),
+        (NOW + 3600, Method::Cookie, "alice")
+    );
+    assert_eq!(id.deadline, NOW + 3660);
+    // Earlier exp: accepted (it shortens the session).
+    assert_eq!(
+        f.gate
+            .check_refresh(&f.token("alice", NOW + 10), &session, NOW)
+            .unwrap()
+            .exp,
+        NOW + 10
+    );
+    assert_eq!(
+        f.gate
+            .check_refresh(&f.token("alice", NOW - 61), &session, NOW),
+        Err(Rejection::Expired)
+    );
+    assert_eq!(
+        f.gate
+            .check_refresh(&f.token("bob", NOW + 600), &session, NOW),
+        Err(Rejection::WrongSub)
+    );
+    assert!(matches!(
+        f.gate.check_refresh("v4.local.nope", &session, NOW),
+        Err(Rejection::BadToken(_))
+    ));
+    // A ticket is not a refresh token.
+    let raw = ticket_request(&format!("Authorization: Bearer {}", f.valid()), None);
+    let mut storage = header_storage();
+    let req = Request::parse_complete(&raw, &mut storage).unwrap();
+    let ticket = f.gate.mint_ticket(&req, ip, NOW).unwrap();
+    assert_eq!(
+        f.gate.check_refresh(&ticket.token, &session, NOW),
+        Err(Rejection::BadToken(TokenError::BadClaims))
+    );
+    // Revoked: refused, and the close code says so.
+    f.gate
+        .revoke(&Revocation::Sub("alice".into()), NOW)
+        .unwrap();
+    assert_eq!(
+        f.gate.check_refresh(&later, &session, NOW),
+        Err(Rejection::Revoked)
+    );
+    assert_eq!(Rejection::Revoked.close(), (4401, "token revoked"));
+    assert_eq!(Rejection::WrongSub.close(), (4403, "forbidden"));
+}
+
+#[test]
+fn revoked_tokens_are_refused_at_every_door_and_tickets_by_their_minting_token() {
+    let f = fixture(DEFAULT, &[]);
+    let ip: IpAddr = IP.parse().unwrap();
+    let t = f
+        .key
+        .issue(&format!(
+            r#"{{"sub":"alice","jti":"J","iat":"{}","exp":"{}"}}"#,
+            Rfc3339(NOW - 10),
+            Rfc3339(NOW + 600)
+        ))
+        .unwrap();
+    let raw = ticket_request(&format!("Authorization: Bearer {t}"), None);
+    let mut storage = header_storage();
+    let req = Request::parse_complete(&raw, &mut storage).unwrap();
+    let ticket = f.gate.mint_ticket(&req, ip, NOW).unwrap();
+    f.gate.revoke(&Revocation::Jti("J".into()), NOW).unwrap();
+    assert_eq!(
+        f.gate.verify(&t, Method::Header, ip, NOW),
+        Err(Rejection::Revoked)
+    );
+    assert_eq!(
+        f.gate.verify(&ticket.token, Method::Header, ip, NOW),
+        Err(Rejection::Revoked)
+    );
+    // The refused ticket stays unused: the refusal did not spend it.
+    assert!(matches!(
+        f.gate.mint_ticket(&req, ip, NOW),
+        Err(TicketRefusal::Unauthorized(Rejection::Revoked))
+    ));
+    // A browser gets it in-band.
+    let (r, in_band) = rejected(f.decide(&[
+        ("Authorization", &format!("Bearer {t}")),
+        ("Origin", "http://wsgate.example:8080"),
+    ]));
+    assert_eq!((r, in_band), (Rejection::Revoked, true));
+}
+
+#[test]
+fn keys_are_replaced_whole() {
+    let f = fixture(DEFAULT, &[]);
+    let ip: IpAddr = IP.parse().unwrap();
+    let old = f.valid();
+    let other = Key::generate_local().unwrap();
+    let new = other
+        .issue(&format!(
+            r#"{{"sub":"alice","exp":"{}"}}"#,
+            Rfc3339(NOW + 600)
+        ))
+        .unwrap();
+    assert!(f.gate.verify(&new, Method::Header, ip, NOW).is_err());
+    f.gate
+        .set_keys(vec![Key::from_paserk(&other.to_paserk()).unwrap()])
+        .unwrap();
+    assert!(f.gate.verify(&new, Method::Header, ip, NOW).is_ok());
+    assert!(f.gate.verify(&old, Method::Header, ip, NOW).is_err());
+    assert!(f.gate.set_keys(Vec::new()).is_err());
+    assert!(f.gate.verify(&new, Method::Header, ip, NOW).is_ok());
+}
