@@ -347,7 +347,8 @@ fn metrics_is_prometheus_text_with_the_spec_families() {
                 "forbidden_origin",
                 "forbidden_ip",
                 "ticket_reused",
-                "timeout"
+                "timeout",
+                "revoked"
             ]
             .contains(&s.labels[0].1.as_str()),
             "reason outside SPEC §9.10: {s:?}"
