@@ -25,7 +25,7 @@ use crate::endpoints;
 use crate::head::{self, HeadError, Request, percent_decode, response, text_response};
 use crate::log::Level;
 use crate::revocation::Revocation;
-use crate::server::{ServerHandle, Shared, instant_after, read_head, respond};
+use crate::server::{ServerHandle, Shared, instant_after, read_head, respond, spawn_connection};
 use crate::session::BoxedConnection;
 use crate::time::Rfc3339;
 
@@ -39,7 +39,7 @@ pub const MAX_REVOKE_BODY: usize = 8 * 1024;
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    ex: Arc<smol::Executor<'static>>,
+    ex: &smol::Executor<'_>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
     let mut stop = shared.shutdown.listen();
@@ -58,19 +58,30 @@ pub(crate) async fn accept_loop(
                     open.fetch_sub(1, Ordering::AcqRel);
                     continue;
                 }
+                let slot = Slot(open.clone());
                 let stream: BoxedConnection = Box::new(stream);
-                let (shared, open) = (shared.clone(), open.clone());
-                ex.spawn(async move {
-                    Box::pin(connection(shared, stream, peer)).await;
-                    open.fetch_sub(1, Ordering::AcqRel);
-                })
-                .detach();
+                let shared = shared.clone();
+                let task = Box::pin(async move {
+                    let _slot = slot;
+                    connection(shared, stream, peer).await;
+                    None
+                });
+                spawn_connection(ex, task, None, peer);
             }
             Some(Err(e)) => {
                 crate::log_event!(Level::Error, "accept_error", "admin" = true, "error" = e);
                 smol::Timer::after(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// One of the [`MAX_ADMIN_CONNECTIONS`] slots, freed on drop (a panic included).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -115,8 +126,8 @@ async fn route(
         ("/revoke", _) => allow("POST"),
         ("/sessions", "GET" | "HEAD") => sessions(shared, req),
         ("/sessions", _) => allow("GET, HEAD"),
-        ("/healthz" | "/metrics", _) => endpoints::serve(shared, req, peer).await,
-        _ => text_response(404, &[], "not found\n"),
+        _ => endpoints::health_or_metrics(shared, req)
+            .unwrap_or_else(|| text_response(404, &[], "not found\n")),
     }
 }
 

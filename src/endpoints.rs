@@ -21,31 +21,36 @@ pub fn is_endpoint(req: &Request<'_>, config: &Config) -> bool {
         || (config.static_dir.is_some() && matches!(req.method, "GET" | "HEAD"))
 }
 
+/// Answers `/healthz` and `/metrics` (on the main and the operators' listener);
+/// `None` for any other path.
+pub(crate) fn health_or_metrics(shared: &Shared, req: &Request<'_>) -> Option<Vec<u8>> {
+    let head_only = req.method == "HEAD";
+    let (content_type, body) = match req.path() {
+        "/healthz" => ("text/plain; charset=utf-8", "ok\n".to_owned()),
+        "/metrics" => (
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.metrics.render(),
+        ),
+        _ => return None,
+    };
+    Some(match req.method {
+        "GET" | "HEAD" => response(
+            200,
+            &[("Content-Type", content_type)],
+            body.as_bytes(),
+            !head_only,
+        ),
+        _ => method_not_allowed("GET, HEAD"),
+    })
+}
+
 /// Answers an endpoint request with a complete response.
 pub(crate) async fn serve(shared: &Shared, req: &Request<'_>, peer: SocketAddr) -> Vec<u8> {
     let head_only = req.method == "HEAD";
+    if let Some(answer) = health_or_metrics(shared, req) {
+        return answer;
+    }
     match req.path() {
-        "/healthz" => match req.method {
-            "GET" | "HEAD" => response(
-                200,
-                &[("Content-Type", "text/plain; charset=utf-8")],
-                b"ok\n",
-                !head_only,
-            ),
-            _ => method_not_allowed("GET, HEAD"),
-        },
-        "/metrics" => match req.method {
-            "GET" | "HEAD" => {
-                let body = shared.metrics.render();
-                response(
-                    200,
-                    &[("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
-                    body.as_bytes(),
-                    !head_only,
-                )
-            }
-            _ => method_not_allowed("GET, HEAD"),
-        },
         "/ticket" => ticket(shared, req, peer),
         _ => match &shared.config.static_dir {
             Some(dir) => static_file(dir, req, head_only).await,

@@ -37,7 +37,7 @@ use crate::client::{self, Upgrade, WsUrl};
 use crate::config::ConfigError;
 use crate::frames::FrameAligned;
 use crate::log::Level;
-use crate::session::{Handler, RENEW_BUFFERS_ABOVE, Race, Session};
+use crate::session::{BoxedConnection, Handler, RENEW_BUFFERS_ABOVE, Race, Session};
 
 /// Bound on reaching the upstream: TCP connect and WebSocket handshake (SPEC §9.14).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -218,14 +218,16 @@ async fn dial(
         ("X-Wsgate-Claims", claims.as_str()),
     ];
     let upgrade = Upgrade::new(up.url.authority(), target, &headers).map_err(|e| e.to_string())?;
-    let mut tcp = TcpStream::connect((up.url.host(), up.url.port()))
+    let tcp = TcpStream::connect((up.url.host(), up.url.port()))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let leftover = client::exchange(&mut tcp, &upgrade)
+    // Boxed like the client's connection: one copy of the WebSocket code serves both.
+    let mut conn: BoxedConnection = Box::new(tcp);
+    let leftover = client::exchange(&mut conn, &upgrade)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    let stream = FrameAligned::new(tcp, leftover);
+    let stream = FrameAligned::new(conn, leftover);
     Ok(WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await)
 }
 
@@ -267,7 +269,7 @@ fn log_error(session: &Session, up: &UpstreamUrl, stage: &str, reason: &str) {
     );
 }
 
-type UpStream = FrameAligned<TcpStream>;
+type UpStream = FrameAligned<BoxedConnection>;
 type UpTx = WebSocketSender<UpStream>;
 type UpRx = WebSocketReceiver<UpStream>;
 /// An upstream write in flight; it owns the sender and gives it back when done.

@@ -181,7 +181,7 @@ impl fmt::Debug for Server {
     }
 }
 
-struct ConnGuard(Arc<Shared>);
+pub(crate) struct ConnGuard(Arc<Shared>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
@@ -292,16 +292,20 @@ impl Server {
             admin,
             shared,
         } = self;
-        let ex = Arc::new(smol::Executor::new());
-        if let Some(admin) = admin {
+        let ex = smol::Executor::new();
+        if let Some(admin) = &admin {
             let addr = admin.local_addr()?;
             crate::log_event!(Level::Info, "admin_listen", "addr" = addr);
-            ex.spawn(crate::admin::accept_loop(admin, shared.clone(), ex.clone()))
-                .detach();
         }
         let addr = listener.local_addr()?;
         crate::log_event!(Level::Info, "listen", "addr" = addr);
-        ex.run(async {
+        // The operators' listener runs beside the main one, on the same executor.
+        let admin_loop = async {
+            if let Some(admin) = admin {
+                crate::admin::accept_loop(admin, shared.clone(), &ex).await;
+            }
+        };
+        let main_loop = async {
             let mut stop = shared.shutdown.listen();
             loop {
                 if shared.is_shutting_down() {
@@ -327,18 +331,7 @@ impl Server {
                         let _ = stream.set_nodelay(true);
                         let stream: BoxedConnection = Box::new(stream);
                         let task = Box::pin(connection(shared.clone(), stream, peer, n > max));
-                        ex.spawn(async move {
-                            let _guard = guard;
-                            let run = match AssertUnwindSafe(task).catch_unwind().await {
-                                Ok(Some(run)) => AssertUnwindSafe(run).catch_unwind().await,
-                                Ok(None) => Ok(()),
-                                Err(e) => Err(e),
-                            };
-                            if run.is_err() {
-                                crate::log_event!(Level::Error, "panic", "peer" = peer);
-                            }
-                        })
-                        .detach();
+                        spawn_connection(&ex, task, Some(guard), peer);
                     }
                     Some(Err(e)) => {
                         // Out of file descriptors and the like: say so, back off briefly.
@@ -372,10 +365,36 @@ impl Server {
                     break;
                 }
             }
-        })
-        .await;
+        };
+        ex.run(smol::future::zip(main_loop, admin_loop)).await;
         Ok(())
     }
+}
+
+/// What a spawned connection task runs: the handshake, then maybe a session.
+pub(crate) type ConnectionTask =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<SessionRun>> + Send>>;
+
+/// Spawns a connection of either listener: one task type for all (its code is in the
+/// binary once). A panic ends this connection only, logged with its peer.
+pub(crate) fn spawn_connection(
+    ex: &smol::Executor<'_>,
+    task: ConnectionTask,
+    guard: Option<ConnGuard>,
+    peer: SocketAddr,
+) {
+    ex.spawn(async move {
+        let _guard = guard;
+        let run = match AssertUnwindSafe(task).catch_unwind().await {
+            Ok(Some(run)) => AssertUnwindSafe(run).catch_unwind().await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if run.is_err() {
+            crate::log_event!(Level::Error, "panic", "peer" = peer);
+        }
+    })
+    .detach();
 }
 
 /// Reads a request head within the deadline. `Ok(Some(n))`: a complete head of `n` bytes.
@@ -722,7 +741,7 @@ pub(crate) fn instant_after(from: Instant, d: Duration) -> Instant {
         .unwrap_or(from)
 }
 
-type SessionRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+pub(crate) type SessionRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// One client connection, whatever its transport: the request head, then an answer
 /// or a session. `over_limit`: past `--max-connections`, answered with 503.
