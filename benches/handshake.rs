@@ -21,6 +21,7 @@
 //! per round trip with `strace -f -c` over one run of `WSGATE_BENCH_N` (start-up
 //! included), a proxy for the kernel's share; it varies by a few percent from run
 //! to run (calls that find a socket not ready depend on timing).
+//! `WSGATE_BENCH_ONLY=cookie` counts the floor and the cases whose label holds `cookie`.
 
 mod harness;
 
@@ -76,19 +77,54 @@ fn child(kind: &str, key_file: &str, log_level: &str) {
         std::process::exit(0);
     });
     match kind {
-        "wsgate" => {
+        "wsgate" | "wsgate-long" => {
+            let long = kind == "wsgate-long";
             wsgate::log::set_level(log_level.parse().unwrap());
             let mut config = Config::default();
             config.listen = addr;
             config.keys.push(Key::from_paserk(&paserk).unwrap());
+            if long {
+                // Long sessions on: in-band refresh, the operators' listener, and a
+                // full revocation list that matches none of the load's tokens.
+                config.refresh = true;
+                config.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+            }
             smol::block_on(async {
                 let server = Server::bind(config, Handler::echo()).await.unwrap();
+                if long {
+                    preload_revocations(&server.handle(), log_level);
+                }
                 println!("addr={}", server.local_addr().unwrap());
                 server.run().await.unwrap();
             });
         }
         _ => baseline(addr, &paserk),
     }
+}
+
+/// Entries in the revocation list of the `wsgate-long` server.
+const REVOCATIONS: usize = 100_000;
+
+/// Fills the revocation list (half by `jti`, half by `sub`; the load's tokens match
+/// none) and prints what it cost in resident memory, as a `note:` line.
+fn preload_revocations(handle: &wsgate::ServerHandle, log_level: &str) {
+    use wsgate::Revocation;
+    wsgate::log::set_level(wsgate::log::Level::Error);
+    let before = harness::rss_kib();
+    for i in 0..REVOCATIONS / 2 {
+        handle
+            .revoke(&Revocation::Jti(format!("revoked-jti-{i:08}")))
+            .unwrap();
+        handle
+            .revoke(&Revocation::Sub(format!("revoked-user-{i:08}")))
+            .unwrap();
+    }
+    let grown = harness::rss_kib().saturating_sub(before);
+    println!(
+        "note: {REVOCATIONS} revocation entries: +{grown} KiB RSS, {} bytes per entry",
+        grown * 1024 / REVOCATIONS as u64
+    );
+    wsgate::log::set_level(log_level.parse().unwrap());
 }
 
 /// The floor: accept, check the cookie with pasetors, echo. Same read buffer and
@@ -205,6 +241,11 @@ impl ServerProc {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
+        while let Some(note) = line.trim().strip_prefix("note: ") {
+            println!("({kind}: {note})");
+            line.clear();
+            stdout.read_line(&mut line).unwrap();
+        }
         let Some(addr) = line.trim().strip_prefix("addr=") else {
             panic!("{kind} server did not start (is `{program}` installed?)");
         };
@@ -440,7 +481,7 @@ fn instructions() {
     let base_n = 100;
     assert!(n > base_n, "WSGATE_BENCH_N must be over {base_n}");
     let (dir, key_file, paserk) = key_in_temp_dir();
-    let cases: [(&str, &str, BenchMethod); 6] = [
+    let cases: [(&str, &str, BenchMethod); 8] = [
         ("BASELINE cookie (floor)", "baseline", BenchMethod::Cookie),
         ("wsgate header", "wsgate", BenchMethod::Header),
         ("wsgate protocol", "wsgate", BenchMethod::Protocol),
@@ -450,6 +491,17 @@ fn instructions() {
             "wsgate ticket (2 connections)",
             "wsgate",
             BenchMethod::Ticket,
+        ),
+        // --refresh, --admin-listen and 100 000 revocation entries loaded.
+        (
+            "wsgate header, long sessions",
+            "wsgate-long",
+            BenchMethod::Header,
+        ),
+        (
+            "wsgate cookie, long sessions",
+            "wsgate-long",
+            BenchMethod::Cookie,
         ),
     ];
     let (what, unit, runs) = match count {
@@ -470,7 +522,12 @@ fn instructions() {
     );
     println!("{:<34}{:>14}{:>10}", "server / method", unit, "x floor");
     let mut floor = 0.0;
+    // `WSGATE_BENCH_ONLY=cookie`: the floor and the cases whose label holds it.
+    let only = std::env::var("WSGATE_BENCH_ONLY").unwrap_or_default();
     for (i, (label, kind, method)) in cases.iter().enumerate() {
+        if i > 0 && !label.contains(only.as_str()) {
+            continue;
+        }
         let out = dir.join(format!("count.{i}"));
         let large = count_of(count, &out, kind, &key_file, &paserk, *method, n, c);
         let per_rt = match count {

@@ -110,3 +110,16 @@ pub fn process_cpu_us() -> u64 {
         tv(u.ru_utime) + tv(u.ru_stime)
     }
 }
+
+/// This process's resident memory in KiB (`/proc/self/status`), 0 where unknown.
+#[allow(dead_code)] // not every bench reads it
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
