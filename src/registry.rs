@@ -34,7 +34,8 @@ impl Control {
         self.revoked.load(Ordering::Acquire)
     }
 
-    fn revoke(&self) {
+    /// Marks the session revoked and wakes it.
+    pub(crate) fn revoke(&self) {
         self.revoked.store(true, Ordering::Release);
         self.event.notify(usize::MAX);
     }

@@ -27,7 +27,6 @@ use crate::frames::FrameAligned;
 use crate::log::Level;
 use crate::metrics::RefreshResult;
 use crate::registry::Control;
-use crate::revocation::Revocation;
 use crate::server::Shared;
 
 /// The byte stream of a client connection: TCP, TLS over TCP, or anything else that
@@ -161,12 +160,7 @@ impl Session {
             .revocations()
             .is_revoked(&identity.facts(), unix)
         {
-            shared
-                .registry
-                .revoke(&Revocation::Sub(identity.sub.clone()), unix);
-            if let Some(j) = &identity.jti {
-                shared.registry.revoke(&Revocation::Jti(j.clone()), unix);
-            }
+            control.revoke();
         }
         let notice_at = notice_at(&shared, identity.exp, unix);
         let now = Instant::now();
