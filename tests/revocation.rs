@@ -372,3 +372,69 @@ fn a_hostile_admin_client_does_not_hurt_the_main_listener() {
     assert_eq!(post_revoke(admin, &"x".repeat(100)).status, 400);
     drop(stalled);
 }
+
+#[test]
+fn embedders_revoke_and_list_through_the_server_handle_and_see_refreshed_expiry() {
+    use std::sync::{Arc, Mutex};
+    // A handler that reports the session's expiry after each message.
+    let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let record = seen.clone();
+    let handler = wsgate::Handler::new(move |mut session| {
+        let record = record.clone();
+        async move {
+            while let Some(m) = session.recv().await {
+                record.lock().unwrap().push(session.exp());
+                if session.send(m).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let s = LibServer::start(handler, |c| c.refresh = true);
+    run(async {
+        let (mut ws, _) = ws_raw(
+            s.addr,
+            &upgrade_bytes(
+                &s.addr.to_string(),
+                "/",
+                &[("Authorization", &bearer(&s.token))],
+            ),
+        )
+        .await
+        .unwrap_or_else(|r| panic!("{}", r.head));
+        assert_echo(&mut ws).await;
+        // A refresh: the handler sees the new expiry on the next message.
+        let later = now() + 7200;
+        let fresh = s
+            .key
+            .issue(&wsgate::token::claims_json(
+                "bob",
+                now(),
+                7200,
+                None,
+                None,
+                None,
+                &[],
+            ))
+            .unwrap();
+        let refresh = serde_json::json!({"type": "refresh", "token": fresh}).to_string();
+        send_text(&mut ws, &refresh).await;
+        let answer: serde_json::Value = serde_json::from_str(&recv_text(&mut ws).await).unwrap();
+        assert_eq!(answer["type"], "refreshed");
+        assert_echo(&mut ws).await;
+        let exps = seen.lock().unwrap().clone();
+        assert!(exps.first().is_some_and(|&e| e < later - 3600), "{exps:?}");
+        assert!(exps.last().is_some_and(|&e| e >= later - 1), "{exps:?}");
+        let listed = s.handle().sessions(Some("bob"));
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].sub, "bob");
+        let closed = s
+            .handle()
+            .revoke(&wsgate::Revocation::Sub("bob".into()))
+            .unwrap();
+        assert_eq!(closed, 1);
+        expect_revoked(&mut ws).await;
+    });
+    assert_eq!(s.handle().sessions(None).len(), 0);
+    s.stop();
+}

@@ -1017,6 +1017,8 @@ pub fn rss_kib(pid: u32) -> u64 {
 pub struct LibServer {
     pub addr: SocketAddr,
     pub token: String,
+    /// The server's key, to mint more tokens.
+    pub key: wsgate::Key,
     stop: wsgate::ShutdownHandle,
     serving: std::thread::JoinHandle<std::io::Result<()>>,
 }
@@ -1027,6 +1029,7 @@ impl LibServer {
         let key = wsgate::Key::generate_local().unwrap();
         let claims = wsgate::token::claims_json("bob", now(), 600, None, None, None, &[]);
         let token = key.issue(&claims).unwrap();
+        let copy = wsgate::Key::from_paserk(&key.to_paserk()).unwrap();
         let mut config = wsgate::Config::default();
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.keys.push(key);
@@ -1038,9 +1041,15 @@ impl LibServer {
         LibServer {
             addr,
             token,
+            key: copy,
             stop,
             serving,
         }
+    }
+
+    /// The running server's handle (revoke, sessions, keys).
+    pub fn handle(&self) -> &wsgate::ServerHandle {
+        &self.stop
     }
 
     /// Shuts it down and checks that `run` returned `Ok`.
