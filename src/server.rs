@@ -198,6 +198,10 @@ impl Server {
         if config.keys.is_empty() {
             return Err(ConfigError::new("--key", "no key given").into());
         }
+        // Zero would ping (and drop) every session at once, in a loop.
+        if config.ping_interval.is_zero() {
+            return Err(ConfigError::new("--ping-interval", "must be at least 1s").into());
+        }
         let rules = ClaimRules {
             leeway: config.leeway.min(i64::MAX as u64) as i64,
             audience: config.audience.clone(),
