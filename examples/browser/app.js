@@ -2,6 +2,7 @@
 //
 // The four ways a page can authenticate a WebSocket to wsgate. Each function is a complete,
 // copyable client: open the socket, learn whether it authenticated, read the close code if not.
+// Then (5) a long session that keeps its socket past the token's expiry with an in-band refresh.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -20,10 +21,15 @@ function currentToken() {
   return $('token').value.trim();
 }
 
-/** What a close code means to the application (SPEC §4 close codes). */
+/** What a close code means to the application (SPEC §4 and §11 close codes). */
 function explain(ev) {
   switch (ev.code) {
-    case 4401: return ev.reason === 'token expired' ? ' → refresh the token' : ' → log in again';
+    case 4401:
+      // Expired: the session ran past its token; get a fresh token and connect again.
+      // Revoked: an operator logged this user out; a fresh token would be refused too.
+      if (ev.reason === 'token expired') return ' → get a fresh token and reconnect';
+      if (ev.reason === 'token revoked') return ' → revoked by an operator: log in again';
+      return ' → log in again';
     case 4403: return ' → forbidden (ticket from another address?)';
     case 4408: return ' → no token sent in time';
     case 1006: return ' → refused at the handshake (HTTP 401/403: no or bad token, or origin not allowed)';
@@ -132,3 +138,87 @@ for (const [name, run] of Object.entries(methods)) {
     out.textContent = result.text;
   });
 }
+
+// 5. A long session (needs `wsgate serve --refresh`). Before the token ends (by default 30 s
+//    before its exp) wsgate sends {"type":"expiring","exp":"…"}. The page gets a fresh token and
+//    sends {"type":"refresh","token":"…"} on the same socket; wsgate consumes it (it is never
+//    echoed) and answers {"type":"refreshed","exp":"…"}: the session now lasts until the new exp,
+//    without reconnecting. If the user is revoked meanwhile, the socket closes 4401 "token revoked".
+
+/**
+ * A fresh token for the refresh. PLACEHOLDER: a real application asks its own backend, which
+ * knows the user by the login session, for example
+ *
+ *     const res = await fetch('/api/ws-token', { method: 'POST', credentials: 'same-origin' });
+ *     if (!res.ok) throw new Error(`token endpoint: HTTP ${res.status}`); // logged out
+ *     return (await res.json()).token;
+ *
+ * This demo has no backend: it takes the "Next token" box.
+ */
+async function fetchFreshToken() {
+  const token = $('next-token').value.trim();
+  if (!token) throw new Error('paste a token into "Next token"');
+  return token;
+}
+
+let live = null; // the long session's socket while it is open
+
+function longSession(token, out) {
+  const lines = [];
+  const say = (line) => {
+    lines.push(line);
+    out.textContent = lines.slice(-10).join('\n'); // the last few lines
+  };
+  const ws = new WebSocket(socketUrl(), ['wsgate', token]);
+  let ticker;
+  ws.onopen = () => {
+    say('open; sending "ping N" every second');
+    let n = 0;
+    ticker = setInterval(() => ws.send(`ping ${++n}`), 1000);
+  };
+  ws.onmessage = async (ev) => {
+    let frame = null; // wsgate's frames are JSON objects with a "type"; the rest is the app's
+    try { frame = JSON.parse(ev.data); } catch { /* application data */ }
+    if (frame?.type === 'expiring') {
+      say(`expiring: the token ends at ${frame.exp}; refreshing`);
+      try {
+        ws.send(JSON.stringify({ type: 'refresh', token: await fetchFreshToken() }));
+      } catch (e) {
+        say(`no fresh token (${e.message}): the session ends at ${frame.exp}`);
+      }
+    } else if (frame?.type === 'refreshed') {
+      say(`refreshed: the session now ends at ${frame.exp}`);
+      out.dataset.refreshed = String(Number(out.dataset.refreshed || 0) + 1);
+    } else {
+      say(`echo: ${ev.data}`);
+      out.dataset.echoes = String(Number(out.dataset.echoes || 0) + 1);
+    }
+  };
+  ws.onclose = (ev) => {
+    clearInterval(ticker);
+    live = null;
+    $('btn-live').textContent = 'Long session';
+    say(`closed ${ev.code} ${JSON.stringify(ev.reason)}${explain(ev)}`);
+    out.dataset.status = ev.code === 1000 ? 'ok' : 'fail';
+  };
+  return ws;
+}
+
+$('btn-live').addEventListener('click', () => {
+  const out = $('out-live');
+  if (live) {
+    live.close(1000, 'stopped by the user');
+    return;
+  }
+  const token = currentToken();
+  if (!token) {
+    out.dataset.status = 'fail';
+    out.textContent = 'paste a token first';
+    return;
+  }
+  out.dataset.status = 'running';
+  out.dataset.refreshed = '0';
+  out.dataset.echoes = '0';
+  $('btn-live').textContent = 'Stop';
+  live = longSession(token, out);
+});

@@ -59,7 +59,8 @@ export async function keygen(file, { pub = false } = {}) {
 
 /**
  * Starts `wsgate serve --listen 127.0.0.1:0 ARGS`, waits for `event=listen addr=…`.
- * Returns { port, host, origin, ws, logs(), stop() }.
+ * Returns { port, host, origin, ws, admin, logs(), stop() }; `admin` is the operators' listener
+ * (`http://127.0.0.1:P`, from `event=admin_listen`, logged before `listen`) or null.
  */
 export function serve(name, args) {
   return new Promise((resolve, reject) => {
@@ -72,6 +73,7 @@ export function serve(name, args) {
     children.add(proc);
     let buf = '';
     let done = false;
+    let admin = null;
     const lines = [];
     const timer = setTimeout(() => {
       if (done) return;
@@ -87,6 +89,8 @@ export function serve(name, args) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         if (lines.length < 5000) lines.push(line);
+        const a = !done && /\bevent=admin_listen\b.*?\baddr="?(127\.0\.0\.1:\d+)/.exec(line);
+        if (a) admin = `http://${a[1]}`;
         const m = !done && /\bevent=listen\b.*?\baddr="?(127\.0\.0\.1):(\d+)/.exec(line);
         if (m) {
           done = true;
@@ -99,6 +103,7 @@ export function serve(name, args) {
             host: `127.0.0.1:${port}`,
             origin: `http://127.0.0.1:${port}`,
             ws: `ws://127.0.0.1:${port}`,
+            admin,
             logs: () => lines.slice(),
             stop: () => stopProc(proc),
           });

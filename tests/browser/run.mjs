@@ -7,7 +7,7 @@
 //
 // Needs: /usr/bin/chromium (env CHROMIUM overrides) and `npm ci` here (scripts/test-deps.sh).
 // Prints one line per case and a final `N passed, N failed`; exit 0 only if all passed.
-// Artifacts (gitignored): tests/browser/artifacts/{results.png,example.png,results.json,*.log}.
+// Artifacts (gitignored): tests/browser/artifacts/{results.png,example.png,example-refresh.png,results.json,*.log}.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,19 +75,27 @@ async function setup() {
     serve('app', ['--key', fx.localKeyFile, '--static', fx.appStatic]),
     serve('evil', ['--key', fx.localKeyFile, '--static', fx.appStatic]),
   ]);
-  const [gate, interop, example, strict] = await Promise.all([
+  const [gate, interop, example, strict, live] = await Promise.all([
     serve('gate', ['--key', fx.localKeyFile, '--key', fx.edPubFile, '--static', fx.gateStatic,
       '--allow-origin', app.origin]),
     serve('interop', ['--key', fx.localKeyFile, '--key', fx.edPubFile,
       '--auth', 'header,protocol,cookie,message,query']),
-    serve('example', ['--key', fx.localKeyFile, '--static', path.join(ROOT, 'examples', 'browser')]),
+    // example: also --refresh (its "Long session" row) and an operators' listener to revoke it;
+    // no leeway, so a session really ends at its token's exp unless it is refreshed.
+    serve('example', ['--key', fx.localKeyFile, '--static', path.join(ROOT, 'examples', 'browser'),
+      '--refresh', '--leeway', '0', '--admin-listen', '127.0.0.1:0']),
     // strict: no leeway (a token that expires during the session), short deadlines, small
     // messages, its own cookie name.
     serve('strict', ['--key', fx.localKeyFile, '--leeway', '0', '--allow-origin', app.origin,
       '--auth-timeout', '1', '--ticket-ttl', '1', '--max-message', '1024', '--cookie', 'app_session']),
+    // live: long sessions (SPEC §10–§11): expiry notice 2 s before exp, in-band refresh, no
+    // leeway, and the operators' listener on its own loopback port for POST /revoke.
+    serve('live', ['--key', fx.localKeyFile, '--refresh', '--refresh-notice', '2', '--leeway', '0',
+      '--admin-listen', '127.0.0.1:0', '--allow-origin', app.origin]),
   ]);
-  Object.assign(fx, { app, evil, gate, interop, example, strict });
-  fx.servers = [app, evil, gate, interop, example, strict];
+  for (const s of [example, live]) assert(s.admin, `${s.name}: no "event=admin_listen addr=…" line before listen`);
+  Object.assign(fx, { app, evil, gate, interop, example, strict, live });
+  fx.servers = [app, evil, gate, interop, example, strict, live];
 
   fx.alice = await issue(fx.localKeyFile, 'alice', ['--ttl', '15m']);
   fx.alicePub = await issue(fx.edKeyFile, 'alice-pub', ['--ttl', '15m']);
@@ -101,7 +109,7 @@ async function setup() {
   });
   fx.chromiumVersion = fx.browser.version();
   console.log(`# setup ${Date.now() - t0} ms; Chromium ${fx.chromiumVersion}; servers: ` +
-    fx.servers.map((s) => `${s.name}=${s.port}`).join(' '));
+    fx.servers.map((s) => `${s.name}=${s.port}${s.admin ? `+admin:${s.admin.split(':')[2]}` : ''}`).join(' '));
 }
 
 async function teardown() {
@@ -169,6 +177,37 @@ function expectAuthenticated(msg, sub, exp, what) {
   }
   return f;
 }
+
+/** Runs window.wsSession in the page (a long-lived socket, see pages/helper.js). */
+function wsSession(page, url, protocols, opts = {}) {
+  return page.evaluate(([u, p, o]) => window.wsSession(u, p, o), [url, protocols, { timeoutMs: 10_000, ...opts }]);
+}
+
+function describeSession(r) {
+  const control = r.frames.filter((f) => f.data.startsWith('{')).map((f) => f.data);
+  const echoes = r.frames.filter((f) => f.data.startsWith('tick ')).length;
+  return `opened=${r.opened} protocol=${JSON.stringify(r.protocol)} control=${JSON.stringify(control)} ` +
+    `echoes=${echoes}/${r.sent.filter((m) => m.data.startsWith('tick ')).length} ` +
+    `close=${r.closeCode} ${JSON.stringify(r.closeReason)}${r.timedOut ? ' TIMED OUT' : ''}` +
+    `${r.refreshError ? ` refreshError=${r.refreshError}` : ''}${r.exception ? ` exception=${r.exception}` : ''}`;
+}
+
+/** wsgate's own frames of a session ({"type":…} objects), each with the time the page got it. */
+function controlFrames(r) {
+  return r.frames.filter((f) => f.data.startsWith('{')).map((f) => ({ at: f.at, ...JSON.parse(f.data) }));
+}
+
+/** POST /revoke on a server's operators' listener, from Node (an operator, not a page). */
+async function revoke(server, body) {
+  const res = await fetch(`${server.admin}/revoke`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  return { status: res.status, body: await res.text() };
+}
+
+/** The claims' exp of a wsgate-issued v4.local token, in epoch ms. */
+const expOf = (token) => Date.parse(pts.decrypt(fx.localKey, token).payload.exp);
 
 // ---------------------------------------------------------------- node-side client (interop)
 
@@ -375,6 +414,89 @@ test('browser: session ends with 4401 "token expired" when exp + leeway passes (
   } finally { await ctx.close(); }
 });
 
+test('browser: refresh — "expiring" at exp − notice, page sends {"type":"refresh"}, "refreshed", echoes past the first exp', async () => {
+  // live: --refresh --refresh-notice 2 --leeway 0. Without the refresh the server would close at
+  // the first exp (+ under 1 s: it counts whole seconds).
+  const first = await issue(fx.localKeyFile, 'renewer', ['--ttl', '4s']);
+  const exp1 = expOf(first);
+  const minted = [];
+  const ctx = await newContext();
+  try {
+    const page = await openPage(ctx, fx.app.origin + '/');
+    // Stands in for the application's token endpoint: the page awaits window.mintToken().
+    await page.exposeFunction('mintToken', async () => {
+      const t = await issue(fx.localKeyFile, 'renewer', ['--ttl', '10m']);
+      minted.push(t);
+      return t;
+    });
+    const r = await wsSession(page, fx.live.ws + '/', ['wsgate', first], {
+      refresh: 'mintToken', tickMs: 200, holdUntil: exp1 + 2000, timeoutMs: 12_000,
+    });
+    const what = describeSession(r);
+    assert(r.opened, `socket did not open (${what})`);
+    assertEq(r.protocol, 'wsgate', 'ws.protocol');
+    assert(!r.refreshError && !r.timedOut, `session: ${what}`);
+    const control = controlFrames(r);
+    assertEq(control.map((c) => c.type), ['expiring', 'refreshed'],
+      `wsgate's frames (one notice: the fresh token ends 10 min later) (${what})`);
+    const [notice, refreshed] = control;
+    assert(RFC3339.test(notice.exp) && Date.parse(notice.exp) === exp1,
+      `expiring exp ${notice.exp}, want the first token's exp ${new Date(exp1).toISOString()}`);
+    assert(notice.at >= exp1 - 2050 && notice.at < exp1,
+      `expiring came ${notice.at - exp1} ms from exp, want in [-2000, 0) (exp − --refresh-notice, or at once)`);
+    assertEq(minted.length, 1, 'fresh tokens the page asked for');
+    const refreshes = r.sent.filter((m) => !m.data.startsWith('tick '));
+    assertEq(refreshes.map((m) => JSON.parse(m.data)), [{ type: 'refresh', token: minted[0] }], 'refresh messages sent');
+    assert(RFC3339.test(refreshed.exp) && Date.parse(refreshed.exp) === expOf(minted[0]),
+      `refreshed exp ${refreshed.exp}, want the fresh token's exp ${new Date(expOf(minted[0])).toISOString()}`);
+    assert(!r.frames.some((f) => f.data.includes('"refresh"') || f.data.includes(minted[0])),
+      `the refresh message was echoed: wsgate must consume it (${what})`);
+    // Every tick came back, in order, across the refresh: nothing lost, nothing extra.
+    const ticks = r.sent.filter((m) => m.data.startsWith('tick ')).map((m) => m.data);
+    const echoes = r.frames.filter((f) => f.data.startsWith('tick ')).map((f) => f.data);
+    assertEq(echoes, ticks, 'echoes');
+    const late = r.frames.filter((f) => f.data.startsWith('tick ') && f.at > exp1 + 1100);
+    assert(late.length > 0, `no echo more than 1.1 s past the first token's exp (${what})`);
+    assertEq([r.closeCode, r.closeReason], [1000, 'done'], "close: the page's own at holdUntil, not 4401");
+  } finally { await ctx.close(); }
+});
+
+test('browser: revocation — POST /revoke {"sub"} on --admin-listen: page reads 4401 "token revoked", others stay', async () => {
+  const token = await issue(fx.localKeyFile, 'revokee', ['--ttl', '15m']);
+  const other = await issue(fx.localKeyFile, 'bystander', ['--ttl', '15m']);
+  const ctx = await newContext();
+  try {
+    const page = await openPage(ctx, fx.app.origin + '/');
+    const side = await openPage(ctx, fx.app.origin + '/');
+    const holdUntil = Date.now() + 4000;
+    const bystander = wsSession(side, fx.live.ws + '/', ['wsgate', other], { tickMs: 200, holdUntil, timeoutMs: 8000 });
+    const session = wsSession(page, fx.live.ws + '/', ['wsgate', token], { tickMs: 200, timeoutMs: 8000 });
+    // Both sessions are authenticated and echoing before the operator acts.
+    for (const p of [page, side]) {
+      await p.waitForFunction(() => window.wsSessionState && window.wsSessionState.echoes > 0, null, { timeout: 5000 });
+    }
+    const t0 = Date.now();
+    const ans = await revoke(fx.live, { sub: 'revokee' });
+    assertEq(ans.status, 200, `POST /revoke status (${ans.body})`);
+    assertEq(JSON.parse(ans.body), { revoked: 'sub', closed: 1 }, 'POST /revoke answer');
+    const r = await session;
+    const what = describeSession(r);
+    assert(r.closeCode === 4401 && r.closeReason === 'token revoked',
+      `page's onclose: want 4401 "token revoked" (${what})`);
+    assert(r.closedAt - t0 < 1500, `page saw the close ${r.closedAt - t0} ms after POST /revoke, want within 1 s (+0.5 s slack)`);
+    const b = await bystander;
+    assertEq([b.closeCode, b.closeReason], [1000, 'done'], `the other sub's session (${describeSession(b)})`);
+    assert(b.frames.some((f) => f.data.startsWith('tick ') && f.at > r.closedAt),
+      `the other sub's session stopped echoing at the revocation (${describeSession(b)})`);
+    // The same token again, from the browser: 101 then the close the page can read (SPEC §14.4).
+    const again = await wsTry(page, fx.live.ws + '/', ['wsgate', token]);
+    assert(again.opened, `revoked token by subprotocol: want 101 then close (${describe(again)})`);
+    expectClose(again, 4401, 'token revoked', 'revoked token by subprotocol');
+    const m = await wsTry(page, fx.live.ws + '/', null, { send: [token] });
+    expectClose(m, 4401, 'token revoked', 'revoked token as the first message');
+  } finally { await ctx.close(); }
+});
+
 test('browser: first-message deadline → 4408 "authentication timeout"; binary first frame → 4401', async () => {
   const ctx = await newContext();
   try {
@@ -541,6 +663,44 @@ test('browser: examples/browser page — cookie, subprotocol, first message and 
     await page.screenshot({ path: path.join(ARTIFACTS, 'example.png'), fullPage: true });
     const bad = Object.entries(statuses).filter(([, s]) => !s.startsWith('ok'));
     assert(bad.length === 0, `example page: ${bad.map(([m, s]) => `${m} → ${s}`).join('; ')}`);
+  } finally { await ctx.close(); }
+});
+
+test('browser: examples/browser page — "Long session" refreshes past the first exp, then shows 4401 "token revoked"', async () => {
+  // example: --refresh (notice 30 s: at once for this token) --leeway 0 --admin-listen.
+  const first = await issue(fx.localKeyFile, 'example-live', ['--ttl', '3s']);
+  const exp1 = expOf(first);
+  const next = await issue(fx.localKeyFile, 'example-live', ['--ttl', '15m']);
+  const ctx = await newContext();
+  try {
+    const page = await ctx.newPage();
+    const resp = await page.goto(fx.example.origin + '/', { waitUntil: 'load', timeout: 10_000 });
+    assertEq(resp && resp.status(), 200, 'GET examples/browser/index.html');
+    await page.fill('#token', first);
+    await page.fill('#next-token', next);
+    await page.click('#btn-live');
+    const text = () => page.$eval('#out-live', (el) => `${el.dataset.status}: ${el.textContent}`);
+    await page.waitForFunction(() => {
+      const el = document.getElementById('out-live');
+      return el.dataset.refreshed === '1' || el.dataset.status === 'fail';
+    }, null, { timeout: 10_000 });
+    assert((await text()).includes('refreshed: the session now ends at'), `no refresh: ${await text()}`);
+    // Past the first token's exp (+ the server's whole second), the page still gets echoes.
+    await page.waitForFunction((t) => Date.now() > t, exp1 + 1100, { timeout: 10_000 });
+    const echoes = await page.$eval('#out-live', (el) => Number(el.dataset.echoes));
+    await page.waitForFunction((n) => {
+      const el = document.getElementById('out-live');
+      return Number(el.dataset.echoes) > n || el.dataset.status === 'fail';
+    }, echoes, { timeout: 5000 });
+    const alive = await text();
+    assert(alive.startsWith('running:') && !alive.includes('closed'), `session after the first exp: ${alive}`);
+
+    const ans = await revoke(fx.example, { sub: 'example-live' });
+    assertEq(JSON.parse(ans.body), { revoked: 'sub', closed: 1 }, 'POST /revoke answer');
+    await page.waitForFunction(() => document.getElementById('out-live').dataset.status === 'fail', null, { timeout: 5000 });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'example-refresh.png'), fullPage: true });
+    const end = await text();
+    assert(end.includes('closed 4401 "token revoked" → revoked by an operator: log in again'), `after POST /revoke: ${end}`);
   } finally { await ctx.close(); }
 });
 
