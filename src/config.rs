@@ -64,6 +64,10 @@ pub struct Config {
     pub head_timeout: Duration,
     /// On shutdown, wait this long for closing handshakes. Default 10 s (SPEC §9.15).
     pub shutdown_grace: Duration,
+    /// Speak TLS on the listener with this certificate and key (README "TLS"). The
+    /// handshake counts against `head_timeout` and `max_connections`. Default none.
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
 }
 
 impl Default for Config {
@@ -88,7 +92,19 @@ impl Default for Config {
             ping_interval: Duration::from_secs(30),
             head_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+}
+
+impl Config {
+    /// Whether the listener speaks TLS (always `false` without the `tls` feature).
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 

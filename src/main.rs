@@ -89,6 +89,15 @@ struct Serve {
     /// error, warn, info or debug [info]
     #[argh(option, default = "\"info\".into()")]
     log_level: String,
+    /// speak TLS with this PEM certificate chain (leaf first); needs --tls-key
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+    /// the PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
+    /// PEM file of CAs trusted for a wss:// --upstream, besides the system's roots
+    #[argh(option)]
+    upstream_ca: Option<PathBuf>,
 }
 
 #[derive(FromArgs)]
@@ -193,6 +202,9 @@ struct Bench {
     /// print the report as JSON on stdout
     #[argh(switch)]
     json: bool,
+    /// for a wss:// URL: PEM file of CAs to trust besides the system's roots
+    #[argh(option)]
+    ca: Option<PathBuf>,
 }
 
 #[cfg(feature = "bench")]
@@ -231,6 +243,14 @@ fn bench(b: Bench) -> ExitCode {
         o.hold_for = secs("--hold-for", &b.hold_for)?;
         o.timeout = std::time::Duration::from_secs(b.timeout.max(1));
         o.server_pid = b.server_pid;
+        #[cfg(feature = "tls")]
+        {
+            o.ca = b.ca;
+        }
+        #[cfg(not(feature = "tls"))]
+        if b.ca.is_some() {
+            return Err("--ca: this build has no TLS (feature \"tls\")".into());
+        }
         Ok(o)
     })();
     let opts = match prepared {
@@ -390,12 +410,23 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     }
     config.static_dir = s.static_dir;
     config.ping_interval = std::time::Duration::from_secs(s.ping_interval.max(1));
+    let tls = tls_files(s.tls_cert.as_deref(), s.tls_key.as_deref())?;
+    #[cfg(feature = "tls")]
+    {
+        config.tls = tls.clone();
+    }
     // Both constructors check their argument and name the option in the error.
     let handler = match &config.mode {
         Mode::Echo => Handler::echo(),
-        Mode::Upstream(url) => Handler::upstream(url)?,
+        Mode::Upstream(url) => upstream_handler(url, s.upstream_ca.as_deref())?,
         Mode::Exec(cmd) => Handler::exec(cmd)?,
     };
+    if s.upstream_ca.is_some() && !matches!(config.mode, Mode::Upstream(_)) {
+        return Err(ConfigError::new(
+            "--upstream-ca",
+            "needs --upstream wss://…",
+        ));
+    }
 
     let mut demo_token = None;
     if config.keys.is_empty() {
@@ -419,13 +450,19 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             print_demo(&token, addr);
         }
         let handle = server.shutdown_handle();
-        let signals =
-            async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]);
+        use async_signal::Signal;
+        let signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup]);
         let watch = async move {
             if let Ok(mut signals) = signals {
                 use smol::stream::StreamExt as _;
-                if signals.next().await.is_some() {
-                    handle.shutdown();
+                while let Some(signal) = signals.next().await {
+                    match signal {
+                        Ok(Signal::Hup) => reload(&tls).await,
+                        _ => {
+                            handle.shutdown();
+                            break;
+                        }
+                    }
                 }
             }
             std::future::pending::<std::io::Result<()>>().await
@@ -437,6 +474,70 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             .await
             .map_err(|e| ConfigError::new("serve", e))
     })
+}
+
+/// What SIGHUP reloads: the TLS certificate and key. Without the `tls` feature there
+/// is nothing (yet), and `--tls-cert` is refused.
+#[cfg(feature = "tls")]
+type Reloadable = Option<std::sync::Arc<wsgate::tls::Tls>>;
+#[cfg(not(feature = "tls"))]
+type Reloadable = ();
+
+#[cfg(not(feature = "tls"))]
+const NO_TLS: &str = "this build has no TLS (feature \"tls\")";
+
+/// `--tls-cert` and `--tls-key`: both or neither.
+fn tls_files(cert: Option<&Path>, key: Option<&Path>) -> Result<Reloadable, ConfigError> {
+    #[cfg(feature = "tls")]
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some(std::sync::Arc::new(wsgate::tls::Tls::load(c, k)?))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new("--tls-cert", "needs --tls-key too")),
+        (None, Some(_)) => Err(ConfigError::new(
+            "--tls-cert",
+            "missing (--tls-key needs it)",
+        )),
+    }
+    #[cfg(not(feature = "tls"))]
+    match (cert, key) {
+        (None, None) => Ok(()),
+        _ => Err(ConfigError::new("--tls-cert", NO_TLS)),
+    }
+}
+
+/// The proxy handler: a `wss://` upstream verified against the system's roots plus
+/// `--upstream-ca`.
+fn upstream_handler(url: &str, ca: Option<&Path>) -> Result<Handler, ConfigError> {
+    #[cfg(feature = "tls")]
+    {
+        Handler::upstream_with_ca(url, ca)
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        if ca.is_some() {
+            return Err(ConfigError::new("--upstream-ca", NO_TLS));
+        }
+        Handler::upstream(url)
+    }
+}
+
+/// SIGHUP: re-reads the reloadable files. Each either takes effect for new
+/// connections or changes nothing; one log line says which. Live sessions go on.
+async fn reload(tls: &Reloadable) {
+    #[cfg(feature = "tls")]
+    let result = match tls.clone() {
+        Some(tls) => smol::unblock(move || tls.reload().map(|()| "ok")).await,
+        None => Ok("off"),
+    };
+    #[cfg(not(feature = "tls"))]
+    let result: Result<&str, ConfigError> = {
+        let () = tls;
+        Ok("off")
+    };
+    match result {
+        Ok(tls) => wsgate::log_event!(Level::Info, "reload", "tls" = tls),
+        Err(e) => wsgate::log_event!(Level::Error, "reload", "reason" = e),
+    }
 }
 
 /// The key-less `serve` banner: the demo token is the one token wsgate ever prints
