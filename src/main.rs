@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
+// `serve` has many options; the value is built once, at start-up.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     Serve(Serve),
     Keygen(Keygen),
@@ -439,6 +441,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         config.keys.push(key);
     }
 
+    let is_tls = config.is_tls();
     smol::block_on(async {
         let server = Server::bind(config, handler)
             .await
@@ -447,7 +450,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             let addr = server
                 .local_addr()
                 .map_err(|e| ConfigError::new("serve", e))?;
-            print_demo(&token, addr);
+            print_demo(&token, addr, is_tls);
         }
         let handle = server.shutdown_handle();
         use async_signal::Signal;
@@ -481,7 +484,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
 #[cfg(feature = "tls")]
 type Reloadable = Option<std::sync::Arc<wsgate::tls::Tls>>;
 #[cfg(not(feature = "tls"))]
-type Reloadable = ();
+type Reloadable = Option<std::convert::Infallible>;
 
 #[cfg(not(feature = "tls"))]
 const NO_TLS: &str = "this build has no TLS (feature \"tls\")";
@@ -500,7 +503,7 @@ fn tls_files(cert: Option<&Path>, key: Option<&Path>) -> Result<Reloadable, Conf
     }
     #[cfg(not(feature = "tls"))]
     match (cert, key) {
-        (None, None) => Ok(()),
+        (None, None) => Ok(None),
         _ => Err(ConfigError::new("--tls-cert", NO_TLS)),
     }
 }
@@ -531,7 +534,7 @@ async fn reload(tls: &Reloadable) {
     };
     #[cfg(not(feature = "tls"))]
     let result: Result<&str, ConfigError> = {
-        let () = tls;
+        let _ = tls;
         Ok("off")
     };
     match result {
@@ -542,8 +545,8 @@ async fn reload(tls: &Reloadable) {
 
 /// The key-less `serve` banner: the demo token is the one token wsgate ever prints
 /// (SPEC §9.11), with connect examples for the address actually bound.
-fn print_demo(token: &str, addr: std::net::SocketAddr) {
-    let url = format!("ws://{addr}/");
+fn print_demo(token: &str, addr: std::net::SocketAddr, tls: bool) {
+    let url = format!("{}://{addr}/", if tls { "wss" } else { "ws" });
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
