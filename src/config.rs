@@ -15,7 +15,7 @@ pub enum Mode {
     /// Send every text and binary message back.
     #[default]
     Echo,
-    /// Relay to `ws://host:port/path` (SPEC §6).
+    /// Relay to `ws://host:port/path`, or `wss://…` with the `tls` feature (SPEC §6).
     Upstream(String),
     /// Run a process per connection, websocketd style (SPEC §6).
     Exec(String),
