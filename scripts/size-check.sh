@@ -2,7 +2,7 @@
 # Binary-size budget (issue 5): the `small` profile's stripped `wsgate`, without
 # optional features (the router build), must stay within 800 KiB; the router build
 # with TLS (`--features tls`) within 1 700 KiB (measured 1 650 KiB: rustls, ring and
-# webpki add ~860 KiB, see README "Binary size"). Builds both, prints their sizes,
+# webpki add ~850 KiB, see README "Binary size"). Builds both, prints their sizes,
 # exits 1 when either is over budget. CI runs this (scripts/test), so that a new
 # dependency or feature cannot grow the binary unnoticed.
 #   scripts/size-check.sh          # build the router binary and check it
