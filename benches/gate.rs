@@ -30,6 +30,7 @@ fn gate(keys: Vec<Key>, origins: Vec<String>, capacity: usize) -> Gate {
         ),
         ticket_ttl: 30,
         ticket_capacity: capacity,
+        tls: false,
     })
     .unwrap()
 }

@@ -360,6 +360,9 @@ pub struct GateConfig {
     pub ticket_ttl: i64,
     /// Bound on live tickets.
     pub ticket_capacity: usize,
+    /// The listener speaks TLS: for the same-origin rule, a `Host` without a port
+    /// means port 443, whatever the Origin's scheme (README "TLS").
+    pub tls: bool,
 }
 
 /// The decision core. Owns the keys, the ticket replay cache and the revocations.
@@ -818,7 +821,7 @@ impl Gate {
     /// Whether `origin` may connect. Same origin always may; with `--allow-origin`
     /// every request is checked; without, only cookie-authenticated ones (CSWSH).
     pub fn origin_allowed(&self, origin: &str, host: Option<&str>, method: Option<Method>) -> bool {
-        if host.is_some_and(|h| same_origin(origin, h)) {
+        if host.is_some_and(|h| same_origin_on(origin, h, self.cfg.tls)) {
             return true;
         }
         if !self.cfg.allowed_origins.is_empty() {
@@ -1013,6 +1016,21 @@ pub fn random_id() -> Result<String, getrandom::Error> {
 /// case-insensitive) equals the `Host` header's (a `Host` without a port takes the
 /// default port of the Origin's scheme).
 pub fn same_origin(origin: &str, host: &str) -> bool {
+    same_origin_on(origin, host, false)
+}
+
+/// [`same_origin`] on a listener that speaks TLS when `tls`: then a `Host` without a
+/// port means 443 whatever the Origin's scheme, so an `http://` Origin is never the
+/// same origin unless its explicit port equals the `Host`'s (README "TLS").
+///
+/// ```
+/// use wsgate::auth::same_origin_on;
+/// assert!(same_origin_on("https://a.example", "a.example", true));
+/// assert!(!same_origin_on("http://a.example", "a.example", true));
+/// assert!(same_origin_on("http://a.example", "a.example", false));
+/// assert!(same_origin_on("http://a.example:8443", "a.example:8443", true));
+/// ```
+pub fn same_origin_on(origin: &str, host: &str, tls: bool) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else {
         return false;
     };
@@ -1024,7 +1042,7 @@ pub fn same_origin(origin: &str, host: &str) -> bool {
     let authority = authority.trim_end_matches('/');
     match (
         split_authority(authority, default_port),
-        split_authority(host.trim(), default_port),
+        split_authority(host.trim(), if tls { 443 } else { default_port }),
     ) {
         (Some((oh, op)), Some((hh, hp))) => op == hp && oh.eq_ignore_ascii_case(hh),
         _ => false,

@@ -51,6 +51,7 @@ use smol::net::TcpStream;
 use smol::stream::StreamExt as _;
 
 use crate::client::{self, HandshakeError, Upgrade};
+use crate::session::BoxedConnection;
 use crate::token::Key;
 
 pub use crate::client::WsUrl;
@@ -185,6 +186,9 @@ pub struct Options {
     pub server_pid: Option<u32>,
     /// Print a progress line on stderr (only when stderr is a terminal). Default true.
     pub progress: bool,
+    /// For a `wss://` URL: a PEM file of CAs to trust besides the system's roots.
+    #[cfg(feature = "tls")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -205,6 +209,8 @@ impl Options {
             timeout: Duration::from_secs(10),
             server_pid: None,
             progress: true,
+            #[cfg(feature = "tls")]
+            ca: None,
         }
     }
 }
@@ -392,7 +398,7 @@ impl Times {
     }
 }
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<BoxedConnection>;
 
 struct Failure {
     kind: String,
@@ -435,6 +441,8 @@ struct Plan {
     cookie: String,
     timeout: Duration,
     ws_config: WebSocketConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsClient>,
 }
 
 impl Plan {
@@ -456,12 +464,20 @@ impl Plan {
         }
     }
 
-    async fn connect(&self) -> Result<TcpStream, Failure> {
+    /// TCP, then TLS for a `wss://` URL (the `connect` phase covers both).
+    async fn connect(&self) -> Result<BoxedConnection, Failure> {
         let s = TcpStream::connect(self.addr)
             .await
             .map_err(|e| Failure::new(format!("connect: {}", io_kind(&e))))?;
         let _ = s.set_nodelay(true);
-        Ok(s)
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls
+                .connect(self.url.host(), s)
+                .await
+                .map_err(|e| Failure::new(format!("tls: {}", crate::tls::handshake_reason(&e))));
+        }
+        Ok(Box::new(s))
     }
 
     /// `POST /ticket` with the token as Bearer; the ticket from the JSON answer.
@@ -512,7 +528,7 @@ impl Plan {
             .map_err(|_| Failure::new("ticket: answer is not {\"ticket\":…}"))
     }
 
-    async fn upgrade(&self, stream: TcpStream, token: Option<&str>) -> Result<Ws, Failure> {
+    async fn upgrade(&self, stream: BoxedConnection, token: Option<&str>) -> Result<Ws, Failure> {
         let header = token.and_then(|token| match self.method {
             BenchMethod::Header | BenchMethod::Ticket => {
                 Some(("Authorization", format!("Bearer {token}")))
@@ -706,6 +722,18 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
         }
     }
     let addr = resolve(&opts.url)?;
+    #[cfg(feature = "tls")]
+    let tls = if opts.url.is_tls() {
+        let client = crate::tls::TlsClient::new(opts.ca.as_deref(), "--ca")
+            .map_err(|e| BenchError::Options(e.to_string()))?;
+        Some(client)
+    } else if opts.ca.is_some() {
+        return Err(BenchError::Options(
+            "--ca: the URL is ws:// (no TLS); use wss://".into(),
+        ));
+    } else {
+        None
+    };
     let plan = Rc::new(Plan {
         url: opts.url.clone(),
         addr,
@@ -723,6 +751,8 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
         ws_config: WebSocketConfig::default()
             .read_buffer_size(CLIENT_READ_BUFFER)
             .write_buffer_size(0),
+        #[cfg(feature = "tls")]
+        tls,
     });
     let show_progress = opts.progress && std::io::stderr().is_terminal();
     let ex = smol::LocalExecutor::new();
@@ -992,7 +1022,6 @@ mod tests {
     #[test]
     fn refuses_other_urls_clearly() {
         for bad in [
-            "wss://h/",
             "http://h/",
             "h:80",
             "ws://",
@@ -1004,6 +1033,7 @@ mod tests {
             let e = bad.parse::<WsUrl>().unwrap_err().to_string();
             assert!(e.starts_with(&format!("url: `{bad}`: ")), "{bad}: {e}");
         }
+        #[cfg(not(feature = "tls"))]
         assert!(
             "wss://h/"
                 .parse::<WsUrl>()

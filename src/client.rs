@@ -51,10 +51,12 @@ pub const MAX_ANSWER_HEAD: usize = MAX_HEAD;
 /// Bytes asked of the stream per read while the answer head is incomplete.
 const READ_CHUNK: usize = 1024;
 
-/// A checked `ws://host[:port][/path][?query]` URL (no TLS: `wss://` is refused).
+/// A checked `ws://host[:port][/path][?query]` URL, or `wss://…` with the `tls`
+/// feature (refused without it).
 ///
 /// Only RFC 3986 characters (`%`-escapes passed on as they are), a host name or IPv4
-/// address or a bracketed IPv6 address, a port from 1 to 65535 (80 when absent),
+/// address or a bracketed IPv6 address, a port from 1 to 65535 (80 when absent, 443
+/// for `wss://`),
 /// no user info, no fragment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsUrl {
@@ -65,16 +67,21 @@ pub struct WsUrl {
     port: u16,
     /// Path and query, starting with `/`.
     path: String,
+    /// `wss://`: TLS to the server (feature `tls`).
+    tls: bool,
 }
 
 impl WsUrl {
     /// Parses and checks `url`; the error says what is wrong, for the caller to
     /// prefix with the option it came from.
     pub fn parse(url: &str) -> Result<WsUrl, &'static str> {
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("ws") => rest,
+        let (rest, tls) = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("ws") => (rest, false),
+            #[cfg(feature = "tls")]
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("wss") => (rest, true),
+            #[cfg(not(feature = "tls"))]
             Some((scheme, _)) if scheme.eq_ignore_ascii_case("wss") => {
-                return Err("wss:// is not supported (wsgate has no TLS client); use ws://");
+                return Err("wss://: this build has no TLS (feature \"tls\"); use ws://");
             }
             _ => return Err("expected a URL like ws://127.0.0.1:9000/path"),
         };
@@ -125,6 +132,7 @@ impl WsUrl {
             return Err("bad host");
         }
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some(p) => p
                 .parse::<u16>()
@@ -137,7 +145,13 @@ impl WsUrl {
             host: host.to_owned(),
             port,
             path,
+            tls,
         })
+    }
+
+    /// Whether the URL is `wss://` (TLS).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// Host and port as written (`[::1]:9000`, `example.com`): the `Host` header.
@@ -150,7 +164,7 @@ impl WsUrl {
         &self.host
     }
 
-    /// The port (80 when the URL has none).
+    /// The port (80 when the URL has none, 443 for `wss://`).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -163,7 +177,8 @@ impl WsUrl {
 
 impl fmt::Display for WsUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ws://{}{}", self.authority, self.path)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        write!(f, "{scheme}://{}{}", self.authority, self.path)
     }
 }
 
@@ -657,14 +672,29 @@ mod tests {
     }
 
     #[test]
+    fn wss_needs_the_tls_feature() {
+        let parsed = WsUrl::parse("wss://h/x");
+        #[cfg(feature = "tls")]
+        {
+            let u = parsed.unwrap();
+            assert_eq!((u.host(), u.port(), u.is_tls()), ("h", 443, true));
+            assert_eq!(u.to_string(), "wss://h/x");
+            let u = WsUrl::parse("WSS://h:8443").unwrap();
+            assert_eq!((u.port(), u.path()), (8443, "/"));
+        }
+        #[cfg(not(feature = "tls"))]
+        assert_eq!(
+            parsed.unwrap_err(),
+            "wss://: this build has no TLS (feature \"tls\"); use ws://"
+        );
+        assert!(!WsUrl::parse("ws://h/").unwrap().is_tls());
+    }
+
+    #[test]
     fn refuses_other_urls() {
         for (bad, why) in [
             ("h:80", "expected a URL like ws://127.0.0.1:9000/path"),
             ("http://h/", "expected a URL like ws://127.0.0.1:9000/path"),
-            (
-                "wss://h/",
-                "wss:// is not supported (wsgate has no TLS client); use ws://",
-            ),
             ("ws://", "no host"),
             ("ws://:80/", "no host"),
             ("ws://[]:80/", "no host"),

@@ -15,7 +15,7 @@ pub enum Mode {
     /// Send every text and binary message back.
     #[default]
     Echo,
-    /// Relay to `ws://host:port/path` (SPEC §6).
+    /// Relay to `ws://host:port/path`, or `wss://…` with the `tls` feature (SPEC §6).
     Upstream(String),
     /// Run a process per connection, websocketd style (SPEC §6).
     Exec(String),
@@ -79,6 +79,10 @@ pub struct Config {
     /// The operators' listener (`POST /revoke`, `GET /sessions`, `/healthz`,
     /// `/metrics`), plain HTTP, no authentication of its own. Default off.
     pub admin_listen: Option<SocketAddr>,
+    /// Speak TLS on the listener with this certificate and key (README "TLS"). The
+    /// handshake counts against `head_timeout` and `max_connections`. Default none.
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
 }
 
 impl Default for Config {
@@ -108,7 +112,19 @@ impl Default for Config {
             revoke_ttl: crate::revocation::DEFAULT_REVOKE_TTL,
             revoke_capacity: crate::revocation::DEFAULT_REVOKE_CAPACITY,
             admin_listen: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+}
+
+impl Config {
+    /// Whether the listener speaks TLS (always `false` without the `tls` feature).
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 

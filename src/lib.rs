@@ -32,6 +32,7 @@
 //!     verifier: Verifier::new(vec![key], ClaimRules { leeway: 60, ..Default::default() }),
 //!     ticket_ttl: 30,
 //!     ticket_capacity: 1000,
+//!     tls: false,
 //! })
 //! .unwrap();
 //!
@@ -92,6 +93,8 @@ pub mod server;
 pub mod session;
 pub mod tickets;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod token;
 
 pub use async_tungstenite::tungstenite::Message;

@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
+// `serve` has many options; the value is built once, at start-up.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     Serve(Serve),
     Keygen(Keygen),
@@ -109,6 +111,15 @@ struct Serve {
     /// most live revocations; POST /revoke answers 503 beyond [100000]
     #[argh(option, default = "100000")]
     revoke_capacity: usize,
+    /// speak TLS with this PEM certificate chain (leaf first); needs --tls-key
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+    /// the PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
+    /// PEM file of CAs trusted for a wss:// --upstream, besides the system's roots
+    #[argh(option)]
+    upstream_ca: Option<PathBuf>,
 }
 
 #[derive(FromArgs)]
@@ -232,6 +243,9 @@ struct Bench {
     /// print the report as JSON on stdout
     #[argh(switch)]
     json: bool,
+    /// for a wss:// URL: PEM file of CAs to trust besides the system's roots
+    #[argh(option)]
+    ca: Option<PathBuf>,
 }
 
 #[cfg(feature = "bench")]
@@ -273,6 +287,14 @@ fn bench(b: Bench) -> ExitCode {
         o.hold_for = secs("--hold-for", &b.hold_for)?;
         o.timeout = secs("--timeout", &b.timeout)?;
         o.server_pid = b.server_pid;
+        #[cfg(feature = "tls")]
+        {
+            o.ca = b.ca;
+        }
+        #[cfg(not(feature = "tls"))]
+        if b.ca.is_some() {
+            return Err("--ca: this build has no TLS (feature \"tls\")".into());
+        }
         Ok(o)
     })();
     let opts = match prepared {
@@ -521,12 +543,23 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     }
     config.revoke_capacity = s.revoke_capacity;
     let key_files = s.key.clone();
+    let tls = tls_files(s.tls_cert.as_deref(), s.tls_key.as_deref())?;
+    #[cfg(feature = "tls")]
+    {
+        config.tls = tls.clone();
+    }
     // Both constructors check their argument and name the option in the error.
     let handler = match &config.mode {
         Mode::Echo => Handler::echo(),
-        Mode::Upstream(url) => Handler::upstream(url)?,
+        Mode::Upstream(url) => upstream_handler(url, s.upstream_ca.as_deref())?,
         Mode::Exec(cmd) => Handler::exec(cmd)?,
     };
+    if s.upstream_ca.is_some() && !matches!(config.mode, Mode::Upstream(_)) {
+        return Err(ConfigError::new(
+            "--upstream-ca",
+            "needs --upstream wss://…",
+        ));
+    }
 
     let mut demo_token = None;
     if config.keys.is_empty() {
@@ -539,6 +572,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         config.keys.push(key);
     }
 
+    let is_tls = config.is_tls();
     smol::block_on(async {
         let server = Server::bind(config, handler)
             .await
@@ -547,7 +581,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             let addr = server
                 .local_addr()
                 .map_err(|e| ConfigError::new("serve", e))?;
-            print_demo(&token, addr);
+            print_demo(&token, addr, is_tls);
         }
         let handle = server.handle();
         use async_signal::Signal;
@@ -557,7 +591,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
                 use smol::stream::StreamExt as _;
                 while let Some(signal) = signals.next().await {
                     match signal {
-                        Ok(Signal::Hup) => reload(&handle, &key_files),
+                        Ok(Signal::Hup) => reload(&handle, &key_files, &tls).await,
                         _ => {
                             handle.shutdown();
                             break;
@@ -576,27 +610,109 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     })
 }
 
-/// SIGHUP: re-reads every `--key` file; all of them or nothing (a failure changes
-/// nothing, is logged, and the server keeps serving).
-fn reload(handle: &wsgate::ServerHandle, key_files: &[PathBuf]) {
+/// What SIGHUP reloads: the TLS certificate and key. Without the `tls` feature there
+/// is nothing (yet), and `--tls-cert` is refused.
+#[cfg(feature = "tls")]
+type Reloadable = Option<std::sync::Arc<wsgate::tls::Tls>>;
+#[cfg(not(feature = "tls"))]
+type Reloadable = Option<std::convert::Infallible>;
+
+#[cfg(not(feature = "tls"))]
+const NO_TLS: &str = "this build has no TLS (feature \"tls\")";
+
+/// `--tls-cert` and `--tls-key`: both or neither.
+fn tls_files(cert: Option<&Path>, key: Option<&Path>) -> Result<Reloadable, ConfigError> {
+    #[cfg(feature = "tls")]
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some(std::sync::Arc::new(wsgate::tls::Tls::load(c, k)?))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new("--tls-cert", "needs --tls-key too")),
+        (None, Some(_)) => Err(ConfigError::new(
+            "--tls-cert",
+            "missing (--tls-key needs it)",
+        )),
+    }
+    #[cfg(not(feature = "tls"))]
+    match (cert, key) {
+        (None, None) => Ok(None),
+        _ => Err(ConfigError::new("--tls-cert", NO_TLS)),
+    }
+}
+
+/// The proxy handler: a `wss://` upstream verified against the system's roots plus
+/// `--upstream-ca`.
+fn upstream_handler(url: &str, ca: Option<&Path>) -> Result<Handler, ConfigError> {
+    #[cfg(feature = "tls")]
+    {
+        Handler::upstream_with_ca(url, ca)
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        if ca.is_some() {
+            return Err(ConfigError::new("--upstream-ca", NO_TLS));
+        }
+        Handler::upstream(url)
+    }
+}
+
+/// SIGHUP: re-reads every `--key` file and the TLS files, all or nothing: each is
+/// read and checked first, then all take effect for new handshakes at once; a
+/// failure changes nothing and is logged. Live sessions go on.
+async fn reload(handle: &wsgate::ServerHandle, key_files: &[PathBuf], tls: &Reloadable) {
+    let keys = if key_files.is_empty() {
+        None
+    } else {
+        match load_keys(key_files, None) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                wsgate::log_event!(Level::Error, "reload", "reason" = e);
+                return;
+            }
+        }
+    };
+    #[cfg(feature = "tls")]
+    let prepared = match tls.clone() {
+        Some(tls) => match smol::unblock(move || tls.prepare()).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                wsgate::log_event!(Level::Error, "reload", "reason" = e);
+                return;
+            }
+        },
+        None => None,
+    };
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    let n = keys.as_ref().map_or(0, Vec::len);
+    if let Some(keys) = keys {
+        if let Err(e) = handle.set_keys(keys) {
+            wsgate::log_event!(
+                Level::Error,
+                "reload",
+                "reason" = ConfigError::new("--key", e)
+            );
+            return;
+        }
+    }
+    #[cfg(feature = "tls")]
+    let tls_state = match (tls, prepared) {
+        (Some(t), Some(p)) => {
+            t.install(p);
+            "ok"
+        }
+        _ => "off",
+    };
+    #[cfg(not(feature = "tls"))]
+    let tls_state = "off";
     if key_files.is_empty() {
         wsgate::log_event!(
-            Level::Warn,
+            Level::Info,
             "reload",
-            "reason" = "no --key file to re-read (WSGATE_KEY or an ephemeral key)",
+            "keys" = "unchanged",
+            "tls" = tls_state
         );
-        return;
-    }
-    let loaded = load_keys(key_files, None).and_then(|keys| {
-        let n = keys.len();
-        handle
-            .set_keys(keys)
-            .map(|()| n)
-            .map_err(|e| ConfigError::new("--key", e))
-    });
-    match loaded {
-        Ok(n) => wsgate::log_event!(Level::Info, "reload", "keys" = n),
-        Err(e) => wsgate::log_event!(Level::Error, "reload", "reason" = e),
+    } else {
+        wsgate::log_event!(Level::Info, "reload", "keys" = n, "tls" = tls_state);
     }
 }
 
@@ -667,8 +783,8 @@ fn post_revoke(addr: &str, body: &str) -> Result<(u16, String), String> {
 
 /// The key-less `serve` banner: the demo token is the one token wsgate ever prints
 /// (SPEC §9.11), with connect examples for the address actually bound.
-fn print_demo(token: &str, addr: std::net::SocketAddr) {
-    let url = format!("ws://{addr}/");
+fn print_demo(token: &str, addr: std::net::SocketAddr, tls: bool) {
+    let url = format!("{}://{addr}/", if tls { "wss" } else { "ws" });
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,

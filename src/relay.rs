@@ -42,10 +42,20 @@ use crate::session::{BoxedConnection, Handler, RENEW_BUFFERS_ABOVE, Race, Sessio
 /// Bound on reaching the upstream: TCP connect and WebSocket handshake (SPEC §9.14).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A checked `--upstream` URL: `ws://host[:port][/path]` (no query, no `wss://`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A checked `--upstream` URL: `ws://host[:port][/path]` (no query), or `wss://…`
+/// with the `tls` feature, verified against the system's roots plus `--upstream-ca`.
+#[derive(Clone, Debug)]
 pub struct UpstreamUrl {
     url: WsUrl,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsClient>,
+}
+
+impl PartialEq for UpstreamUrl {
+    /// The same URL (the trusted roots of a `wss://` one are not compared).
+    fn eq(&self, other: &UpstreamUrl) -> bool {
+        self.url == other.url
+    }
 }
 
 impl UpstreamUrl {
@@ -57,13 +67,44 @@ impl UpstreamUrl {
     /// assert!(wsgate::relay::UpstreamUrl::parse("http://example.com/").is_err());
     /// ```
     pub fn parse(url: &str) -> Result<UpstreamUrl, ConfigError> {
+        #[cfg(feature = "tls")]
+        return UpstreamUrl::parse_with_ca(url, None);
+        #[cfg(not(feature = "tls"))]
+        UpstreamUrl::parse_url(url)
+    }
+
+    fn parse_url(url: &str) -> Result<UpstreamUrl, ConfigError> {
         let bad = |why: &str| ConfigError::new(format!("--upstream {url}"), why);
         let parsed = WsUrl::parse(url).map_err(bad)?;
         // The client's query is appended to the upstream path (`target_for`).
         if parsed.path().contains('?') {
             return Err(bad("no query allowed (the client's query is appended)"));
         }
-        Ok(UpstreamUrl { url: parsed })
+        Ok(UpstreamUrl {
+            url: parsed,
+            #[cfg(feature = "tls")]
+            tls: None,
+        })
+    }
+
+    /// [`UpstreamUrl::parse`], and for a `wss://` URL the trust to verify it with: the
+    /// system's roots plus the CAs in `ca` (PEM), as `--upstream-ca` gives. A `ca`
+    /// for a `ws://` URL is an error (it would do nothing).
+    #[cfg(feature = "tls")]
+    pub fn parse_with_ca(
+        url: &str,
+        ca: Option<&std::path::Path>,
+    ) -> Result<UpstreamUrl, ConfigError> {
+        let mut up = UpstreamUrl::parse_url(url)?;
+        if up.url.is_tls() {
+            up.tls = Some(crate::tls::TlsClient::new(ca, "--upstream-ca")?);
+        } else if ca.is_some() {
+            return Err(ConfigError::new(
+                "--upstream-ca",
+                "the upstream is ws:// (no TLS); use wss://",
+            ));
+        }
+        Ok(up)
     }
 
     /// Whether a client's request target stays under the upstream path once appended:
@@ -126,6 +167,19 @@ impl UpstreamUrl {
     }
 }
 
+impl UpstreamUrl {
+    /// The client TLS of a `wss://` URL.
+    #[cfg(feature = "tls")]
+    fn tls_client(&self) -> Option<&crate::tls::TlsClient> {
+        self.tls.as_ref()
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn tls_client(&self) -> Option<std::convert::Infallible> {
+        None
+    }
+}
+
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.url.fmt(f)
@@ -149,13 +203,30 @@ impl Handler {
     /// assert!(wsgate::Handler::upstream("127.0.0.1:9000").is_err());
     /// ```
     pub fn upstream(url: &str) -> Result<Handler, ConfigError> {
-        let url = Arc::new(UpstreamUrl::parse(url)?);
+        #[cfg(feature = "tls")]
+        return Handler::upstream_with_ca(url, None);
+        #[cfg(not(feature = "tls"))]
+        Ok(Handler::relaying(UpstreamUrl::parse(url)?))
+    }
+
+    /// [`Handler::upstream`] for a `wss://` URL whose certificate is verified against
+    /// the system's roots plus the CAs in `ca` (PEM), as `--upstream-ca` does.
+    #[cfg(feature = "tls")]
+    pub fn upstream_with_ca(
+        url: &str,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Handler, ConfigError> {
+        Ok(Handler::relaying(UpstreamUrl::parse_with_ca(url, ca)?))
+    }
+
+    fn relaying(url: UpstreamUrl) -> Handler {
+        let url = Arc::new(url);
         let confining = url.clone();
-        Ok(Handler::new(move |s| {
+        Handler::new(move |s| {
             let url = url.clone();
             async move { relay(s, &url).await }
         })
-        .accepting(move |target| confining.confines(target)))
+        .accepting(move |target| confining.confines(target))
     }
 }
 
@@ -222,12 +293,18 @@ async fn dial(
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    // Boxed like the client's connection: one copy of the WebSocket code serves both.
-    let mut conn: BoxedConnection = Box::new(tcp);
-    let leftover = client::exchange(&mut conn, &upgrade)
+    let mut stream: BoxedConnection = match up.tls_client() {
+        #[cfg(feature = "tls")]
+        Some(tls) => tls
+            .connect(up.url.host(), tcp)
+            .await
+            .map_err(|e| format!("tls: {}", crate::tls::handshake_reason(&e)))?,
+        _ => Box::new(tcp),
+    };
+    let leftover = client::exchange(&mut stream, &upgrade)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    let stream = FrameAligned::new(conn, leftover);
+    let stream = FrameAligned::new(stream, leftover);
     Ok(WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await)
 }
 
@@ -477,7 +554,6 @@ mod tests {
         for bad in [
             "127.0.0.1:9000",
             "http://h/",
-            "wss://h/",
             "ws://",
             "ws://h:0/",
             "ws://h:99999/",

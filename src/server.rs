@@ -214,6 +214,7 @@ impl Server {
             verifier: Verifier::new(std::mem::take(&mut config.keys), rules),
             ticket_ttl: config.ticket_ttl.min(i64::MAX as u64) as i64,
             ticket_capacity: config.ticket_capacity,
+            tls: config.is_tls(),
         })
         .map_err(|e| ConfigError::new("ticket key", e))?;
         gate.set_revocation_limits(config.revoke_ttl, config.revoke_capacity);
@@ -333,8 +334,33 @@ impl Server {
                         // pointers, and the connection future is freed before the session
                         // runs (only the handler's boxed future stays for the session).
                         let _ = stream.set_nodelay(true);
-                        let stream: BoxedConnection = Box::new(stream);
-                        let task = Box::pin(connection(shared.clone(), stream, peer, n > max));
+                        let accepted = Instant::now();
+                        #[cfg(feature = "tls")]
+                        let task: ConnectionTask = match &shared.config.tls {
+                            Some(tls) => Box::pin(tls_connection(
+                                shared.clone(),
+                                tls.acceptor(),
+                                stream,
+                                peer,
+                                n > max,
+                                accepted,
+                            )),
+                            None => Box::pin(connection(
+                                shared.clone(),
+                                Box::new(stream),
+                                peer,
+                                n > max,
+                                accepted,
+                            )),
+                        };
+                        #[cfg(not(feature = "tls"))]
+                        let task: ConnectionTask = Box::pin(connection(
+                            shared.clone(),
+                            Box::new(stream),
+                            peer,
+                            n > max,
+                            accepted,
+                        ));
                         spawn_connection(&ex, task, Some(guard), peer);
                     }
                     Some(Err(e)) => {
@@ -754,8 +780,8 @@ async fn connection(
     mut stream: BoxedConnection,
     peer: SocketAddr,
     over_limit: bool,
+    accepted: Instant,
 ) -> Option<SessionRun> {
-    let accepted = Instant::now();
     crate::log_event!(Level::Debug, "accept", "peer" = peer);
     // Boxed: the head buffer and header storage live only as long as the handshake,
     // not in every session's task.
@@ -790,6 +816,52 @@ async fn connection(
             Some(shared.handler.run(session))
         }
     }
+}
+
+/// A connection on a TLS listener: the TLS handshake within the head deadline (it
+/// counts against `--max-connections` like the head it precedes), then the same path
+/// as a plain connection. A client that stalls is dropped at the deadline, without a
+/// log line, as one that stalls in its head; a failed handshake logs one line.
+#[cfg(feature = "tls")]
+async fn tls_connection(
+    shared: Arc<Shared>,
+    acceptor: futures_rustls::TlsAcceptor,
+    tcp: smol::net::TcpStream,
+    peer: SocketAddr,
+    over_limit: bool,
+    accepted: Instant,
+) -> Option<SessionRun> {
+    let deadline = instant_after(accepted, shared.config.head_timeout);
+    let mut stop = shared.shutdown.listen();
+    if shared.is_shutting_down() {
+        return None;
+    }
+    let handshake = async { Some(acceptor.accept(tcp).await) }
+        .or(async {
+            Timer::at(deadline).await;
+            None
+        })
+        .or(async {
+            (&mut stop).await;
+            None
+        });
+    let stream = match handshake.await? {
+        Ok(stream) => stream,
+        Err(e) => {
+            // A TCP probe that connects and leaves (load balancers' health checks)
+            // is no event.
+            if e.kind() != io::ErrorKind::UnexpectedEof {
+                crate::log_event!(
+                    Level::Info,
+                    "tls_fail",
+                    "peer" = peer,
+                    "reason" = crate::tls::handshake_reason(&e)
+                );
+            }
+            return None;
+        }
+    };
+    connection(shared, Box::new(stream), peer, over_limit, accepted).await
 }
 
 enum First {

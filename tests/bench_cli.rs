@@ -138,11 +138,11 @@ fn bench_counts_each_error_kind_and_holds_sessions() {
     assert!(r["server"]["rss_peak_kib"].as_u64().unwrap() > 0, "{r}");
     // Bad arguments: one `error:` line, exit 2.
     let out = Command::new(BIN)
-        .args(["bench", "wss://x/", "--token", "t"])
+        .args(["bench", "http://x/", "--token", "t"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("use ws://"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected a URL like ws://"));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other_dir);
 }

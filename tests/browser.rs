@@ -43,6 +43,45 @@ fn missing_deps(dir: &Path) -> Vec<String> {
     missing
 }
 
+/// A leaf certificate for 127.0.0.1 signed by a throwaway CA, for the suite's `wss://`
+/// server (the suite trusts the leaf's key through Chromium's
+/// `--ignore-certificate-errors-spki-list`). Files removed on drop.
+struct TestCerts {
+    dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TestCerts {
+    fn new() -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("wsgate-browser-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("fullchain.pem"), dir.join("privkey.pem"));
+        std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        TestCerts {
+            dir,
+            cert: cert_path,
+            key: key_path,
+        }
+    }
+}
+
+impl Drop for TestCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn browser_and_interop_suite() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -61,11 +100,14 @@ fn browser_and_interop_suite() {
     }
 
     let started = Instant::now();
+    let certs = TestCerts::new();
     let mut child = Command::new("node")
         .arg("run.mjs")
         .current_dir(&dir)
         .env("WSGATE_BIN", env!("CARGO_BIN_EXE_wsgate"))
         .env("CHROMIUM", chromium())
+        .env("WSGATE_TLS_CERT", &certs.cert)
+        .env("WSGATE_TLS_KEY", &certs.key)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

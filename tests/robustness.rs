@@ -52,6 +52,7 @@ fn gate() -> (Gate, String) {
         ),
         ticket_ttl: 30,
         ticket_capacity: 64,
+        tls: false,
     })
     .unwrap();
     (gate, token)

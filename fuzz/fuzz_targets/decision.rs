@@ -19,6 +19,7 @@ fn gate() -> &'static Gate {
             verifier: Verifier::new(vec![Key::generate_local().unwrap()], ClaimRules::default()),
             ticket_ttl: 30,
             ticket_capacity: 1024,
+            tls: false,
         })
         .unwrap()
     })

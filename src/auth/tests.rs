@@ -26,6 +26,7 @@ fn fixture_with(methods: &str, origins: &[&str], keys: Vec<Key>) -> Gate {
         ),
         ticket_ttl: 30,
         ticket_capacity: 100,
+        tls: false,
     })
     .unwrap()
 }
@@ -419,6 +420,78 @@ fn same_origin_is_always_allowed() {
     assert!(!same_origin("http://a.example.evil.com", "a.example"));
 }
 
+/// On a TLS listener a `Host` without a port means 443 whatever the Origin's scheme
+/// (the README's "TLS"): an `http://` Origin is cross-origin there unless its explicit
+/// port is the `Host`'s. A cookie request is what the Origin rule checks without
+/// `--allow-origin`.
+#[test]
+fn same_origin_on_a_tls_listener_uses_port_443() {
+    let key = Key::generate_local().unwrap();
+    let token = key
+        .issue(&format!(
+            r#"{{"sub":"alice","exp":"{}"}}"#,
+            Rfc3339(NOW + 600)
+        ))
+        .unwrap();
+    let gate = |tls: bool| {
+        Gate::new(GateConfig {
+            methods: DEFAULT.parse().unwrap(),
+            cookie_name: "wsgate_token".into(),
+            allowed_origins: vec![],
+            verifier: Verifier::new(
+                vec![Key::from_paserk(&key.to_paserk()).unwrap()],
+                ClaimRules::default(),
+            ),
+            ticket_ttl: 30,
+            ticket_capacity: 10,
+            tls,
+        })
+        .unwrap()
+    };
+    let (plain, tls) = (gate(false), gate(true));
+    let decide = |gate: &Gate, host: &str, origin: &str| -> Result<(), Rejection> {
+        let raw = format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Origin: {origin}\r\nCookie: wsgate_token={token}\r\n\r\n"
+        );
+        let mut storage = header_storage();
+        let req = Request::parse_complete(raw.as_bytes(), &mut storage).unwrap();
+        match gate.check_upgrade(&req, IP.parse().unwrap(), NOW) {
+            Decision::Accept { .. } => Ok(()),
+            Decision::Reject { rejection, .. } => Err(rejection),
+            other => panic!("{other:?}"),
+        }
+    };
+    let refused = Err(Rejection::OriginNotAllowed);
+    // https / wss origins: 443 both ways.
+    assert_eq!(decide(&tls, "gw.example", "https://gw.example"), Ok(()));
+    assert_eq!(decide(&tls, "gw.example:443", "https://gw.example"), Ok(()));
+    assert_eq!(decide(&tls, "gw.example", "https://gw.example:443"), Ok(()));
+    assert_eq!(
+        decide(&tls, "gw.example:8443", "https://gw.example:8443"),
+        Ok(())
+    );
+    assert_eq!(
+        decide(&tls, "gw.example", "https://gw.example:8443"),
+        refused
+    );
+    // http origins: port 80 implied, and the Host means 443.
+    assert_eq!(decide(&tls, "gw.example", "http://gw.example"), refused);
+    assert_eq!(decide(&tls, "gw.example:80", "http://gw.example"), Ok(()));
+    assert_eq!(decide(&tls, "gw.example", "http://gw.example:443"), Ok(()));
+    assert_eq!(
+        decide(&tls, "gw.example:8443", "http://gw.example:8443"),
+        Ok(())
+    );
+    // A plain listener keeps the Origin's scheme's port for a port-less Host.
+    assert_eq!(decide(&plain, "gw.example", "http://gw.example"), Ok(()));
+    assert_eq!(decide(&plain, "gw.example", "https://gw.example"), Ok(()));
+    assert!(same_origin_on("http://a.example:443", "a.example", true));
+    assert!(!same_origin_on("http://a.example", "a.example", true));
+    assert!(same_origin_on("https://a.example", "a.example", true));
+}
+
 #[test]
 fn first_message_raw_and_json() {
     let f = fixture(DEFAULT, &[]);
@@ -616,6 +689,7 @@ fn full_ticket_cache_refuses_new_tickets() {
         verifier: Verifier::new(vec![key], ClaimRules::default()),
         ticket_ttl: 30,
         ticket_capacity: 2,
+        tls: false,
     })
     .unwrap();
     let raw = ticket_request(&format!("Authorization: Bearer {t}"), None);

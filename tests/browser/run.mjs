@@ -8,6 +8,7 @@
 // Needs: /usr/bin/chromium (env CHROMIUM overrides) and `npm ci` here (scripts/test-deps.sh).
 // Prints one line per case and a final `N passed, N failed`; exit 0 only if all passed.
 // Artifacts (gitignored): tests/browser/artifacts/{results.png,example.png,example-refresh.png,results.json,*.log}.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -97,6 +98,23 @@ async function setup() {
   Object.assign(fx, { app, evil, gate, interop, example, strict, live });
   fx.servers = [app, evil, gate, interop, example, strict, live];
 
+  // tls: the gate over wss:// and https:// (tests/browser.rs makes the certificate; a
+  // binary without the `tls` feature, or no certificate, skips the TLS cases). Chromium
+  // trusts the leaf's key by its SPKI hash, given on its command line.
+  const tlsCert = process.env.WSGATE_TLS_CERT;
+  const tlsKey = process.env.WSGATE_TLS_KEY;
+  if (tlsCert && tlsKey) {
+    const tls = await serve('tls', ['--key', fx.localKeyFile, '--static', fx.gateStatic,
+      '--tls-cert', tlsCert, '--tls-key', tlsKey]);
+    Object.assign(tls, { origin: `https://${tls.host}`, ws: `wss://${tls.host}` });
+    fx.tls = tls;
+    fx.servers.push(tls);
+    const leafPem = fs.readFileSync(tlsCert, 'utf8').split('-----END CERTIFICATE-----')[0] +
+      '-----END CERTIFICATE-----\n';
+    const spki = new crypto.X509Certificate(leafPem).publicKey.export({ type: 'spki', format: 'der' });
+    fx.tlsSpki = crypto.createHash('sha256').update(spki).digest('base64');
+  }
+
   fx.alice = await issue(fx.localKeyFile, 'alice', ['--ttl', '15m']);
   fx.alicePub = await issue(fx.edKeyFile, 'alice-pub', ['--ttl', '15m']);
   fx.aliceExp = pts.decrypt(fx.localKey, fx.alice).payload.exp;
@@ -104,7 +122,9 @@ async function setup() {
   fx.browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: fx.tlsSpki
+      ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${fx.tlsSpki}`]
+      : CHROMIUM_ARGS,
     timeout: 30_000,
   });
   fx.chromiumVersion = fx.browser.version();
@@ -285,6 +305,29 @@ test('browser: cookie — app-origin page, new WebSocket(url) opens and echoes',
     const page = await openPage(ctx, fx.app.origin + '/');
     const r = await wsTry(page, fx.gate.ws + '/', null, { send: ['hello cookie'], expect: 1 });
     expectEcho(r, 'hello cookie', 'cookie socket from allowed origin');
+  } finally { await ctx.close(); }
+});
+
+test('browser: wss:// — https page sets a Secure; SameSite=Strict cookie, socket opens; subprotocol too', async () => {
+  assert(fx.tls, 'no TLS server (WSGATE_TLS_CERT / WSGATE_TLS_KEY unset)');
+  const ctx = await newContext();
+  try {
+    const page = await openPage(ctx, fx.tls.origin + '/');
+    assertEq(await page.evaluate(() => window.isSecureContext), true, 'https page is a secure context');
+    await page.evaluate((t) => {
+      document.cookie = `wsgate_token=${t}; Secure; SameSite=Strict; path=/`;
+    }, fx.alice);
+    const jar = await ctx.cookies(fx.tls.origin + '/');
+    const set = jar.find((c) => c.name === 'wsgate_token');
+    assert(set && set.secure && set.sameSite === 'Strict', `cookie as stored: ${JSON.stringify(set)}`);
+    const r = await wsTry(page, fx.tls.ws + '/', null, { send: ['hello wss cookie'], expect: 1 });
+    expectEcho(r, 'hello wss cookie', 'wss:// cookie socket');
+    assert(fx.tls.logs().some((l) => l.includes('event=auth_ok') && l.includes('method=cookie')),
+      'the wss:// socket authenticated by its cookie');
+    // The subprotocol method over wss:// too.
+    const p = await wsTry(page, fx.tls.ws + '/', ['wsgate', fx.alice], { send: ['hello wss protocol'], expect: 1 });
+    expectEcho(p, 'hello wss protocol', 'wss:// subprotocol socket');
+    assertEq(p.protocol, 'wsgate', 'wss:// subprotocol: ws.protocol');
   } finally { await ctx.close(); }
 });
 
