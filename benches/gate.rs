@@ -103,6 +103,14 @@ fn main() {
         wsgate::time::parse_rfc3339(&m.exp).unwrap() > NOW && !m.sub.is_empty()
     });
 
+    // The same gate with a full revocation list that matches none of the tokens.
+    let g_revoked = gate(vec![Key::from_paserk(&local_paserk).unwrap()], vec![], 16);
+    for i in 0..50_000 {
+        let j = wsgate::Revocation::Jti(format!("revoked-jti-{i:08}"));
+        let s = wsgate::Revocation::Sub(format!("revoked-user-{i:08}"));
+        g_revoked.revoke(&j, NOW).unwrap();
+        g_revoked.revoke(&s, NOW).unwrap();
+    }
     let h_header = upgrade_head(&format!("Authorization: Bearer {tok}\r\n"));
     let h_protocol = upgrade_head(&format!("Sec-WebSocket-Protocol: wsgate, {tok}\r\n"));
     let h_cookie = upgrade_head(&format!("Cookie: theme=dark; wsgate_token={tok}\r\n"));
@@ -156,6 +164,14 @@ fn main() {
         (
             "header: parse + check_upgrade",
             harness::time(|| decide(&g, &h_header, peer)),
+        ),
+        (
+            "header, 100 000 revocations loaded",
+            harness::time(|| decide(&g_revoked, &h_header, peer)),
+        ),
+        (
+            "cookie, 100 000 revocations loaded",
+            harness::time(|| decide(&g_revoked, &h_cookie, peer)),
         ),
         (
             "protocol: parse + check_upgrade",
