@@ -134,26 +134,6 @@ impl Revocations {
         Ok(())
     }
 
-    /// Restores an entry as another node or a store recorded it: made at `at`,
-    /// forgotten at `forget_at`. Refused when full, like [`Revocations::revoke`].
-    pub fn restore(&mut self, entry: &Revocation, at: i64, forget_at: i64) -> Result<(), Full> {
-        if self.len() >= self.capacity {
-            self.purge(at);
-            if self.len() >= self.capacity {
-                return Err(Full);
-            }
-        }
-        match entry {
-            Revocation::Jti(j) => {
-                self.jti.insert(j.clone(), forget_at);
-            }
-            Revocation::Sub(s) => {
-                self.sub.insert(s.clone(), (at, forget_at));
-            }
-        }
-        Ok(())
-    }
-
     /// Whether a token with these facts is refused at `now`.
     #[inline]
     pub fn is_revoked(&self, token: &TokenFacts<'_>, now: i64) -> bool {

@@ -879,6 +879,8 @@ async fn first_message(
 ) -> Option<Session> {
     let deadline = instant_after(Instant::now(), shared.config.auth_timeout);
     let mut stop = shared.shutdown.listen();
+    // The refused first frame is still arriving: close without parsing what follows.
+    let mut unreadable = false;
     let verdict = loop {
         if shared.is_shutting_down() {
             close_and_drain(&mut ws, 1001, "going away").await;
@@ -913,17 +915,8 @@ async fn first_message(
             )))) if size <= shared.config.max_message => {
                 // Over the pre-auth bound but within --max-message: too long to be a
                 // token. The rest of the frame is not read.
-                let rejection = Rejection::BadToken(TokenError::TooLong);
-                auth_fail(
-                    &shared,
-                    peer,
-                    Some(Method::Message),
-                    rejection,
-                    Answer::Close,
-                );
-                let (code, reason) = rejection.close();
-                close_unreadable(&mut ws, code, reason).await;
-                return None;
+                unreadable = true;
+                break Err(Rejection::BadToken(TokenError::TooLong));
             }
             First::Frame(end) => {
                 if let Some((code, reason)) =
@@ -982,7 +975,11 @@ async fn first_message(
                 Answer::Close,
             );
             let (code, reason) = rejection.close();
-            close_and_drain(&mut ws, code, reason).await;
+            if unreadable {
+                close_unreadable(&mut ws, code, reason).await;
+            } else {
+                close_and_drain(&mut ws, code, reason).await;
+            }
             None
         }
     }

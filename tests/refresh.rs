@@ -127,17 +127,9 @@ fn each_refusal_closes_with_its_code() {
 fn a_refresh_after_a_revocation_is_refused_and_a_refresh_moves_revocation_to_the_new_token() {
     let k = LocalKey::generate();
     let s = server(&k, &["--admin-listen", "127.0.0.1:0"]);
-    let line = s.wait_log_line(|l| l.contains("event=admin_listen"));
-    let admin: std::net::SocketAddr = log_value(&line, "addr").unwrap().parse().unwrap();
+    let admin = admin_addr(&s);
     let revoke = |body: &str| {
-        let r = http_raw(
-            admin,
-            format!(
-                "POST /revoke HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
+        let r = post_revoke(admin, body);
         assert_eq!(r.status, 200, "{}", r.head);
     };
     let a = k.token(&Claims::new("alice").set("jti", "a"));

@@ -14,18 +14,8 @@ use std::time::{Duration, Instant};
 /// A server with an admin listener; its admin address.
 fn admin_server(k: &LocalKey, extra: &[&str]) -> (Server, SocketAddr) {
     let s = Server::start(&[&k.arg()[..], &["--admin-listen", "127.0.0.1:0"], extra].concat());
-    let line = s.wait_log_line(|l| l.contains("event=admin_listen"));
-    let addr = log_value(&line, "addr").unwrap().parse().unwrap();
+    let addr = admin_addr(&s);
     (s, addr)
-}
-
-/// `POST /revoke` with a JSON body to the admin listener.
-fn post_revoke(admin: SocketAddr, body: &str) -> Response {
-    let head = format!(
-        "POST /revoke HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    http_raw(admin, head.as_bytes())
 }
 
 fn revoke_ok(admin: SocketAddr, body: &str) -> serde_json::Value {

@@ -731,8 +731,7 @@ fn revocation_closes_both_sides_with_4401_token_revoked() {
     let up = Upstream::start();
     let k = LocalKey::generate();
     let s = gateway(&k, &up.url("/"), &["--admin-listen", "127.0.0.1:0"]);
-    let line = s.wait_log_line(|l| l.contains("event=admin_listen"));
-    let admin: std::net::SocketAddr = log_value(&line, "addr").unwrap().parse().unwrap();
+    let admin = admin_addr(&s);
     let t = k.token(&Claims::new("alice"));
     run(async {
         let mut ws = ws_bearer(&s, &t).await;
@@ -740,15 +739,7 @@ fn revocation_closes_both_sides_with_4401_token_revoked() {
         // Mid-message: the upstream is not reading what the client sends.
         let msg = Message::binary(vec![3u8; MSG]);
         flood_until_stalled(&mut ws, &msg, 4096, Duration::from_millis(500)).await;
-        let body = r#"{"sub":"alice"}"#;
-        let r = http_raw(
-            admin,
-            format!(
-                "POST /revoke HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
+        let r = post_revoke(admin, r#"{"sub":"alice"}"#);
         assert_eq!(r.status, 200, "{}", r.head);
         assert_eq!(
             expect_close_within(&mut ws, IO_TIMEOUT).await,

@@ -882,6 +882,21 @@ fn connect_with(
     }
 }
 
+/// The operators' listener of a server started with `--admin-listen 127.0.0.1:0`.
+pub fn admin_addr(s: &Server) -> SocketAddr {
+    let line = s.wait_log_line(|l| l.contains("event=admin_listen"));
+    log_value(&line, "addr").unwrap().parse().unwrap()
+}
+
+/// `POST /revoke` with a JSON body to an operators' listener.
+pub fn post_revoke(admin: SocketAddr, body: &str) -> Response {
+    let head = format!(
+        "POST /revoke HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_raw(admin, head.as_bytes())
+}
+
 /// How many file descriptors the process holds, from `/proc`.
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
