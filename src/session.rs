@@ -768,13 +768,16 @@ pub(crate) async fn close_unreadable(ws: &mut WsStream, code: u16, reason: &str)
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
+/// Which request targets a handler serves ([`Handler::accepting`]).
+type TargetCheck = dyn Fn(&str) -> bool + Send + Sync;
+
 /// What runs for each authenticated session. Cheap to clone.
 #[derive(Clone)]
 pub struct Handler {
     run: Arc<dyn Fn(Session) -> BoxFuture + Send + Sync>,
     /// Which request targets this handler can serve; others are refused with 400
     /// before the upgrade. `None`: every target.
-    accepts: Option<Arc<dyn Fn(&str) -> bool + Send + Sync>>,
+    accepts: Option<Arc<TargetCheck>>,
 }
 
 impl std::fmt::Debug for Handler {
