@@ -21,7 +21,19 @@
 //! per round trip with `strace -f -c` over one run of `WSGATE_BENCH_N` (start-up
 //! included), a proxy for the kernel's share; it varies by a few percent from run
 //! to run (calls that find a socket not ready depend on timing).
-//! `WSGATE_BENCH_ONLY=cookie` counts the floor and the cases whose label holds `cookie`.
+//! `WSGATE_BENCH_ONLY=cookie` counts the floor and the cases whose label holds `cookie`
+//! (and their own floor).
+//!
+//! With the `tls` feature (default), the same for TLS (issue 14): a CA and a leaf for
+//! 127.0.0.1 are made with rcgen at the start, in the bench's temporary directory;
+//! wsgate serves them through `Config::tls` (`wsgate::tls::Tls::load`, as
+//! `--tls-cert`/`--tls-key`) and the TLS floor, a futures-rustls `TlsAcceptor` (ring,
+//! rustls's defaults: TLS 1.3, its session cache) in front of the floor above, serves
+//! the same two files. The load connects to `wss://` trusting the CA, one rustls
+//! client configuration per run (it resumes sessions as a browser would, against both
+//! servers alike). Those rows are ratios to the TLS floor of the same round (or run),
+//! the others to the plain floor as before. `WSGATE_BENCH_ONLY=TLS` counts the floors
+//! and the TLS rows.
 
 mod harness;
 
@@ -98,7 +110,25 @@ fn child(kind: &str, key_file: &str, log_level: &str) {
                 server.run().await.unwrap();
             });
         }
-        _ => baseline(addr, &paserk),
+        #[cfg(feature = "tls")]
+        "wsgate-tls" => {
+            wsgate::log::set_level(log_level.parse().unwrap());
+            let (cert, key) = tls_files(key_file);
+            let mut config = Config::default();
+            config.listen = addr;
+            config.keys.push(Key::from_paserk(&paserk).unwrap());
+            config.tls = Some(std::sync::Arc::new(
+                wsgate::tls::Tls::load(&cert, &key).unwrap(),
+            ));
+            smol::block_on(async {
+                let server = Server::bind(config, Handler::echo()).await.unwrap();
+                println!("addr={}", server.local_addr().unwrap());
+                server.run().await.unwrap();
+            });
+        }
+        #[cfg(feature = "tls")]
+        "baseline-tls" => baseline(addr, &paserk, Some(tls_floor_acceptor(key_file))),
+        _ => baseline(addr, &paserk, None),
     }
 }
 
@@ -127,20 +157,22 @@ fn preload_revocations(handle: &wsgate::ServerHandle, log_level: &str) {
     wsgate::log::set_level(log_level.parse().unwrap());
 }
 
+/// Without the `tls` feature the TLS floor is never started; a stand-in type keeps
+/// [`baseline`]'s signature.
+#[cfg(not(feature = "tls"))]
+type TlsAcceptor = std::convert::Infallible;
+#[cfg(feature = "tls")]
+use futures_rustls::TlsAcceptor;
+
 /// The floor: accept, check the cookie with pasetors, echo. Same read buffer and
-/// write policy as wsgate, same single-threaded smol executor.
-// The callback's error type is tungstenite's, fixed by its `Callback` trait.
-#[allow(clippy::result_large_err)]
-fn baseline(addr: SocketAddr, paserk: &str) {
+/// write policy as wsgate, same single-threaded smol executor. With `tls`, the TLS
+/// floor: the same after a futures-rustls handshake ([`tls_floor_acceptor`]).
+fn baseline(addr: SocketAddr, paserk: &str, tls: Option<TlsAcceptor>) {
     use pasetors::keys::SymmetricKey;
-    use pasetors::token::UntrustedToken;
-    use pasetors::version4::{LocalToken, V4};
+    use pasetors::version4::V4;
     let key: &'static SymmetricKey<V4> = Box::leak(Box::new(
         SymmetricKey::<V4>::try_from(paserk.trim()).unwrap(),
     ));
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
     let ex = smol::LocalExecutor::new();
     smol::block_on(ex.run(async {
         let listener = smol::net::TcpListener::bind(addr).await.unwrap();
@@ -149,55 +181,162 @@ fn baseline(addr: SocketAddr, paserk: &str) {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            ex.spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-                    #[derive(serde::Deserialize)]
-                    struct Claims<'a> {
-                        #[serde(borrow)]
-                        exp: std::borrow::Cow<'a, str>,
-                    }
-                    let deny = || {
-                        let mut r = ErrorResponse::new(None);
-                        *r.status_mut() =
-                            async_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED;
-                        r
-                    };
-                    let token = req
-                        .headers()
-                        .get_all("cookie")
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .flat_map(|v| v.split(';'))
-                        .find_map(|p| p.trim().strip_prefix("wsgate_token="))
-                        .ok_or_else(deny)?;
-                    let t = UntrustedToken::<pasetors::token::Local, V4>::try_from(token)
-                        .map_err(|_| deny())?;
-                    let opened = LocalToken::decrypt(key, &t, None, None).map_err(|_| deny())?;
-                    let c: Claims<'_> =
-                        serde_json::from_str(opened.payload()).map_err(|_| deny())?;
-                    match wsgate::time::parse_rfc3339(&c.exp) {
-                        Some(exp) if exp >= wsgate::time::unix_now() => Ok(resp),
-                        _ => Err(deny()),
-                    }
-                };
-                let Ok(mut ws) =
-                    async_tungstenite::accept_hdr_async_with_config(stream, check, Some(config))
-                        .await
-                else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    if matches!(m, Message::Text(_) | Message::Binary(_))
-                        && ws.send(m).await.is_err()
-                    {
-                        break;
-                    }
+            // One task type per server kind: the plain floor's tasks stay as small as
+            // they were before the TLS floor was added.
+            match &tls {
+                None => ex.spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    floor_session(stream, key).await;
+                }),
+                #[cfg(feature = "tls")]
+                Some(acceptor) => {
+                    let _ = stream.set_nodelay(true);
+                    let accept = acceptor.accept(stream);
+                    ex.spawn(async move {
+                        if let Ok(stream) = accept.await {
+                            floor_session(stream, key).await;
+                        }
+                    })
                 }
-            })
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match *never {},
+            }
             .detach();
         }
     }));
+}
+
+/// One floor connection: the WebSocket handshake with the cookie check, then echo.
+// The callback's error type is tungstenite's, fixed by its `Callback` trait.
+#[allow(clippy::result_large_err)]
+async fn floor_session<S>(
+    stream: S,
+    key: &'static pasetors::keys::SymmetricKey<pasetors::version4::V4>,
+) where
+    S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
+{
+    use pasetors::token::UntrustedToken;
+    use pasetors::version4::{LocalToken, V4};
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        #[derive(serde::Deserialize)]
+        struct Claims<'a> {
+            #[serde(borrow)]
+            exp: std::borrow::Cow<'a, str>,
+        }
+        let deny = || {
+            let mut r = ErrorResponse::new(None);
+            *r.status_mut() = async_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED;
+            r
+        };
+        let token = req
+            .headers()
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|p| p.trim().strip_prefix("wsgate_token="))
+            .ok_or_else(deny)?;
+        let t =
+            UntrustedToken::<pasetors::token::Local, V4>::try_from(token).map_err(|_| deny())?;
+        let opened = LocalToken::decrypt(key, &t, None, None).map_err(|_| deny())?;
+        let c: Claims<'_> = serde_json::from_str(opened.payload()).map_err(|_| deny())?;
+        match wsgate::time::parse_rfc3339(&c.exp) {
+            Some(exp) if exp >= wsgate::time::unix_now() => Ok(resp),
+            _ => Err(deny()),
+        }
+    };
+    let Ok(mut ws) =
+        async_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await
+    else {
+        return;
+    };
+    while let Some(Ok(m)) = ws.next().await {
+        if matches!(m, Message::Text(_) | Message::Binary(_)) && ws.send(m).await.is_err() {
+            break;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TLS (feature `tls`): one CA and a leaf for 127.0.0.1, made with rcgen at the
+// bench's start in its temporary directory (`ca.pem`, `tls.crt`, `tls.key`, next to
+// the token key's file); both TLS servers load the same two files, the load trusts
+// the CA.
+
+/// The leaf's chain and key files in the directory of `key_file`.
+#[cfg(feature = "tls")]
+fn tls_files(key_file: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::path::Path::new(key_file).parent().unwrap();
+    (dir.join("tls.crt"), dir.join("tls.key"))
+}
+
+/// The CA file the load trusts, in the directory of `key_file`.
+#[cfg(feature = "tls")]
+fn tls_ca(key_file: &str) -> std::path::PathBuf {
+    std::path::Path::new(key_file)
+        .parent()
+        .unwrap()
+        .join("ca.pem")
+}
+
+/// Writes a fresh CA (`ca.pem`) and a leaf it signed for `127.0.0.1` (`tls.crt`, leaf
+/// then CA; `tls.key`, ECDSA P-256 as rcgen makes by default) next to `key_file`.
+#[cfg(feature = "tls")]
+fn write_certificates(key_file: &str) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "wsgate bench CA");
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let (cert, key) = tls_files(key_file);
+    std::fs::write(tls_ca(key_file), ca.pem()).unwrap();
+    std::fs::write(cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    std::fs::write(key, leaf_key.serialize_pem()).unwrap();
+}
+
+/// The TLS floor's acceptor: rustls with the `ring` provider and its defaults (TLS
+/// 1.3 and 1.2, the default session cache), the same files as wsgate, and ALPN
+/// `http/1.1` as wsgate offers (the load asks for it; without it the two servers'
+/// handshakes would differ by that extension).
+#[cfg(feature = "tls")]
+#[allow(deprecated)] // rustls's `ring` provider: the one wsgate uses.
+fn tls_floor_acceptor(key_file: &str) -> TlsAcceptor {
+    use futures_rustls::rustls;
+    use futures_rustls::rustls::pki_types::pem::PemObject as _;
+    use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = tls_files(key_file);
+    let certs = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(std::sync::Arc::new(config))
 }
 
 // ---------------------------------------------------------------------------
@@ -209,6 +348,8 @@ struct ServerProc {
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     addr: String,
+    /// For a TLS server (`*-tls`): the CA file the load trusts (and a `wss://` URL).
+    ca: Option<std::path::PathBuf>,
 }
 
 impl ServerProc {
@@ -250,11 +391,16 @@ impl ServerProc {
             panic!("{kind} server did not start (is `{program}` installed?)");
         };
         let addr = addr.to_owned();
+        #[cfg(feature = "tls")]
+        let ca = kind.ends_with("-tls").then(|| tls_ca(key_file));
+        #[cfg(not(feature = "tls"))]
+        let ca = None;
         ServerProc {
             child,
             stdin: Some(stdin),
             stdout,
             addr,
+            ca,
         }
     }
 
@@ -289,20 +435,26 @@ struct Measure {
     failed: u64,
 }
 
-/// The load: `n` round trips by `method` against `addr`, `c` at once, a token
-/// minted per connection with the key `paserk`.
+/// The load: `n` round trips by `method` against `server`, `c` at once, a token
+/// minted per connection with the key `paserk`; over TLS (`wss://`, trusting its CA)
+/// when `server` is a TLS server.
 fn load(
-    addr: &str,
+    server: &ServerProc,
     paserk: &str,
     method: BenchMethod,
     n: u64,
     c: usize,
     timeout: Duration,
 ) -> Options {
+    let scheme = if server.ca.is_some() { "wss" } else { "ws" };
     let mut opts = Options::new(
-        format!("ws://{addr}/").parse().unwrap(),
+        format!("{scheme}://{}/", server.addr).parse().unwrap(),
         Credentials::Mint(Key::from_paserk(paserk).unwrap()),
     );
+    #[cfg(feature = "tls")]
+    {
+        opts.ca = server.ca.clone();
+    }
     opts.method = method;
     opts.connections = n;
     opts.concurrency = c;
@@ -312,7 +464,8 @@ fn load(
 }
 
 /// A fresh local key, written to a file in a new temporary directory:
-/// (the directory, the key file's path, the key as PASERK).
+/// (the directory, the key file's path, the key as PASERK). With `tls`, the
+/// certificates next to it ([`write_certificates`]).
 fn key_in_temp_dir() -> (std::path::PathBuf, String, String) {
     let dir = std::env::temp_dir().join(format!("wsgate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -320,11 +473,13 @@ fn key_in_temp_dir() -> (std::path::PathBuf, String, String) {
     let key = Key::generate_local().unwrap();
     std::fs::write(&key_file, key.to_paserk().as_str()).unwrap();
     let key_file = key_file.to_str().unwrap().to_owned();
+    #[cfg(feature = "tls")]
+    write_certificates(&key_file);
     (dir, key_file, key.to_paserk().to_string())
 }
 
 fn measure(server: &mut ServerProc, key: &str, method: BenchMethod, n: u64, c: usize) -> Measure {
-    let opts = load(&server.addr, key, method, n, c, Duration::from_secs(20));
+    let opts = load(server, key, method, n, c, Duration::from_secs(20));
     let before = server.cpu_us();
     let report = wsgate::bench::run(&opts).unwrap();
     let after = server.cpu_us();
@@ -344,24 +499,53 @@ fn parent() {
     let c: usize = harness::env_or("WSGATE_BENCH_C", 64);
     let (dir, key_file, paserk) = key_in_temp_dir();
 
-    let mut servers = [
+    let mut servers = vec![
         ServerProc::start("baseline", &key_file, "info"),
         ServerProc::start("wsgate", &key_file, "info"),
         ServerProc::start("wsgate", &key_file, "warn"),
     ];
 
-    // (label, which server, method)
-    let cases: [(&str, usize, BenchMethod); 7] = [
-        ("BASELINE cookie (floor)", 0, BenchMethod::Cookie),
-        ("wsgate header", 1, BenchMethod::Header),
-        ("wsgate protocol", 1, BenchMethod::Protocol),
-        ("wsgate cookie", 1, BenchMethod::Cookie),
-        ("wsgate message", 1, BenchMethod::Message),
-        ("wsgate ticket (2 connections)", 1, BenchMethod::Ticket),
-        ("wsgate cookie --log-level warn", 2, BenchMethod::Cookie),
+    // (label, which server, method, which case is its floor)
+    #[allow(unused_mut)]
+    let mut cases: Vec<(&str, usize, BenchMethod, usize)> = vec![
+        ("BASELINE cookie (floor)", 0, BenchMethod::Cookie, 0),
+        ("wsgate header", 1, BenchMethod::Header, 0),
+        ("wsgate protocol", 1, BenchMethod::Protocol, 0),
+        ("wsgate cookie", 1, BenchMethod::Cookie, 0),
+        ("wsgate message", 1, BenchMethod::Message, 0),
+        ("wsgate ticket (2 connections)", 1, BenchMethod::Ticket, 0),
+        ("wsgate cookie --log-level warn", 2, BenchMethod::Cookie, 0),
     ];
+    // TLS rows: ratios to the TLS floor (the same certificate and key, rustls, ring).
+    #[cfg(feature = "tls")]
+    {
+        servers.push(ServerProc::start("baseline-tls", &key_file, "info"));
+        servers.push(ServerProc::start("wsgate-tls", &key_file, "info"));
+        let (floor_case, floor_server, wsgate_tls) =
+            (cases.len(), servers.len() - 2, servers.len() - 1);
+        cases.extend([
+            (
+                "BASELINE TLS cookie (floor)",
+                floor_server,
+                BenchMethod::Cookie,
+                floor_case,
+            ),
+            (
+                "wsgate cookie over TLS",
+                wsgate_tls,
+                BenchMethod::Cookie,
+                floor_case,
+            ),
+            (
+                "wsgate header over TLS",
+                wsgate_tls,
+                BenchMethod::Header,
+                floor_case,
+            ),
+        ]);
+    }
     // Warm up every server and path once.
-    for (_, s, m) in cases {
+    for &(_, s, m, _) in &cases {
         let server = &mut servers[s];
         measure(server, &paserk, m, 500, c);
     }
@@ -371,16 +555,15 @@ fn parent() {
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut failed = 0;
     for _ in 0..rounds {
-        let mut floor_now = 0.0;
-        for (i, (_, s, m)) in cases.iter().enumerate() {
-            let server = &mut servers[*s];
-            let r = measure(server, &paserk, *m, n, c);
+        // Each floor's figure in this round (a floor comes before its cases).
+        let mut now = vec![0.0; cases.len()];
+        for (i, &(_, s, m, floor)) in cases.iter().enumerate() {
+            let server = &mut servers[s];
+            let r = measure(server, &paserk, m, n, c);
             failed += r.failed;
-            if i == 0 {
-                floor_now = r.cpu_us_per_rt;
-            }
+            now[i] = r.cpu_us_per_rt;
             cpu[i].push(r.cpu_us_per_rt);
-            ratio[i].push(r.cpu_us_per_rt / floor_now);
+            ratio[i].push(r.cpu_us_per_rt / now[floor]);
             p50[i].push(r.p50_ms);
             p99[i].push(r.p99_ms);
         }
@@ -395,7 +578,7 @@ fn parent() {
         "{:<34}{:>10}{:>16}{:>10}{:>16}{:>9}{:>9}",
         "server / method", "µs/RT", "(min..max)", "x floor", "(min..max)", "p50 ms", "p99 ms"
     );
-    for (i, (label, _, _)) in cases.iter().enumerate() {
+    for (i, (label, _, _, _)) in cases.iter().enumerate() {
         let lo = |v: &Vec<f64>| v.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = |v: &Vec<f64>| v.iter().copied().fold(0.0, f64::max);
         let (clo, chi, rlo, rhi) = (lo(&cpu[i]), hi(&cpu[i]), lo(&ratio[i]), hi(&ratio[i]));
@@ -448,7 +631,7 @@ fn count_of(
         Count::Syscalls => vec!["strace", "-f", "-c", "-o", &out_arg],
     };
     let server = ServerProc::start_under(&wrapper, kind, key_file, "info");
-    let opts = load(&server.addr, paserk, method, n, c, Duration::from_secs(60));
+    let opts = load(&server, paserk, method, n, c, Duration::from_secs(60));
     let report = wsgate::bench::run(&opts).unwrap();
     assert_eq!(
         report.failed, 0,
@@ -481,29 +664,64 @@ fn instructions() {
     let base_n = 100;
     assert!(n > base_n, "WSGATE_BENCH_N must be over {base_n}");
     let (dir, key_file, paserk) = key_in_temp_dir();
-    let cases: [(&str, &str, BenchMethod); 8] = [
-        ("BASELINE cookie (floor)", "baseline", BenchMethod::Cookie),
-        ("wsgate header", "wsgate", BenchMethod::Header),
-        ("wsgate protocol", "wsgate", BenchMethod::Protocol),
-        ("wsgate cookie", "wsgate", BenchMethod::Cookie),
-        ("wsgate message", "wsgate", BenchMethod::Message),
+    // (label, server kind, method, which case is its floor)
+    #[allow(unused_mut)]
+    let mut cases: Vec<(&str, &str, BenchMethod, usize)> = vec![
+        (
+            "BASELINE cookie (floor)",
+            "baseline",
+            BenchMethod::Cookie,
+            0,
+        ),
+        ("wsgate header", "wsgate", BenchMethod::Header, 0),
+        ("wsgate protocol", "wsgate", BenchMethod::Protocol, 0),
+        ("wsgate cookie", "wsgate", BenchMethod::Cookie, 0),
+        ("wsgate message", "wsgate", BenchMethod::Message, 0),
         (
             "wsgate ticket (2 connections)",
             "wsgate",
             BenchMethod::Ticket,
+            0,
         ),
         // --refresh, --admin-listen and 100 000 revocation entries loaded.
         (
             "wsgate header, long sessions",
             "wsgate-long",
             BenchMethod::Header,
+            0,
         ),
         (
             "wsgate cookie, long sessions",
             "wsgate-long",
             BenchMethod::Cookie,
+            0,
         ),
     ];
+    // TLS rows: ratios to the TLS floor (the same certificate and key, rustls, ring).
+    #[cfg(feature = "tls")]
+    {
+        let floor = cases.len();
+        cases.extend([
+            (
+                "BASELINE TLS cookie (floor)",
+                "baseline-tls",
+                BenchMethod::Cookie,
+                floor,
+            ),
+            (
+                "wsgate cookie over TLS",
+                "wsgate-tls",
+                BenchMethod::Cookie,
+                floor,
+            ),
+            (
+                "wsgate header over TLS",
+                "wsgate-tls",
+                BenchMethod::Header,
+                floor,
+            ),
+        ]);
+    }
     let (what, unit, runs) = match count {
         Count::Instructions => (
             "user-space instructions (callgrind)",
@@ -521,18 +739,26 @@ fn instructions() {
          {runs} at {c} concurrent client(s)"
     );
     println!("{:<34}{:>14}{:>10}", "server / method", unit, "x floor");
-    let mut floor = 0.0;
-    // `WSGATE_BENCH_ONLY=cookie`: the floor and the cases whose label holds it.
+    // `WSGATE_BENCH_ONLY=cookie`: the cases whose label holds it, and their floors.
     let only = std::env::var("WSGATE_BENCH_ONLY").unwrap_or_default();
-    for (i, (label, kind, method)) in cases.iter().enumerate() {
-        if i > 0 && !label.contains(only.as_str()) {
+    let mut counted = vec![false; cases.len()];
+    for (i, &(label, _, _, floor)) in cases.iter().enumerate() {
+        if label.contains(only.as_str()) {
+            counted[i] = true;
+            counted[floor] = true;
+        }
+    }
+    counted[0] = true;
+    let mut per_case = vec![0.0; cases.len()];
+    for (i, &(label, kind, method, floor)) in cases.iter().enumerate() {
+        if !counted[i] {
             continue;
         }
         let out = dir.join(format!("count.{i}"));
-        let large = count_of(count, &out, kind, &key_file, &paserk, *method, n, c);
+        let large = count_of(count, &out, kind, &key_file, &paserk, method, n, c);
         let per_rt = match count {
             Count::Instructions => {
-                let small = count_of(count, &out, kind, &key_file, &paserk, *method, base_n, c);
+                let small = count_of(count, &out, kind, &key_file, &paserk, method, base_n, c);
                 large.saturating_sub(small) as f64 / (n - base_n) as f64
             }
             // How many calls find a socket not ready (EAGAIN) depends on timing, so
@@ -540,10 +766,12 @@ fn instructions() {
             // shutdown (~100 calls) are counted in.
             Count::Syscalls => large as f64 / n as f64,
         };
-        if i == 0 {
-            floor = per_rt;
-        }
-        println!("{label:<34}{per_rt:>14.1}{:>10.3}", per_rt / floor);
+        per_case[i] = per_rt;
+        // A floor comes before its cases.
+        println!(
+            "{label:<34}{per_rt:>14.1}{:>10.3}",
+            per_rt / per_case[floor]
+        );
     }
     if std::env::var_os("WSGATE_BENCH_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&dir);
