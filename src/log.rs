@@ -1,10 +1,12 @@
-//! One `key=value` line per event on stderr (SPEC §7). Values holding a space, `"`,
-//! `=` or a control character are written as JSON strings, so a line stays one line
-//! and parses back unambiguously. Tokens and key bytes are never passed in here.
+//! One line per event on stderr (README "Logs"). By default `key=value` pairs: values
+//! holding a space, `"`, `=` or a control character are written as JSON strings, so a
+//! line stays one line and parses back unambiguously. With `--log-format json`, one
+//! JSON object per line with the same fields (`level`, `event`, then each key), every
+//! value a string. Tokens and key bytes are never passed in here.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// How much to log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,20 +60,64 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
+/// How lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `level=info event=close peer=… ms=12` (the default).
+    Text,
+    /// `{"level":"info","event":"close","peer":"…","ms":"12"}`: the same fields, one
+    /// object per line, every value a string (for log shippers).
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            _ => Err(format!("unknown log format `{s}` (expected text or json)")),
+        }
+    }
+}
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Sets the process-wide format.
+pub fn set_format(format: Format) {
+    JSON.store(format == Format::Json, Ordering::Relaxed);
+}
+
 /// A log line being built; written to stderr in one `write` by [`Line::emit`].
 pub struct Line {
     buf: String,
+    json: bool,
 }
 
 impl Line {
-    /// Starts a line `level=… event=…`. Check [`enabled`] first on hot paths.
+    /// Starts a line `level=… event=…` (or its JSON object). Check [`enabled`] first
+    /// on hot paths.
     pub fn new(level: Level, event: &str) -> Line {
-        let mut buf = String::with_capacity(128);
-        buf.push_str("level=");
-        buf.push_str(level.as_str());
-        buf.push_str(" event=");
-        buf.push_str(event);
-        Line { buf }
+        Line::with_format(level, event, JSON.load(Ordering::Relaxed))
+    }
+
+    fn with_format(level: Level, event: &str, json: bool) -> Line {
+        let mut line = Line {
+            buf: String::with_capacity(128),
+            json,
+        };
+        if json {
+            line.buf.push_str(r#"{"level":""#);
+            line.buf.push_str(level.as_str());
+            line.buf.push_str(r#"","event":"#);
+            push_json_string(&mut line.buf, event);
+        } else {
+            line.buf.push_str("level=");
+            line.buf.push_str(level.as_str());
+            line.buf.push_str(" event=");
+            line.buf.push_str(event);
+        }
+        line
     }
 
     /// Appends ` key=value`, quoting the value when needed.
@@ -82,19 +128,26 @@ impl Line {
 
     // One copy of the formatting and quoting for every value type.
     fn kv_dyn(mut self, key: &str, value: &dyn fmt::Display) -> Line {
-        self.buf.push(' ');
-        self.buf.push_str(key);
-        self.buf.push('=');
+        if self.json {
+            self.buf.push(',');
+            push_json_string(&mut self.buf, key);
+            self.buf.push(':');
+        } else {
+            self.buf.push(' ');
+            self.buf.push_str(key);
+            self.buf.push('=');
+        }
         let start = self.buf.len();
         let _ = write!(self.buf, "{value}");
         let v = &self.buf[start..];
-        if v.is_empty()
+        if self.json
+            || v.is_empty()
             || v.chars()
                 .any(|c| c == ' ' || c == '"' || c == '=' || c.is_control())
         {
-            let quoted = serde_json::Value::String(v.to_owned()).to_string();
+            let v = v.to_owned();
             self.buf.truncate(start);
-            self.buf.push_str(&quoted);
+            push_json_string(&mut self.buf, &v);
         }
         self
     }
@@ -114,9 +167,33 @@ impl Line {
 
     /// Writes the line to stderr.
     pub fn emit(mut self) {
+        if self.json {
+            self.buf.push('}');
+        }
         self.buf.push('\n');
         let _ = std::io::stderr().lock().write_all(self.buf.as_bytes());
     }
+}
+
+/// Appends `s` as a JSON string: `"` and `\\` escaped, control characters as
+/// `\n`, `\r`, `\t` or `\u00XX`. Written by hand: the size-bound router build
+/// needs no serializer for it.
+fn push_json_string(buf: &mut String, s: &str) {
+    buf.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => buf.push_str("\\\""),
+            '\\' => buf.push_str("\\\\"),
+            '\n' => buf.push_str("\\n"),
+            '\r' => buf.push_str("\\r"),
+            '\t' => buf.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(buf, "\\u{:04x}", c as u32);
+            }
+            c => buf.push(c),
+        }
+    }
+    buf.push('"');
 }
 
 /// Logs `event` at `level` with key-value pairs, building nothing when disabled.
@@ -146,6 +223,21 @@ mod tests {
             l.as_str(),
             r#"level=info event=auth_fail peer=1.2.3.4:5 sub="a b" x="k=v" y="say \"hi\"\n" z="""#
         );
+    }
+
+    #[test]
+    fn json_has_the_same_fields() {
+        let mut l = Line::with_format(Level::Info, "close", true)
+            .kv("peer", "1.2.3.4:5")
+            .kv("sub", "a \"b\"\n\u{1}")
+            .kv("ms", 12);
+        l.buf.push('}');
+        assert_eq!(
+            l.as_str(),
+            r#"{"level":"info","event":"close","peer":"1.2.3.4:5","sub":"a \"b\"\n\u0001","ms":"12"}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(l.as_str()).unwrap();
+        assert_eq!(v["sub"], "a \"b\"\n\u{1}");
     }
 
     #[test]

@@ -34,7 +34,15 @@ enum Cmd {
 
 #[derive(FromArgs)]
 /// Run the server. Without --key (or WSGATE_KEY) it makes an ephemeral key and prints a demo token.
-#[argh(subcommand, name = "serve", help_triggers("-h", "--help", "help"))]
+#[argh(
+    subcommand,
+    name = "serve",
+    help_triggers("-h", "--help", "help"),
+    note = "Any option can come from the environment: WSGATE_ + its name in capitals,\n\
+            - as _ (WSGATE_MAX_CONNECTIONS=500); lists separated by commas or newlines;\n\
+            switches 1/true or 0/false. A flag wins over its variable. WSGATE_KEY\n\
+            holds the key text itself (read only without --key)."
+)]
 struct Serve {
     /// address to bind; :8080 for every IPv4 interface [127.0.0.1:8080]
     #[argh(option, default = "\"127.0.0.1:8080\".into()")]
@@ -78,6 +86,10 @@ struct Serve {
     /// run this command per session, websocketd style (split like shell words, no shell)
     #[argh(option)]
     exec: Option<String>,
+    /// with --exec: pass these variables of wsgate's environment to the process
+    /// (TZ,LC_ALL); repeatable
+    #[argh(option)]
+    passenv: Vec<String>,
     /// lifetime of tickets minted by POST /ticket: 30 (seconds), 1m [30s]
     #[argh(option, default = "\"30\".into()")]
     ticket_ttl: String,
@@ -94,6 +106,9 @@ struct Serve {
     /// error, warn, info or debug [info]
     #[argh(option, default = "\"info\".into()")]
     log_level: String,
+    /// text (key=value) or json (one object per line, same fields) [text]
+    #[argh(option, default = "\"text\".into()")]
+    log_format: String,
     /// in-band refresh: sessions take {"type":"refresh","token":…} messages and get an
     /// `expiring` notice before exp [off]
     #[argh(switch)]
@@ -364,8 +379,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut from_env = Vec::new();
+    let cli = match cli.cmd {
+        Cmd::Serve(_) => match serve_env(&name, &rest, |v| std::env::var(v).ok()) {
+            Ok((cli, vars)) => {
+                from_env = vars;
+                cli
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => cli,
+    };
     let result = match cli.cmd {
-        Cmd::Serve(s) => serve(s),
+        Cmd::Serve(s) => serve(s).map_err(|e| name_variable(e, &from_env)),
         Cmd::Keygen(k) => keygen(k),
         Cmd::Issue(i) => issue(i),
         Cmd::Verify(v) => return verify(v),
@@ -380,6 +409,94 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `serve` with its options from the environment (README "Command line"): for each
+/// option of `serve --help`'s usage line, `WSGATE_` + its name in capitals (`-` as
+/// `_`), unless the option is on the command line. A repeatable option takes a list
+/// (commas or newlines), a switch `1`/`true` or `0`/`false`; an empty variable is
+/// unset. `--key` is left out: `WSGATE_KEY` holds the key text, read by `serve`
+/// itself. The values are passed to argh as arguments, so each is checked as the
+/// same flag would be. Returns the parsed command line and, for errors found later,
+/// the options taken from the environment with their variables.
+fn serve_env(
+    name: &str,
+    args: &[&str],
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<(Cli, Vec<(String, String)>), String> {
+    let usage = match Cli::from_args(&[name], &["serve", "--help"]) {
+        Err(e) => e.output,
+        Ok(_) => String::new(),
+    };
+    let usage = usage.lines().next().unwrap_or_default();
+    let at = args.iter().position(|a| *a == "serve").unwrap_or(0) + 1;
+    let mut injected = Vec::new();
+    let mut vars = Vec::new();
+    // `[--listen <listen>]`, `[--key <key...>]`, `[--refresh]`
+    for spec in usage.split('[').skip(1) {
+        let spec = spec.split(']').next().unwrap_or_default();
+        let mut words = spec.split(' ');
+        let flag = words.next().unwrap_or_default();
+        let Some(option) = flag.strip_prefix("--") else {
+            continue;
+        };
+        let value_kind = words.next();
+        if option == "key" || args[at..].contains(&flag) {
+            continue;
+        }
+        let variable = format!("WSGATE_{}", option.to_ascii_uppercase().replace('-', "_"));
+        let Some(value) = var(&variable).filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        let mut these: Vec<String> = Vec::new();
+        match value_kind {
+            None => match value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => these.push(flag.into()),
+                "0" | "false" | "no" | "off" => {}
+                _ => return Err(format!("{variable}: expected 1/true or 0/false")),
+            },
+            Some(kind) if kind.ends_with("...>") => {
+                for item in value.replace('\n', ",").split(',').map(str::trim) {
+                    if !item.is_empty() {
+                        these.extend([flag.into(), item.into()]);
+                    }
+                }
+            }
+            Some(_) => these.extend([flag.into(), value]),
+        }
+        // Checked alone, so that an error names the variable.
+        let alone: Vec<&str> = std::iter::once("serve")
+            .chain(these.iter().map(String::as_str))
+            .collect();
+        if let Err(e) = Cli::from_args(&[name], &alone) {
+            let line = usage_error(&e.output);
+            let why = line.split_once(": ").map_or(line.as_str(), |(_, w)| w);
+            return Err(format!("{variable}: {why}"));
+        }
+        injected.extend(these);
+        vars.push((flag.to_owned(), variable));
+    }
+    let all: Vec<&str> = args[..at]
+        .iter()
+        .copied()
+        .chain(injected.iter().map(String::as_str))
+        .chain(args[at..].iter().copied())
+        .collect();
+    Cli::from_args(&[name], &all)
+        .map(|cli| (cli, vars))
+        .map_err(|e| usage_error(&e.output))
+}
+
+/// A `serve` error about an option that came from the environment names its
+/// variable: `WSGATE_LISTEN: …`, not `--listen …: …`.
+fn name_variable(mut e: ConfigError, from_env: &[(String, String)]) -> ConfigError {
+    for (flag, variable) in from_env {
+        let rest = e.what.strip_prefix(flag.as_str());
+        if rest.is_some_and(|r| r.is_empty() || r.starts_with(' ')) {
+            e.what = variable.clone();
+        }
+    }
+    e
 }
 
 const SUBCOMMANDS: [&str; 6] = ["serve", "keygen", "issue", "verify", "revoke", "bench"];
@@ -460,6 +577,11 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .parse()
         .map_err(|e| ConfigError::new("--log-level", e))?;
     wsgate::log::set_level(level);
+    let format: wsgate::log::Format = s
+        .log_format
+        .parse()
+        .map_err(|e| ConfigError::new("--log-format", e))?;
+    wsgate::log::set_format(format);
     let mut config = Config::default();
     config.listen = parse_listen(&s.listen)?;
     let env_key = if s.key.is_empty() {
@@ -548,12 +670,22 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     {
         config.tls = tls.clone();
     }
-    // Both constructors check their argument and name the option in the error.
+    let passenv: Vec<&str> = s
+        .passenv
+        .iter()
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    // The constructors check their argument and name the option in the error.
     let handler = match &config.mode {
         Mode::Echo => Handler::echo(),
         Mode::Upstream(url) => upstream_handler(url, s.upstream_ca.as_deref())?,
-        Mode::Exec(cmd) => Handler::exec(cmd)?,
+        Mode::Exec(cmd) => Handler::exec_passing(cmd, &passenv)?,
     };
+    if !passenv.is_empty() && !matches!(config.mode, Mode::Exec(_)) {
+        return Err(ConfigError::new("--passenv", "needs --exec"));
+    }
     if s.upstream_ca.is_some() && !matches!(config.mode, Mode::Upstream(_)) {
         return Err(ConfigError::new(
             "--upstream-ca",

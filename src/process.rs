@@ -2,10 +2,10 @@
 //! session.
 //!
 //! - The command is split like POSIX shell words and run without a shell. Its
-//!   environment is cleared except `PATH`, `HOME` and `LANG`, then holds
-//!   `WSGATE_SUB`, `WSGATE_CLAIMS` (JSON), `REMOTE_ADDR`, `REMOTE_PORT` and
-//!   `WSGATE_PATH` (the request path, without its query): nothing from the
-//!   request's headers, never the token or cookies.
+//!   environment is cleared except `PATH`, `HOME`, `LANG` and the variables named
+//!   by `--passenv`, then holds `WSGATE_SUB`, `WSGATE_CLAIMS` (JSON),
+//!   `REMOTE_ADDR`, `REMOTE_PORT` and `WSGATE_PATH` (the request path, without its
+//!   query): nothing from the request's headers, never the token or cookies.
 //! - Each text message is written to its stdin followed by `\n`; binary messages as
 //!   they are. Each stdout line (without its `\n`) is sent as a text message, or as
 //!   binary if it is not UTF-8; a line longer than `--max-message` is sent in pieces.
@@ -62,6 +62,15 @@ const EXIT_POLL: Duration = Duration::from_millis(20);
 /// The environment variables passed on from wsgate's own environment.
 pub const INHERITED_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
 
+/// The variables wsgate sets for each session: `--passenv` cannot name them.
+pub const SESSION_ENV: [&str; 5] = [
+    "WSGATE_SUB",
+    "WSGATE_CLAIMS",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "WSGATE_PATH",
+];
+
 /// `PATH` for the process when wsgate itself has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -69,6 +78,7 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecCommand {
     argv: Vec<String>,
+    passenv: Vec<String>,
 }
 
 impl ExecCommand {
@@ -90,12 +100,46 @@ impl ExecCommand {
         if !program_exists(program) {
             return Err(bad(&format_args!("program `{program}` not found")));
         }
-        Ok(ExecCommand { argv })
+        Ok(ExecCommand {
+            argv,
+            passenv: Vec::new(),
+        })
+    }
+
+    /// Also passes these variables of wsgate's own environment to the process
+    /// (`--passenv`; one that is unset is left out). The variables wsgate sets for
+    /// each session ([`SESSION_ENV`]) cannot be named. The error names `--passenv`.
+    ///
+    /// ```
+    /// use wsgate::process::ExecCommand;
+    /// let c = ExecCommand::parse("cat").unwrap().passing(&["TZ", "LC_ALL"]).unwrap();
+    /// assert_eq!(c.passenv(), ["TZ", "LC_ALL"]);
+    /// assert!(ExecCommand::parse("cat").unwrap().passing(&["WSGATE_SUB"]).is_err());
+    /// ```
+    pub fn passing(mut self, names: &[&str]) -> Result<ExecCommand, ConfigError> {
+        for &name in names {
+            let bad = |why: &str| ConfigError::new(format!("--passenv {name}"), why);
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                return Err(bad("not a variable name"));
+            }
+            if SESSION_ENV.contains(&name) {
+                return Err(bad("set by wsgate for each session, cannot be passed"));
+            }
+            if !self.passenv.iter().any(|n| n == name) {
+                self.passenv.push(name.to_owned());
+            }
+        }
+        Ok(self)
     }
 
     /// The program and its arguments.
     pub fn argv(&self) -> &[String] {
         &self.argv
+    }
+
+    /// The variables passed on by [`ExecCommand::passing`].
+    pub fn passenv(&self) -> &[String] {
+        &self.passenv
     }
 }
 
@@ -192,7 +236,21 @@ impl Handler {
     /// assert!(wsgate::Handler::exec("no-such-program-here").is_err());
     /// ```
     pub fn exec(cmd: &str) -> Result<Handler, ConfigError> {
-        let cmd = Arc::new(ExecCommand::parse(cmd)?);
+        Handler::exec_passing(cmd, &[])
+    }
+
+    /// Process mode that also passes the named variables of wsgate's own environment
+    /// to each process, as `wsgate serve --exec CMD --passenv TZ,LANG` does (see
+    /// [`ExecCommand::passing`]).
+    ///
+    /// ```
+    /// let handler = wsgate::Handler::exec_passing("cat", &["TZ"]).unwrap();
+    /// # drop(handler);
+    /// assert!(wsgate::Handler::exec_passing("cat", &["REMOTE_ADDR"]).is_err());
+    /// ```
+    pub fn exec_passing(cmd: &str, passenv: &[&str]) -> Result<Handler, ConfigError> {
+        let cmd = ExecCommand::parse(cmd)?.passing(passenv)?;
+        let cmd = Arc::new(cmd);
         Ok(Handler::new(move |s| {
             let cmd = cmd.clone();
             async move { run(s, &cmd).await }
@@ -206,7 +264,11 @@ pub async fn run(mut session: Session, cmd: &ExecCommand) {
     let sub = session.sub().to_owned();
     let mut command = Command::new(&cmd.argv[0]);
     command.args(&cmd.argv[1..]).env_clear();
-    for k in INHERITED_ENV {
+    for k in INHERITED_ENV
+        .iter()
+        .copied()
+        .chain(cmd.passenv.iter().map(|s| s.as_str()))
+    {
         if let Some(v) = std::env::var_os(k) {
             command.env(k, v);
         }

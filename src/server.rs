@@ -529,6 +529,19 @@ fn log_refusal(peer: SocketAddr, status: u16, reason: &str) {
     );
 }
 
+/// The access line of a plain HTTP request, at debug (README "Logs"). The path is
+/// logged without its query: a token could be in it.
+fn log_http(peer: SocketAddr, req: &head::Request<'_>, status: u16) {
+    crate::log_event!(
+        Level::Debug,
+        "http",
+        "peer" = peer,
+        "method" = req.method,
+        "path" = req.path(),
+        "status" = status
+    );
+}
+
 async fn handshake(
     shared: &Arc<Shared>,
     stream: &mut BoxedConnection,
@@ -584,6 +597,7 @@ async fn handshake(
         }
     } else if !endpoints::is_endpoint(&req, &shared.config) {
         log_refusal(peer, 426, "not_an_upgrade");
+        log_http(peer, &req, 426);
         let extra = [("Upgrade", "websocket")];
         respond(
             stream,
@@ -594,6 +608,9 @@ async fn handshake(
     }
     if over_limit {
         log_refusal(peer, 503, "max_connections");
+        if !upgrade {
+            log_http(peer, &req, 503);
+        }
         respond(
             stream,
             &head::text_response(503, &[("Retry-After", "1")], "too many connections\n"),
@@ -603,6 +620,13 @@ async fn handshake(
     }
     if !upgrade {
         let answer = endpoints::serve(shared, &req, peer).await;
+        // Every answer starts `HTTP/1.1 NNN `.
+        let status = answer
+            .get(9..12)
+            .unwrap_or_default()
+            .iter()
+            .fold(0, |n, d| n * 10 + u16::from(d.wrapping_sub(b'0')));
+        log_http(peer, &req, status);
         respond(stream, &answer).await;
         return Next::Done;
     }

@@ -101,8 +101,8 @@ async function setup() {
   // tls: the gate over wss:// and https:// (tests/browser.rs makes the certificate; a
   // binary without the `tls` feature, or no certificate, skips the TLS cases). Chromium
   // trusts the leaf's key by its SPKI hash, given on its command line.
-  const tlsCert = process.env.WSGATE_TLS_CERT;
-  const tlsKey = process.env.WSGATE_TLS_KEY;
+  const tlsCert = process.env.BROWSER_TLS_CERT;
+  const tlsKey = process.env.BROWSER_TLS_KEY;
   if (tlsCert && tlsKey) {
     const tls = await serve('tls', ['--key', fx.localKeyFile, '--static', fx.gateStatic,
       '--tls-cert', tlsCert, '--tls-key', tlsKey]);
@@ -309,7 +309,7 @@ test('browser: cookie — app-origin page, new WebSocket(url) opens and echoes',
 });
 
 test('browser: wss:// — https page sets a Secure; SameSite=Strict cookie, socket opens; subprotocol too', async () => {
-  assert(fx.tls, 'no TLS server (WSGATE_TLS_CERT / WSGATE_TLS_KEY unset)');
+  assert(fx.tls, 'no TLS server (BROWSER_TLS_CERT / BROWSER_TLS_KEY unset)');
   const ctx = await newContext();
   try {
     const page = await openPage(ctx, fx.tls.origin + '/');

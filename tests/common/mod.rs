@@ -332,13 +332,24 @@ pub fn paserk_body(paserk: &str) -> &str {
 // Running the binary
 
 /// Output of a shell-less run of the `wsgate` binary.
+/// Every `serve` option can come from a `WSGATE_*` variable (and `WSGATE_KEY` holds a
+/// key): none of the test runner's own reach the binary, only what a test sets.
+fn without_wsgate_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WSGATE_") {
+            cmd.env_remove(k);
+        }
+    }
+}
+
 pub fn wsgate(args: &[&str]) -> Output {
     wsgate_env(args, &[])
 }
 
 pub fn wsgate_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
-    cmd.args(args).env_remove("WSGATE_KEY").stdin(Stdio::null());
+    cmd.args(args).stdin(Stdio::null());
+    without_wsgate_env(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -469,7 +480,7 @@ impl Server {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.args(args);
-        cmd.env_remove("WSGATE_KEY");
+        without_wsgate_env(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);
         }
