@@ -114,3 +114,93 @@ fn the_printed_connect_line_gets_an_echo_through_websocat() {
     assert!(r.ok, "`{cmd}` failed:\n{}", r.stderr);
     assert_eq!(r.stdout, "hello\n", "stderr:\n{}", r.stderr);
 }
+
+/// The README Quickstart's two ```sh blocks (set-up and connect), run in order in a
+/// clean temp dir as a new user would, with a real websocat. Three changes only: the
+/// binary is put on `PATH` instead of `cargo install`ed; the server listens on a free
+/// port (`WSGATE_LISTEN`, and the client lines' `8080` replaced) so that tests can run
+/// side by side; and each client line gets one line of input (`hello`), with a bounded
+/// wait for the server to listen after `serve &`.
+#[test]
+fn the_quickstart_and_connect_blocks_run_in_order() {
+    let Some(ws) = websocat() else { return };
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let quickstart = readme
+        .split_once("## Quickstart")
+        .expect("a Quickstart section")
+        .1;
+    let blocks: Vec<&str> = quickstart
+        .split("```sh\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .take(2)
+        .collect();
+    assert!(blocks[0].contains("wsgate serve"), "{}", blocks[0]);
+    assert!(blocks[1].contains("websocat"), "{}", blocks[1]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut script = String::from("set -e\n");
+    for line in blocks.concat().lines() {
+        let code = line.split("  #").next().unwrap().trim_end();
+        if code.starts_with("cargo install") {
+            continue;
+        }
+        let code = code.replace("8080", &port.to_string());
+        if code.contains("websocat") {
+            let code = match code.strip_prefix("(echo \"$TOKEN\"; cat) |") {
+                Some(rest) => format!("(echo \"$TOKEN\"; echo hello) |{rest}"),
+                None => format!("{code} <<< hello"),
+            };
+            script.push_str(&code);
+        } else {
+            script.push_str(&code);
+        }
+        script.push('\n');
+        if code.contains("wsgate serve") {
+            script.push_str(&format!(
+                "for i in $(seq 200); do curl -sf http://127.0.0.1:{port}/healthz >/dev/null && break; sleep 0.05; done\n"
+            ));
+        }
+    }
+    let dir = TempDir::new();
+    let path = bin_dir(&dir, &ws);
+    let cwd = dir.path().join("work");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let script = format!("export WSGATE_LISTEN={listen}\n{script}");
+    let r = bash(&cwd, &path, &script, "");
+    assert!(
+        r.ok,
+        "script failed:\n{script}\nstdout:\n{}\nstderr:\n{}",
+        r.stdout, r.stderr
+    );
+    let out = &r.stdout;
+    assert!(
+        out.contains(r#""sub":"alice""#),
+        "verify printed the claims:\n{out}"
+    );
+    assert_eq!(
+        out.matches("hello\n").count(),
+        4,
+        "four echoes:\n{out}\n{}",
+        r.stderr
+    );
+    assert!(
+        out.contains(r#"{"type":"authenticated","sub":"alice""#),
+        "{out}"
+    );
+    assert!(
+        out.contains("HTTP/1.1 200") && out.contains(r#""ticket":"v4.local."#),
+        "{out}"
+    );
+    // Nothing was written into the repository: the key went to the temp dir.
+    assert!(
+        !Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("wsgate.key")
+            .exists()
+    );
+}
