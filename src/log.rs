@@ -145,9 +145,15 @@ impl Line {
             || v.chars()
                 .any(|c| c == ' ' || c == '"' || c == '=' || c.is_control())
         {
-            let v = v.to_owned();
-            self.buf.truncate(start);
-            push_json_string(&mut self.buf, &v);
+            if v.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+                let v = v.to_owned();
+                self.buf.truncate(start);
+                push_json_string(&mut self.buf, &v);
+            } else {
+                // Nothing to escape (the usual case): quote it in place, no copy.
+                self.buf.insert(start, '"');
+                self.buf.push('"');
+            }
         }
         self
     }

@@ -138,16 +138,24 @@ fn pem_reason(e: &pem::Error) -> &'static str {
     }
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let what = || format!("--tls-cert {}", path.display());
-    let bytes = read_pem("--tls-cert", path)?;
+/// The certificates of a PEM file given to `flag`; `expected` ends the message for
+/// a file that holds none.
+fn load_certs(
+    flag: &str,
+    path: &Path,
+    expected: &str,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let what = || format!("{flag} {}", path.display());
+    let bytes = read_pem(flag, path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError::new(what(), pem_reason(&e)))?;
     if certs.is_empty() {
         return Err(ConfigError::new(
             what(),
-            "no certificate in it (expected PEM `BEGIN CERTIFICATE` sections, leaf first)",
+            format_args!(
+                "no certificate in it (expected PEM `BEGIN CERTIFICATE` sections{expected})"
+            ),
         ));
     }
     Ok(certs)
@@ -168,7 +176,7 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
 }
 
 fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, ConfigError> {
-    let certs = load_certs(cert)?;
+    let certs = load_certs("--tls-cert", cert, ", leaf first")?;
     let private = load_key(key)?;
     let key_what = || format!("--tls-key {}", key.display());
     let builder = ServerConfig::builder_with_provider(provider())
@@ -222,17 +230,7 @@ impl TlsClient {
         }
         if let Some(path) = extra_ca {
             let what = || format!("{flag} {}", path.display());
-            let bytes = read_pem(flag, path)?;
-            let certs = CertificateDer::pem_slice_iter(&bytes)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ConfigError::new(what(), pem_reason(&e)))?;
-            if certs.is_empty() {
-                return Err(ConfigError::new(
-                    what(),
-                    "no certificate in it (expected PEM `BEGIN CERTIFICATE` sections)",
-                ));
-            }
-            for cert in certs {
+            for cert in load_certs(flag, path, "")? {
                 roots
                     .add(cert)
                     .map_err(|_| ConfigError::new(what(), "not a usable CA certificate"))?;
