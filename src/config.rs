@@ -83,6 +83,15 @@ pub struct Config {
     /// handshake counts against `head_timeout` and `max_connections`. Default none.
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
+    /// Peers whose `X-Forwarded-For` names the client (README "Running several
+    /// nodes"). Default none.
+    #[cfg(feature = "load-balancer")]
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// Every connection begins with a PROXY protocol header (v1 or v2) from a trusted
+    /// peer (any peer when `trusted_proxies` is empty), which names the client; a
+    /// connection without a valid one is closed without an answer. Default off.
+    #[cfg(feature = "load-balancer")]
+    pub proxy_protocol: bool,
 }
 
 impl Default for Config {
@@ -114,6 +123,10 @@ impl Default for Config {
             admin_listen: None,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "load-balancer")]
+            trusted_proxies: Default::default(),
+            #[cfg(feature = "load-balancer")]
+            proxy_protocol: false,
         }
     }
 }

@@ -79,6 +79,8 @@ pub mod auth;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod client;
+#[cfg(feature = "load-balancer")]
+pub mod client_addr;
 pub mod config;
 pub mod endpoints;
 pub mod frames;

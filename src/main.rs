@@ -135,6 +135,16 @@ struct Serve {
     /// PEM file of CAs trusted for a wss:// --upstream, besides the system's roots
     #[argh(option)]
     upstream_ca: Option<PathBuf>,
+    /// peers (a load balancer) whose X-Forwarded-For names the client: an address or
+    /// range (10.0.0.0/8); repeatable [none]
+    #[cfg(feature = "load-balancer")]
+    #[argh(option)]
+    trusted_proxy: Vec<String>,
+    /// every connection begins with a PROXY protocol header (v1 or v2) naming the
+    /// client; from --trusted-proxy peers only, when given [off]
+    #[cfg(feature = "load-balancer")]
+    #[argh(switch)]
+    proxy_protocol: bool,
 }
 
 #[derive(FromArgs)]
@@ -664,6 +674,29 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         return Err(ConfigError::new("--revoke-capacity", "must be at least 1"));
     }
     config.revoke_capacity = s.revoke_capacity;
+    #[cfg(feature = "load-balancer")]
+    {
+        let ranges = s
+            .trusted_proxy
+            .iter()
+            .flat_map(|l| l.split(','))
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                r.parse()
+                    .map_err(|e| ConfigError::new(format!("--trusted-proxy {r}"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        config.trusted_proxies = wsgate::client_addr::TrustedProxies::new(ranges);
+        config.proxy_protocol = s.proxy_protocol;
+        if s.proxy_protocol && config.trusted_proxies.is_empty() {
+            wsgate::log_event!(
+                wsgate::log::Level::Warn,
+                "config",
+                "detail" = "proxy_protocol_from_any_peer"
+            );
+        }
+    }
     let key_files = s.key.clone();
     let tls = tls_files(s.tls_cert.as_deref(), s.tls_key.as_deref())?;
     #[cfg(feature = "tls")]

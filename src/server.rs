@@ -335,32 +335,20 @@ impl Server {
                         // runs (only the handler's boxed future stays for the session).
                         let _ = stream.set_nodelay(true);
                         let accepted = Instant::now();
-                        #[cfg(feature = "tls")]
-                        let task: ConnectionTask = match &shared.config.tls {
-                            Some(tls) => Box::pin(tls_connection(
+                        #[cfg(feature = "load-balancer")]
+                        let task: ConnectionTask = if shared.config.proxy_protocol {
+                            Box::pin(proxied_connection(
                                 shared.clone(),
-                                tls.acceptor(),
                                 stream,
                                 peer,
                                 n > max,
                                 accepted,
-                            )),
-                            None => Box::pin(connection(
-                                shared.clone(),
-                                Box::new(stream),
-                                peer,
-                                n > max,
-                                accepted,
-                            )),
+                            ))
+                        } else {
+                            dispatch(&shared, stream, peer, n > max, accepted)
                         };
-                        #[cfg(not(feature = "tls"))]
-                        let task: ConnectionTask = Box::pin(connection(
-                            shared.clone(),
-                            Box::new(stream),
-                            peer,
-                            n > max,
-                            accepted,
-                        ));
+                        #[cfg(not(feature = "load-balancer"))]
+                        let task = dispatch(&shared, stream, peer, n > max, accepted);
                         spawn_connection(&ex, task, Some(guard), peer);
                     }
                     Some(Err(e)) => {
@@ -399,6 +387,104 @@ impl Server {
         ex.run(smol::future::zip(main_loop, admin_loop)).await;
         Ok(())
     }
+}
+
+/// The task of an accepted TCP connection: TLS first on a TLS listener, then the
+/// request head.
+fn dispatch(
+    shared: &Arc<Shared>,
+    stream: smol::net::TcpStream,
+    peer: SocketAddr,
+    over_limit: bool,
+    accepted: Instant,
+) -> ConnectionTask {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.config.tls {
+        return Box::pin(tls_connection(
+            shared.clone(),
+            tls.acceptor(),
+            stream,
+            peer,
+            over_limit,
+            accepted,
+        ));
+    }
+    Box::pin(connection(
+        shared.clone(),
+        Box::new(stream),
+        peer,
+        over_limit,
+        accepted,
+    ))
+}
+
+/// A connection under `--proxy-protocol`: its PROXY header (within the head
+/// deadline) names the client, then the connection goes on as any other. A peer that
+/// is not a trusted proxy, or a connection without a valid header, is closed without
+/// an answer (one log line).
+#[cfg(feature = "load-balancer")]
+async fn proxied_connection(
+    shared: Arc<Shared>,
+    mut stream: smol::net::TcpStream,
+    peer: SocketAddr,
+    over_limit: bool,
+    accepted: Instant,
+) -> Option<SessionRun> {
+    use crate::client_addr::ProxyHeader;
+    let trusted = &shared.config.trusted_proxies;
+    if !trusted.is_empty() && !trusted.contains(peer.ip()) {
+        log_refusal_silent(peer, "untrusted_proxy");
+        return None;
+    }
+    let deadline = instant_after(accepted, shared.config.head_timeout);
+    let mut stop = shared.shutdown.listen();
+    let read = async {
+        // Peek, so that no byte after the header is taken; the bytes of an incomplete
+        // header are all header, so they are consumed before peeking again.
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            let room = crate::client_addr::MAX_PROXY_HEADER - buf.len();
+            let n = stream.peek(&mut chunk[..room.min(512)]).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            let consumed = buf.len();
+            buf.extend_from_slice(&chunk[..n]);
+            let (take, done) = match crate::client_addr::parse_proxy_header(&buf) {
+                ProxyHeader::Incomplete => (n, None),
+                ProxyHeader::Complete(len, addr) => (len - consumed, Some(addr)),
+                ProxyHeader::Invalid => return Some(Err(())),
+            };
+            stream.read_exact(&mut chunk[..take]).await.ok()?;
+            if let Some(addr) = done {
+                return Some(Ok(addr));
+            }
+        }
+    }
+    .or(async {
+        Timer::at(deadline).await;
+        None
+    })
+    .or(async {
+        (&mut stop).await;
+        None
+    });
+    let client = match read.await? {
+        Ok(addr) => addr.unwrap_or(peer),
+        Err(()) => {
+            log_refusal_silent(peer, "bad_proxy_header");
+            return None;
+        }
+    };
+    drop(stop);
+    dispatch(&shared, stream, client, over_limit, accepted).await
+}
+
+/// A connection closed without an answer (PROXY protocol refusals).
+#[cfg(feature = "load-balancer")]
+fn log_refusal_silent(peer: SocketAddr, reason: &str) {
+    crate::log_event!(Level::Info, "refuse", "peer" = peer, "reason" = reason);
 }
 
 /// What a spawned connection task runs: the handshake, then maybe a session.
@@ -542,13 +628,17 @@ fn log_http(peer: SocketAddr, req: &head::Request<'_>, status: u16) {
     );
 }
 
+/// `peer_slot`: the TCP peer (or the PROXY header's client); behind a trusted
+/// proxy it becomes the client that `X-Forwarded-For` names.
 async fn handshake(
     shared: &Arc<Shared>,
     stream: &mut BoxedConnection,
-    peer: SocketAddr,
+    peer_slot: &mut SocketAddr,
     over_limit: bool,
     accepted: Instant,
 ) -> Next {
+    #[cfg_attr(not(feature = "load-balancer"), allow(unused_mut))]
+    let mut peer = *peer_slot;
     let mut buf = Vec::with_capacity(1024);
     let deadline = instant_after(accepted, shared.config.head_timeout);
     let consumed = match read_head(stream, &mut buf, deadline, shared).await {
@@ -579,6 +669,18 @@ async fn handshake(
     let Ok(Some((req, _))) = head::parse(&buf, &mut storage) else {
         return Next::Done;
     };
+    #[cfg(feature = "load-balancer")]
+    {
+        let trusted = &shared.config.trusted_proxies;
+        if trusted.contains(peer.ip()) {
+            let client = trusted.client_ip(peer.ip(), req.headers_named("x-forwarded-for"));
+            if client != peer.ip() {
+                // The port the client used is not known: 0.
+                peer = SocketAddr::new(client, 0);
+                *peer_slot = peer;
+            }
+        }
+    }
     let upgrade = req.is_upgrade();
     if upgrade {
         if let Some(p) = &shared.config.path {
@@ -809,7 +911,15 @@ async fn connection(
     crate::log_event!(Level::Debug, "accept", "peer" = peer);
     // Boxed: the head buffer and header storage live only as long as the handshake,
     // not in every session's task.
-    let next = Box::pin(handshake(&shared, &mut stream, peer, over_limit, accepted)).await;
+    let mut peer = peer;
+    let next = Box::pin(handshake(
+        &shared,
+        &mut stream,
+        &mut peer,
+        over_limit,
+        accepted,
+    ))
+    .await;
     match next {
         Next::Done => None,
         Next::Session {
