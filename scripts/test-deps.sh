@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser end-to-end and interop tests need, idempotently:
 #   - Debian's `chromium` package (/usr/bin/chromium); no browser download from a test tool;
+#   - Debian's `redis-server` package (the cluster tests start their own servers);
 #   - the Node packages pinned in tests/browser/package-lock.json (`npm ci`): playwright-core
 #     (drives /usr/bin/chromium), paseto-ts and paseto (independent PASETO v4 implementations), ws.
 #   - websocat 1.14.1 (the README's client; tests run its commands with it): Debian has no
@@ -31,6 +32,26 @@ else
     || die "apt-get install chromium failed"
   [ -x /usr/bin/chromium ] || die "chromium installed but /usr/bin/chromium is missing"
   log "installed: $(/usr/bin/chromium --version 2>/dev/null || echo '?')"
+fi
+
+# --- redis-server (Debian package): the cluster tests start their own on free ports ---
+if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+  log "redis-server present: $(redis-server --version | cut -d' ' -f1-3)"
+else
+  command -v apt-get >/dev/null || die "redis-server missing and no apt-get: install Debian's redis-server package"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "installing redis-server needs root (or sudo)"
+    sudo="sudo"
+  fi
+  log "installing Debian redis-server (apt-get)"
+  $sudo apt-get update -qq || die "apt-get update failed"
+  # The package's service is not wanted (tests start their own); on a machine without
+  # systemd the post-install step cannot start it anyway.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server \
+    || die "apt-get install redis-server failed"
+  command -v redis-server >/dev/null || die "redis-server installed but not on PATH"
+  log "installed: $(redis-server --version | cut -d' ' -f1-3)"
 fi
 
 # --- websocat (crates.io) ---

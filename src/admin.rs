@@ -121,7 +121,7 @@ async fn route(
                 Ok(b) => b,
                 Err(why) => return text_response(400, &[], &format!("{why}\n")),
             };
-            revoke(shared, &body, peer)
+            revoke(shared, &body, peer).await
         }
         ("/revoke", _) => allow("POST"),
         ("/sessions", "GET" | "HEAD") => sessions(shared, req),
@@ -196,7 +196,7 @@ pub fn parse_revoke_body(body: &[u8]) -> Result<Revocation, &'static str> {
     }
 }
 
-fn revoke(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr) -> Vec<u8> {
+async fn revoke(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr) -> Vec<u8> {
     let entry = match parse_revoke_body(body) {
         Ok(e) => e,
         Err(why) => {
@@ -204,10 +204,22 @@ fn revoke(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr) -> Vec<u8> {
             return text_response(400, &[], &format!("bad request: {why}\n"));
         }
     };
-    match ServerHandle(shared.clone()).revoke(&entry) {
+    match ServerHandle(shared.clone()).revoke_everywhere(&entry).await {
         Ok(closed) => {
             let body = format!(r#"{{"revoked":"{}","closed":{closed}}}"#, entry.kind());
             json_response(200, &body)
+        }
+        Err(crate::server::RevokeError::Unavailable) => {
+            crate::log_event!(
+                Level::Error,
+                "revoke_refused",
+                "reason" = "redis unavailable"
+            );
+            text_response(
+                503,
+                &[("Retry-After", "1")],
+                "redis unavailable: nothing stored\n",
+            )
         }
         Err(_) => {
             crate::log_event!(

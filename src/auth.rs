@@ -155,6 +155,9 @@ pub enum Rejection {
     Revoked,
     /// A refresh token of another `sub` than the session's.
     WrongSub,
+    /// The shared state (Redis) cannot be reached: a ticket cannot be redeemed, or a
+    /// node has not loaded the revocations yet. Nothing was spent.
+    Unavailable,
 }
 
 impl Rejection {
@@ -169,7 +172,7 @@ impl Rejection {
             | Rejection::Revoked => 401,
             Rejection::TicketWrongIp | Rejection::OriginNotAllowed | Rejection::WrongSub => 403,
             Rejection::Timeout => 408,
-            Rejection::Busy => 503,
+            Rejection::Busy | Rejection::Unavailable => 503,
         }
     }
 
@@ -186,7 +189,7 @@ impl Rejection {
                 (4403, "forbidden")
             }
             Rejection::Timeout => (4408, "authentication timeout"),
-            Rejection::Busy => (1013, "try again later"),
+            Rejection::Busy | Rejection::Unavailable => (1013, "try again later"),
         }
     }
 
@@ -199,6 +202,7 @@ impl Rejection {
                 | Rejection::MissingToken
                 | Rejection::QueryDisabled
                 | Rejection::Busy
+                | Rejection::Unavailable
         )
     }
 
@@ -208,7 +212,8 @@ impl Rejection {
             Rejection::MissingToken
             | Rejection::QueryDisabled
             | Rejection::BadToken(_)
-            | Rejection::Busy => "invalid_token",
+            | Rejection::Busy
+            | Rejection::Unavailable => "invalid_token",
             Rejection::Expired => "expired",
             Rejection::TicketReused => "ticket_reused",
             Rejection::TicketWrongIp => "forbidden_ip",
@@ -231,6 +236,7 @@ impl Rejection {
             Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::Timeout => "auth_timeout",
             Rejection::Busy => "ticket_cache_full",
+            Rejection::Unavailable => "redis_unavailable",
             Rejection::Revoked => "revoked",
             Rejection::WrongSub => "wrong_sub",
         }
@@ -260,6 +266,7 @@ impl fmt::Display for Rejection {
             Rejection::OriginNotAllowed => f.write_str("origin not allowed"),
             Rejection::Timeout => f.write_str("no first message in time"),
             Rejection::Busy => f.write_str("ticket cache full"),
+            Rejection::Unavailable => f.write_str("shared state unreachable"),
             Rejection::Revoked => f.write_str("token revoked"),
             Rejection::WrongSub => f.write_str("token of another sub"),
         }
@@ -287,9 +294,27 @@ pub struct Identity {
     pub jti: Option<String>,
     /// The `iat` revocation looks at (Unix seconds), likewise.
     pub iat: Option<i64>,
+    /// With shared tickets ([`Gate::set_shared_tickets`]): the ticket still to redeem,
+    /// by whoever holds the shared state, before the session may start.
+    pub(crate) unredeemed: Option<UnredeemedTicket>,
+}
+
+/// A ticket that verified but is not spent yet: its `jti` and `exp` (Unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnredeemedTicket {
+    /// The ticket's own `jti`.
+    pub jti: String,
+    /// The ticket's `exp`: the redemption must be remembered until then.
+    pub exp: i64,
 }
 
 impl Identity {
+    /// Takes the ticket that must be redeemed before this session starts (only with
+    /// shared tickets; `None` otherwise, and after the first call).
+    pub fn take_unredeemed(&mut self) -> Option<UnredeemedTicket> {
+        self.unredeemed.take()
+    }
+
     /// What revocation looks at.
     pub fn facts(&self) -> TokenFacts<'_> {
         TokenFacts {
@@ -375,6 +400,8 @@ pub struct Gate {
     /// across reloads so that tickets minted before one still open.
     fallback_ticket_key: Option<Key>,
     replay: ReplayCache,
+    /// Tickets are spent in shared state (several nodes), not in `replay`.
+    shared_tickets: bool,
     revocations: Mutex<Revocations>,
 }
 
@@ -473,6 +500,7 @@ impl Gate {
             keys: RwLock::new(Arc::new(ring)),
             fallback_ticket_key,
             replay,
+            shared_tickets: false,
             revocations: Mutex::new(Revocations::new(
                 DEFAULT_REVOKE_TTL,
                 DEFAULT_REVOKE_CAPACITY,
@@ -542,6 +570,25 @@ impl Gate {
     /// forgotten early).
     pub fn revoke(&self, entry: &Revocation, now: i64) -> Result<(), RevocationsFull> {
         self.revocations().revoke(entry, now)
+    }
+
+    /// Tickets are redeemed elsewhere (in state shared by several nodes): a verified
+    /// ticket is not spent here but comes back with [`Identity::take_unredeemed`],
+    /// and minting records nothing here.
+    pub fn set_shared_tickets(&mut self, shared: bool) {
+        self.shared_tickets = shared;
+    }
+
+    /// Adds an entry made on another node (revoked at `at`, forgotten at
+    /// `forget_at`); see [`crate::revocation::Revocations::apply`].
+    pub fn apply_revocation(
+        &self,
+        entry: &Revocation,
+        at: i64,
+        forget_at: i64,
+        now: i64,
+    ) -> Result<(), RevocationsFull> {
+        self.revocations().apply(entry, at, forget_at, now)
     }
 
     /// The revocation list, locked.
@@ -667,6 +714,7 @@ impl Gate {
                     via_ticket: false,
                     jti,
                     iat,
+                    unredeemed: None,
                 };
                 if self.is_revoked(&identity.facts(), now) {
                     return Err(Rejection::Revoked);
@@ -692,9 +740,18 @@ impl Gate {
                     via_ticket: true,
                     jti: t.minted_by_jti,
                     iat: t.minted_by_iat,
+                    unredeemed: None,
                 };
                 if self.is_revoked(&identity.facts(), now) {
                     return Err(Rejection::Revoked);
+                }
+                if self.shared_tickets {
+                    let mut identity = identity;
+                    identity.unredeemed = Some(UnredeemedTicket {
+                        jti: ticket_jti,
+                        exp,
+                    });
+                    return Ok(identity);
                 }
                 match self.replay.consume(&ticket_jti, exp, now) {
                     Ok(()) => {}
@@ -732,6 +789,7 @@ impl Gate {
             via_ticket: false,
             jti: claims.jti,
             iat: claims.iat,
+            unredeemed: None,
         };
         if self.is_revoked(&identity.facts(), now) {
             return Err(Rejection::Revoked);
@@ -805,9 +863,11 @@ impl Gate {
         }
         obj.insert(TICKET_CLAIM.into(), serde_json::Value::Object(t));
         let json = serde_json::Value::Object(obj).to_string();
-        self.replay
-            .issue(&jti, exp, now)
-            .map_err(|_| TicketRefusal::Full)?;
+        if !self.shared_tickets {
+            self.replay
+                .issue(&jti, exp, now)
+                .map_err(|_| TicketRefusal::Full)?;
+        }
         let token = ring.verifier.keys()[ring.ticket_key]
             .issue(&json)
             .map_err(|e| TicketRefusal::Unauthorized(Rejection::BadToken(e)))?;

@@ -92,6 +92,13 @@ pub struct Config {
     /// connection without a valid one is closed without an answer. Default off.
     #[cfg(feature = "load-balancer")]
     pub proxy_protocol: bool,
+    /// Share tickets and revocations with the other nodes on this Redis (README
+    /// "Running several nodes"). Default none.
+    #[cfg(feature = "redis")]
+    pub redis: Option<crate::cluster::RedisUrl>,
+    /// Prefix of every Redis key and channel. Default `wsgate:`.
+    #[cfg(feature = "redis")]
+    pub redis_prefix: String,
 }
 
 impl Default for Config {
@@ -127,6 +134,10 @@ impl Default for Config {
             trusted_proxies: Default::default(),
             #[cfg(feature = "load-balancer")]
             proxy_protocol: false,
+            #[cfg(feature = "redis")]
+            redis: None,
+            #[cfg(feature = "redis")]
+            redis_prefix: "wsgate:".into(),
         }
     }
 }

@@ -25,6 +25,21 @@ pub fn is_endpoint(req: &Request<'_>, config: &Config) -> bool {
 /// `None` for any other path.
 pub(crate) fn health_or_metrics(shared: &Shared, req: &Request<'_>) -> Option<Vec<u8>> {
     let head_only = req.method == "HEAD";
+    #[cfg(feature = "redis")]
+    if req.path() == "/healthz"
+        && matches!(req.method, "GET" | "HEAD")
+        && shared.cluster.as_ref().is_some_and(|c| !c.is_up())
+    {
+        return Some(response(
+            503,
+            &[
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Retry-After", "1"),
+            ],
+            b"redis unavailable\n",
+            !head_only,
+        ));
+    }
     let (content_type, body) = match req.path() {
         "/healthz" => ("text/plain; charset=utf-8", "ok\n".to_owned()),
         "/metrics" => (
@@ -83,6 +98,20 @@ fn ticket(shared: &Shared, req: &Request<'_>, peer: SocketAddr) -> Vec<u8> {
                 cors.push(("Access-Control-Max-Age", "600"));
             }
             response(204, &cors, b"", false)
+        }
+        #[cfg(feature = "redis")]
+        "POST" if shared.cluster.as_ref().is_some_and(|c| !c.is_up()) => {
+            // A ticket could not be redeemed now (and before the first load, no one
+            // may be let in).
+            crate::log_event!(
+                Level::Info,
+                "refuse",
+                "peer" = peer,
+                "status" = 503u16,
+                "reason" = "redis_unavailable"
+            );
+            cors.push(("Retry-After", "1"));
+            text_response(503, &cors, "redis unavailable\n")
         }
         "POST" => match gate.mint_ticket(req, peer.ip(), unix_now()) {
             Ok(t) => {

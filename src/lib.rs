@@ -81,6 +81,8 @@ pub mod bench;
 pub mod client;
 #[cfg(feature = "load-balancer")]
 pub mod client_addr;
+#[cfg(feature = "redis")]
+pub mod cluster;
 pub mod config;
 pub mod endpoints;
 pub mod frames;
@@ -104,6 +106,6 @@ pub use auth::{Decision, Gate, GateConfig, Identity, Method, Methods, Rejection,
 pub use config::{Config, ConfigError, Mode};
 pub use registry::SessionInfo;
 pub use revocation::Revocation;
-pub use server::{Error, Server, ServerHandle, ShutdownHandle};
+pub use server::{Error, RevokeError, Server, ServerHandle, ShutdownHandle};
 pub use session::{BoxedConnection, Connection, Handler, Race, Session};
 pub use token::{ClaimRules, Claims, Key, KeyError, TokenError, UntrustedToken, Verifier};

@@ -145,6 +145,16 @@ struct Serve {
     #[cfg(feature = "load-balancer")]
     #[argh(switch)]
     proxy_protocol: bool,
+    /// share tickets and revocations with the other nodes on this Redis:
+    /// redis://[user:password@]host[:port][/db] [off]
+    #[cfg(feature = "redis")]
+    #[argh(option)]
+    redis: Option<String>,
+    /// prefix of every Redis key and channel, so deployments can share one Redis
+    /// [wsgate:]
+    #[cfg(feature = "redis")]
+    #[argh(option, default = "\"wsgate:\".into()")]
+    redis_prefix: String,
 }
 
 #[derive(FromArgs)]
@@ -694,6 +704,37 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
                 wsgate::log::Level::Warn,
                 "config",
                 "detail" = "proxy_protocol_from_any_peer"
+            );
+        }
+    }
+    #[cfg(feature = "redis")]
+    {
+        if s.redis_prefix.is_empty() || s.redis_prefix.chars().any(char::is_control) {
+            return Err(ConfigError::new(
+                "--redis-prefix",
+                "must be non-empty, without control characters",
+            ));
+        }
+        config.redis = s
+            .redis
+            .as_deref()
+            .map(|u| {
+                u.parse()
+                    .map_err(|e| ConfigError::new("--redis", e))
+            })
+            .transpose()?;
+        config.redis_prefix = s.redis_prefix;
+        if config.redis.is_some()
+            && !config.keys.is_empty()
+            && !config
+                .keys
+                .iter()
+                .any(|k| k.purpose() == wsgate::token::Purpose::Local)
+        {
+            wsgate::log_event!(
+                wsgate::log::Level::Warn,
+                "config",
+                "detail" = "no_local_key_tickets_work_on_this_node_only"
             );
         }
     }

@@ -107,9 +107,20 @@ pub struct Metrics {
     buckets: [AtomicU64; BUCKETS_US.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
+    /// `wsgate_redis_up`: 0 or 1 once `--redis` is configured, absent before.
+    #[cfg(feature = "redis")]
+    redis_up: std::sync::OnceLock<std::sync::atomic::AtomicBool>,
 }
 
 impl Metrics {
+    /// Sets the `wsgate_redis_up` gauge (shown from the first call on).
+    #[cfg(feature = "redis")]
+    pub fn set_redis_up(&self, up: bool) {
+        self.redis_up
+            .get_or_init(Default::default)
+            .store(up, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Adds `d` (±1) to the open TCP connections gauge.
     pub fn connections_add(&self, d: i64) {
         self.connections.fetch_add(d, Relaxed);
@@ -238,6 +249,15 @@ impl Metrics {
                 s,
                 "wsgate_refreshes_total{{result=\"{r}\"}} {}",
                 self.refreshes[i].load(Relaxed)
+            );
+        }
+        #[cfg(feature = "redis")]
+        if let Some(up) = self.redis_up.get() {
+            let _ = writeln!(
+                s,
+                "# HELP wsgate_redis_up Whether the shared state (Redis) is connected and loaded.\n\
+                 # TYPE wsgate_redis_up gauge\nwsgate_redis_up {}",
+                u8::from(up.load(std::sync::atomic::Ordering::Relaxed))
             );
         }
         let _ = writeln!(s, "# HELP wsgate_revocations_total Revocations by kind.");

@@ -243,6 +243,7 @@ mod tests {
             via_ticket: false,
             jti: jti.map(Into::into),
             iat,
+            unredeemed: None,
         }
     }
 

@@ -112,23 +112,50 @@ impl Revocations {
     /// Adds `entry` at `now` (Unix seconds). A `sub` entry that exists already moves
     /// its moment to `now`; either kind's lifetime starts again.
     pub fn revoke(&mut self, entry: &Revocation, now: i64) -> Result<(), Full> {
-        let forget_at = now.saturating_add(self.ttl);
+        self.apply(entry, now, now.saturating_add(self.ttl), now)
+    }
+
+    /// Whether `entry` could be added at `now` (it exists, or there is room).
+    pub fn has_room(&mut self, entry: &Revocation, now: i64) -> bool {
         let exists = match entry {
             Revocation::Jti(j) => self.jti.contains_key(j),
             Revocation::Sub(s) => self.sub.contains_key(s),
         };
         if !exists && self.len() >= self.capacity {
             self.purge(now);
-            if self.len() >= self.capacity {
-                return Err(Full);
-            }
+        }
+        exists || self.len() < self.capacity
+    }
+
+    /// The lifetime of an entry made now, seconds.
+    pub fn ttl(&self) -> i64 {
+        self.ttl
+    }
+
+    /// Adds an entry made elsewhere (another node, through shared state): revoked at
+    /// `at`, forgotten at `forget_at`. Applying the same entry twice changes nothing;
+    /// of two moments for one `sub`, the later wins, as it would on one node.
+    pub fn apply(
+        &mut self,
+        entry: &Revocation,
+        at: i64,
+        forget_at: i64,
+        now: i64,
+    ) -> Result<(), Full> {
+        if forget_at <= now {
+            return Ok(());
+        }
+        if !self.has_room(entry, now) {
+            return Err(Full);
         }
         match entry {
             Revocation::Jti(j) => {
-                self.jti.insert(j.clone(), forget_at);
+                let e = self.jti.entry(j.clone()).or_insert(forget_at);
+                *e = (*e).max(forget_at);
             }
             Revocation::Sub(s) => {
-                self.sub.insert(s.clone(), (now, forget_at));
+                let e = self.sub.entry(s.clone()).or_insert((at, forget_at));
+                *e = (e.0.max(at), e.1.max(forget_at));
             }
         }
         Ok(())

@@ -99,6 +99,9 @@ pub struct Shared {
     ws_config: WebSocketConfig,
     /// The same, bounded by [`MAX_FIRST_MESSAGE`], until the client is authenticated.
     pre_auth_config: WebSocketConfig,
+    /// The state shared with other nodes, with `--redis`.
+    #[cfg(feature = "redis")]
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Shared {
@@ -147,6 +150,42 @@ impl ServerHandle {
         Ok(closed)
     }
 
+    /// Revokes as [`ServerHandle::revoke`] does, on every node when the server shares
+    /// its state (`--redis`): the entry is stored and published first, and while that
+    /// cannot be done nothing is stored anywhere (`Unavailable`). Returns how many
+    /// sessions it closed on this node.
+    pub async fn revoke_everywhere(&self, entry: &Revocation) -> Result<usize, RevokeError> {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.0.cluster {
+            let now = unix_now();
+            let forget_at = {
+                let mut list = self.0.gate.revocations();
+                if !list.has_room(entry, now) {
+                    return Err(RevokeError::Full);
+                }
+                now.saturating_add(list.ttl())
+            };
+            cluster
+                .revoke(entry, now, forget_at)
+                .await
+                .map_err(|_| RevokeError::Unavailable)?;
+            self.0
+                .gate
+                .apply_revocation(entry, now, forget_at, now)
+                .map_err(|_| RevokeError::Full)?;
+            let closed = self.0.registry.revoke(entry, now);
+            self.0.metrics.revocation(entry.kind());
+            crate::log_event!(
+                Level::Info,
+                "revoke",
+                "kind" = entry.kind(),
+                "closed" = closed,
+            );
+            return Ok(closed);
+        }
+        self.revoke(entry).map_err(|_| RevokeError::Full)
+    }
+
     /// The live authenticated sessions on this server (of `sub` only, when given).
     pub fn sessions(&self, sub: Option<&str>) -> Vec<SessionInfo> {
         self.0.registry.list(sub)
@@ -164,6 +203,27 @@ impl fmt::Debug for ServerHandle {
         f.write_str("ServerHandle")
     }
 }
+
+/// Why [`ServerHandle::revoke_everywhere`] stored nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevokeError {
+    /// The revocation list is full.
+    Full,
+    /// The shared state (Redis) cannot be reached.
+    Unavailable,
+}
+
+impl fmt::Display for RevokeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RevokeError::Full => "revocation list full",
+            RevokeError::Unavailable => "redis unavailable",
+        })
+    }
+}
+
+impl std::error::Error for RevokeError {}
 
 /// A bound wsgate server.
 pub struct Server {
@@ -218,6 +278,11 @@ impl Server {
         })
         .map_err(|e| ConfigError::new("ticket key", e))?;
         gate.set_revocation_limits(config.revoke_ttl, config.revoke_capacity);
+        #[cfg(feature = "redis")]
+        let cluster = config.redis.clone().map(|url| {
+            gate.set_shared_tickets(true);
+            crate::cluster::Cluster::new(url, config.redis_prefix.clone())
+        });
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -256,6 +321,8 @@ impl Server {
             idle: Event::new(),
             ws_config,
             pre_auth_config,
+            #[cfg(feature = "redis")]
+            cluster,
         });
         Ok(Server {
             listener,
@@ -303,6 +370,17 @@ impl Server {
             crate::log_event!(Level::Info, "admin_listen", "addr" = addr);
         }
         let addr = listener.local_addr()?;
+        #[cfg(feature = "redis")]
+        if shared.cluster.is_some() {
+            shared.metrics.set_redis_up(false);
+            let shared = shared.clone();
+            ex.spawn(async move {
+                if let Some(cluster) = &shared.cluster {
+                    cluster.supervise(&shared).await;
+                }
+            })
+            .detach();
+        }
         crate::log_event!(Level::Info, "listen", "addr" = addr);
         // The operators' listener runs beside the main one, on the same executor.
         let admin_loop = async {
@@ -748,9 +826,33 @@ async fn handshake(
             return Next::Done;
         }
     };
+    #[cfg(feature = "redis")]
+    if shared.cluster.as_ref().is_some_and(|c| !c.is_ready()) {
+        // A node that has never seen the revocations lets no one in.
+        log_refusal(peer, 503, "redis_not_ready");
+        respond(
+            stream,
+            &head::text_response(503, &[("Retry-After", "1")], "redis unavailable\n"),
+        )
+        .await;
+        return Next::Done;
+    }
     let leftover = buf[consumed..].to_vec();
     let target = req.target;
-    match shared.gate.check_upgrade(&req, peer.ip(), unix_now()) {
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    let mut decision = shared.gate.check_upgrade(&req, peer.ip(), unix_now());
+    #[cfg(feature = "redis")]
+    if let Decision::Accept { identity, protocol } = &mut decision {
+        if let Err(rejection) = redeem(shared, identity).await {
+            decision = Decision::Reject {
+                rejection,
+                method: Some(identity.method),
+                in_band: req.header("origin").is_some() && rejection.in_band_for_browsers(),
+                protocol: *protocol,
+            };
+        }
+    }
+    match decision {
         Decision::Accept { identity, protocol } => {
             if !write_all(stream, &head::switching_protocols(key, protocol)).await {
                 return Next::Done;
@@ -819,6 +921,21 @@ async fn handshake(
             .await;
             Next::Done
         }
+    }
+}
+
+/// Spends the ticket that opened `identity` in the shared state, if it has one
+/// still to spend: a second use anywhere is refused, and so is any use while Redis
+/// cannot be reached (nothing is spent then).
+#[cfg(feature = "redis")]
+async fn redeem(shared: &Shared, identity: &mut Identity) -> Result<(), Rejection> {
+    let (Some(cluster), Some(ticket)) = (&shared.cluster, identity.take_unredeemed()) else {
+        return Ok(());
+    };
+    match cluster.redeem(&ticket.jti, ticket.exp).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Rejection::TicketReused),
+        Err(_) => Err(Rejection::Unavailable),
     }
 }
 
@@ -1032,9 +1149,16 @@ async fn first_message(
             .await;
         match ev {
             First::Frame(Some(Ok(Message::Text(t)))) => {
-                break shared
-                    .gate
-                    .check_first_message(Some(t.as_str()), peer.ip(), unix_now());
+                let verdict =
+                    shared
+                        .gate
+                        .check_first_message(Some(t.as_str()), peer.ip(), unix_now());
+                #[cfg(feature = "redis")]
+                let verdict = match verdict {
+                    Ok(mut identity) => redeem(&shared, &mut identity).await.map(|()| identity),
+                    refused => refused,
+                };
+                break verdict;
             }
             First::Frame(Some(Ok(Message::Binary(_)))) => {
                 break shared.gate.check_first_message(None, peer.ip(), unix_now());

@@ -1265,3 +1265,161 @@ pub fn assert_still_serves(server: &Server, token: &str) {
         let _ = ws.close(None).await;
     });
 }
+
+/// A real `redis-server` (Debian's package; scripts/test-deps.sh installs it) on a
+/// free loopback port, without persistence, stopped (and reaped) on drop.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Redis {
+    /// Whether `redis-server` is installed; without it a cluster test is skipped,
+    /// except under CI=true, where it fails.
+    pub fn available() -> bool {
+        let ok = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "redis-server is missing (scripts/test-deps.sh installs it)"
+            );
+            eprintln!("skipped: redis-server is not installed (scripts/test-deps.sh)");
+        }
+        ok
+    }
+
+    /// A port nobody listens on now.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    pub fn start() -> Redis {
+        Redis::start_on(Redis::free_port(), &[])
+    }
+
+    /// Starts on `port` with extra arguments (`--requirepass`, …); waits until it
+    /// answers PING.
+    pub fn start_on(port: u16, extra: &[&str]) -> Redis {
+        let port_s = port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port_s,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let child = cmd.spawn().expect("spawn redis-server");
+        let redis = Redis {
+            child: Some(child),
+            port,
+        };
+        let auth: Vec<&str> = extra
+            .windows(2)
+            .find(|w| w[0] == "--requirepass")
+            .map(|w| vec!["-a", w[1], "--no-auth-warning"])
+            .unwrap_or_default();
+        eventually("redis-server answers PING", START_TIMEOUT, || {
+            redis.cli_with(&auth, &["PING"]).trim() == "PONG"
+        });
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// `redis-cli -p PORT args…`'s output ("" if it failed).
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.cli_with(&[], args)
+    }
+
+    fn cli_with(&self, pre: &[&str], args: &[&str]) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()])
+            .args(pre)
+            .args(args);
+        match cmd.stdin(Stdio::null()).stderr(Stdio::null()).output() {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Calls of `command` so far, from `INFO commandstats` (0 if never called).
+    pub fn calls(&self, command: &str) -> u64 {
+        let info = self.cli(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Every command's calls so far, `INFO`'s own excluded.
+    pub fn all_calls(&self) -> u64 {
+        let info = self.cli(&["INFO", "commandstats"]);
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    /// Sends a signal (`STOP`, `CONT`) to the server.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Kills the server at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A test may leave it stopped (SIGSTOP): continue it, then kill it.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}

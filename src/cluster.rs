@@ -1,0 +1,670 @@
+//! Several nodes as one (README "Running several nodes"): single-use tickets and
+//! revocations shared through Redis (or anything speaking its protocol: Valkey).
+//!
+//! - A ticket is redeemed with one atomic command, `SET <prefix>ticket:<jti> 1 NX PX
+//!   <ms>`: the first node to set the key wins, every later use on any node finds it.
+//! - A revocation is stored in one sorted set, `<prefix>revocations` (member: the
+//!   entry, score: when it is forgotten), and published on the channel of the same
+//!   name, in one `MULTI`/`EXEC`. Every node subscribes, then loads the live entries,
+//!   and keeps a copy in memory: a token handshake costs no Redis round trip.
+//! - Until the first load a node is not ready (upgrades, `POST /ticket` and
+//!   `/healthz` answer 503). When Redis goes away the node keeps serving tokens
+//!   against its copy, tickets get 503, and a supervisor reconnects with backoff (at
+//!   most [`MAX_BACKOFF`] between tries) and reloads.
+//!
+//! Every command has a deadline ([`COMMAND_TIMEOUT`]): a Redis that hangs costs a
+//! ticket at most that long, marks the node down, and never holds up shutdown. The
+//! wire format is `redis-protocol`'s RESP2 codec; the connection around it is ours.
+
+use std::fmt;
+use std::io;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use event_listener::Event;
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::encode::encode_borrowed;
+use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
+use smol::Timer;
+use smol::future::FutureExt as _;
+use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use smol::net::TcpStream;
+
+use crate::log::Level;
+use crate::revocation::Revocation;
+use crate::server::Shared;
+use crate::time::unix_now;
+
+/// Longest wait for one command's answer (connecting included).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for the revocation entries to load.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest pause between two reconnection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Largest reply accepted (the revocation list at its default bound is a few MiB).
+const MAX_REPLY: usize = 64 << 20;
+
+/// `redis://[user:password@]host[:port][/db]`. Its `Display` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    host: String,
+    port: u16,
+    user: Option<String>,
+    password: Option<String>,
+    db: u32,
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("redis://")?;
+        match (&self.user, &self.password) {
+            (Some(u), Some(_)) => write!(f, "{u}:***@")?,
+            (None, Some(_)) => f.write_str(":***@")?,
+            (Some(u), None) => write!(f, "{u}@")?,
+            (None, None) => {}
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}/{}", self.host, self.port, self.db)
+        } else {
+            write!(f, "{}:{}/{}", self.host, self.port, self.db)
+        }
+    }
+}
+
+impl FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RedisUrl, String> {
+        let rest = s.strip_prefix("redis://").ok_or_else(|| {
+            if s.starts_with("rediss://") {
+                "rediss:// (TLS to Redis) is not supported: use redis:// on a private network"
+                    .to_owned()
+            } else {
+                "expected redis://[user:password@]host[:port][/db]".to_owned()
+            }
+        })?;
+        if rest.contains(['?', '#']) {
+            return Err("a query or fragment is not supported".into());
+        }
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let decode = |part: &str, what: &str| {
+            crate::head::percent_decode(part)
+                .map(|c| c.into_owned())
+                .ok_or_else(|| format!("the {what} is not valid percent-encoded UTF-8"))
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(u) => match u.split_once(':') {
+                Some((name, pass)) => (
+                    Some(decode(name, "user name")?).filter(|n| !n.is_empty()),
+                    Some(decode(pass, "password")?),
+                ),
+                None => (
+                    Some(decode(u, "user name")?).filter(|n| !n.is_empty()),
+                    None,
+                ),
+            },
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, p) = v6
+                .split_once(']')
+                .ok_or("an IPv6 host needs its closing ]")?;
+            h.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("`{h}` is not an IPv6 address"))?;
+            let port = match p {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("`{p}` after the IPv6 address"))?,
+                ),
+            };
+            (h, port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err("no host".into());
+        }
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b))
+        {
+            return Err(format!("`{host}` is not a host name or address"));
+        }
+        let port = match port {
+            None => 6379,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => return Err(format!("`{p}` is not a port (1-65535)")),
+            },
+        };
+        let db = match path {
+            "" => 0,
+            p => match p.parse::<u32>() {
+                Ok(n) if p.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => return Err(format!("`/{p}`: the database must be a number")),
+            },
+        };
+        Ok(RedisUrl {
+            host: host.to_owned(),
+            port,
+            user,
+            password,
+            db,
+        })
+    }
+}
+
+/// Redis could not be reached or answered an error; `Display` says which, without
+/// any secret.
+#[derive(Debug)]
+pub struct RedisError(String);
+
+impl fmt::Display for RedisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedisError {}
+
+impl From<io::Error> for RedisError {
+    fn from(e: io::Error) -> RedisError {
+        RedisError(e.to_string())
+    }
+}
+
+fn err(what: impl Into<String>) -> RedisError {
+    RedisError(what.into())
+}
+
+/// `f`, or a timeout error after `d`.
+async fn within<T>(
+    d: Duration,
+    f: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, RedisError> {
+    f.or(async {
+        Timer::after(d).await;
+        Err(err(format!("no answer within {} ms", d.as_millis())))
+    })
+    .await
+}
+
+/// One connection speaking RESP2.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet decoded.
+    buf: Vec<u8>,
+    /// Encoding space, reused.
+    out: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects, authenticates and selects the database, within [`COMMAND_TIMEOUT`]
+    /// per step.
+    async fn open(url: &RedisUrl) -> Result<Conn, RedisError> {
+        let stream = within(COMMAND_TIMEOUT, async {
+            Ok(TcpStream::connect((url.host.as_str(), url.port)).await?)
+        })
+        .await?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn {
+            stream,
+            buf: Vec::with_capacity(256),
+            out: Vec::with_capacity(256),
+        };
+        if let Some(pass) = &url.password {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            args.extend(url.user.as_ref().map(|u| u.as_bytes()));
+            args.push(pass.as_bytes());
+            within(COMMAND_TIMEOUT, conn.call(&args))
+                .await
+                .map_err(|e| err(format!("AUTH: {e}")))?;
+        }
+        if url.db != 0 {
+            let db = url.db.to_string();
+            within(COMMAND_TIMEOUT, conn.call(&[b"SELECT", db.as_bytes()]))
+                .await
+                .map_err(|e| err(format!("SELECT {db}: {e}")))?;
+        }
+        Ok(conn)
+    }
+
+    /// Appends one command to the output buffer.
+    fn push(&mut self, args: &[&[u8]]) -> Result<(), RedisError> {
+        let frames: Vec<BorrowedFrame<'_>> =
+            args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+        let frame = BorrowedFrame::Array(&frames);
+        let at = self.out.len();
+        self.out.resize(at + frame.encode_len(false), 0);
+        encode_borrowed(&mut self.out[at..], &frame, false)
+            .map_err(|e| err(format!("encoding a command: {e}")))?;
+        Ok(())
+    }
+
+    /// Writes the buffered commands.
+    async fn flush(&mut self) -> Result<(), RedisError> {
+        self.stream.write_all(&self.out).await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// The next reply (an error reply is `Err`).
+    async fn read(&mut self) -> Result<OwnedFrame, RedisError> {
+        loop {
+            match decode(&self.buf) {
+                Ok(Some((frame, used))) => {
+                    self.buf.drain(..used);
+                    return match frame {
+                        OwnedFrame::Error(e) => Err(err(format!("Redis answered: {e}"))),
+                        f => Ok(f),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => return Err(err(format!("unreadable reply: {e}"))),
+            }
+            if self.buf.len() > MAX_REPLY {
+                return Err(err("reply too large"));
+            }
+            let at = self.buf.len();
+            self.buf.resize(at + 4096, 0);
+            let n = self.stream.read(&mut self.buf[at..]).await;
+            self.buf.truncate(at + *n.as_ref().unwrap_or(&0));
+            match n {
+                Ok(0) => return Err(err("connection closed by Redis")),
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// One command, one reply.
+    async fn call(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, RedisError> {
+        self.push(args)?;
+        self.flush().await?;
+        self.read().await
+    }
+}
+
+/// How a revocation travels: `j:<jti>` or `s:<moment>:<sub>` (the member of the
+/// sorted set), and `<forget_at> <member>` (the publication).
+fn member(entry: &Revocation, at: i64) -> String {
+    match entry {
+        Revocation::Jti(j) => format!("j:{j}"),
+        Revocation::Sub(s) => format!("s:{at}:{s}"),
+    }
+}
+
+/// The entry and its moment, from a member; `None` for anything else.
+fn parse_member(m: &str) -> Option<(Revocation, i64)> {
+    if let Some(j) = m.strip_prefix("j:") {
+        return (!j.is_empty()).then(|| (Revocation::Jti(j.to_owned()), 0));
+    }
+    let (at, sub) = m.strip_prefix("s:")?.split_once(':')?;
+    let at = at.parse().ok()?;
+    (!sub.is_empty()).then(|| (Revocation::Sub(sub.to_owned()), at))
+}
+
+/// `<forget_at> <member>`.
+fn parse_publication(p: &str) -> Option<(Revocation, i64, i64)> {
+    let (forget_at, m) = p.split_once(' ')?;
+    let (entry, at) = parse_member(m)?;
+    Some((entry, at, forget_at.parse().ok()?))
+}
+
+fn bulk_str(f: &OwnedFrame) -> Option<&str> {
+    match f {
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => std::str::from_utf8(b).ok(),
+        _ => None,
+    }
+}
+
+/// The shared state of a node: its connection for commands, whether it is up, and
+/// whether it has loaded the revocations once.
+pub(crate) struct Cluster {
+    url: RedisUrl,
+    prefix: String,
+    up: AtomicBool,
+    loaded: AtomicBool,
+    /// The command connection while up. One command at a time on it; each waits for
+    /// its turn within its own deadline.
+    conn: smol::lock::Mutex<Option<Conn>>,
+    /// Notified when a command fails: the supervisor reconnects.
+    failed: Event,
+}
+
+/// Why a shared operation did not happen: Redis is down or did not answer in time.
+#[derive(Debug)]
+pub(crate) struct Unavailable;
+
+impl Cluster {
+    pub(crate) fn new(url: RedisUrl, prefix: String) -> Cluster {
+        Cluster {
+            url,
+            prefix,
+            up: AtomicBool::new(false),
+            loaded: AtomicBool::new(false),
+            conn: smol::lock::Mutex::new(None),
+            failed: Event::new(),
+        }
+    }
+
+    /// Connected, subscribed and loaded.
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Has loaded the revocations at least once: may let clients in.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Runs `f` on the command connection within [`COMMAND_TIMEOUT`] (the wait for
+    /// the connection included); any failure marks the node down.
+    async fn with_conn<T>(
+        &self,
+        what: &str,
+        f: impl AsyncFnOnce(&mut Conn) -> Result<T, RedisError>,
+    ) -> Result<T, Unavailable> {
+        if !self.is_up() {
+            return Err(Unavailable);
+        }
+        let result = within(COMMAND_TIMEOUT, async {
+            let mut guard = self.conn.lock().await;
+            let conn = guard.as_mut().ok_or_else(|| err("not connected"))?;
+            let r = f(conn).await;
+            if r.is_err() {
+                // The connection's state is unknown after an error: never reuse it.
+                *guard = None;
+            }
+            r
+        })
+        .await;
+        result.map_err(|e| {
+            self.mark_down(what, &e);
+            Unavailable
+        })
+    }
+
+    fn mark_down(&self, what: &str, e: &RedisError) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            crate::log_event!(Level::Error, "redis_error", "during" = what, "error" = e);
+            self.failed.notify(usize::MAX);
+        }
+    }
+
+    /// Spends a ticket once across all nodes: `Ok(true)` the first time, `Ok(false)`
+    /// after. Remembered until the ticket's `exp` (plus a second of clock skew).
+    pub(crate) async fn redeem(&self, jti: &str, exp: i64) -> Result<bool, Unavailable> {
+        let key = self.key(&format!("ticket:{jti}"));
+        let ms = (exp.saturating_sub(unix_now()).clamp(0, 86_400 * 365) + 1) * 1000;
+        let ms = ms.to_string();
+        let reply = self
+            .with_conn("ticket", async |c| {
+                c.call(&[b"SET", key.as_bytes(), b"1", b"NX", b"PX", ms.as_bytes()])
+                    .await
+            })
+            .await?;
+        Ok(matches!(reply, OwnedFrame::SimpleString(ref s) if s == b"OK"))
+    }
+
+    /// Stores and publishes a revocation made here at `at`, forgotten at `forget_at`.
+    pub(crate) async fn revoke(
+        &self,
+        entry: &Revocation,
+        at: i64,
+        forget_at: i64,
+    ) -> Result<(), Unavailable> {
+        let key = self.key("revocations");
+        let m = member(entry, at);
+        let publication = format!("{forget_at} {m}");
+        let score = forget_at.to_string();
+        let now = unix_now().to_string();
+        self.with_conn("revoke", async |c| {
+            c.push(&[b"MULTI"])?;
+            c.push(&[b"ZADD", key.as_bytes(), score.as_bytes(), m.as_bytes()])?;
+            c.push(&[b"PUBLISH", key.as_bytes(), publication.as_bytes()])?;
+            c.push(&[b"ZREMRANGEBYSCORE", key.as_bytes(), b"-inf", now.as_bytes()])?;
+            c.push(&[b"EXEC"])?;
+            c.flush().await?;
+            for _ in 0..4 {
+                c.read().await?;
+            }
+            match c.read().await? {
+                OwnedFrame::Array(_) => Ok(()),
+                other => Err(err(format!("EXEC answered {other:?}"))),
+            }
+        })
+        .await
+    }
+
+    /// Keeps the node connected for as long as the server runs: connect, subscribe,
+    /// load, follow the publications; on any failure, back off and start again.
+    pub(crate) async fn supervise(&self, shared: &Shared) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let failed = self.failed.listen();
+            match self.connect(shared).await {
+                Ok(sub) => {
+                    backoff = FIRST_BACKOFF;
+                    self.loaded.store(true, Ordering::Release);
+                    self.up.store(true, Ordering::Release);
+                    shared.metrics.set_redis_up(true);
+                    crate::log_event!(
+                        Level::Info,
+                        "redis_up",
+                        "url" = &self.url,
+                        "revocations" = shared.gate.revocations().len()
+                    );
+                    let e = self.follow(sub, shared, failed).await;
+                    shared.metrics.set_redis_up(false);
+                    // Commands fail fast from here on; a late one finds no connection.
+                    self.mark_down("subscription", &e);
+                    self.up.store(false, Ordering::Release);
+                    *self.conn.lock().await = None;
+                }
+                Err(e) => {
+                    crate::log_event!(
+                        Level::Error,
+                        "redis_error",
+                        "during" = "connect",
+                        "url" = &self.url,
+                        "error" = e,
+                        "retry_ms" = backoff.as_millis()
+                    );
+                }
+            }
+            Timer::after(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Subscribes, then loads the live entries (in that order: an entry published
+    /// meanwhile arrives by the subscription), and installs the command connection.
+    async fn connect(&self, shared: &Shared) -> Result<Conn, RedisError> {
+        let channel = self.key("revocations");
+        let mut sub = Conn::open(&self.url).await?;
+        within(COMMAND_TIMEOUT, async {
+            let reply = sub.call(&[b"SUBSCRIBE", channel.as_bytes()]).await?;
+            match reply {
+                OwnedFrame::Array(ref a) if a.first().and_then(bulk_str) == Some("subscribe") => {
+                    Ok(())
+                }
+                other => Err(err(format!("SUBSCRIBE answered {other:?}"))),
+            }
+        })
+        .await?;
+        let mut conn = Conn::open(&self.url).await?;
+        let now = unix_now();
+        let entries = within(LOAD_TIMEOUT, async {
+            let min = format!("({now}");
+            conn.call(&[
+                b"ZRANGEBYSCORE",
+                channel.as_bytes(),
+                min.as_bytes(),
+                b"+inf",
+                b"WITHSCORES",
+            ])
+            .await
+        })
+        .await?;
+        let OwnedFrame::Array(items) = entries else {
+            return Err(err("ZRANGEBYSCORE did not answer a list"));
+        };
+        for pair in items.chunks(2) {
+            let (Some(m), Some(score)) = (
+                pair.first().and_then(bulk_str),
+                pair.get(1).and_then(bulk_str),
+            ) else {
+                continue;
+            };
+            let (Some((entry, at)), Ok(forget_at)) = (parse_member(m), score.parse::<f64>()) else {
+                continue;
+            };
+            self.apply(shared, &entry, at, forget_at as i64, false);
+        }
+        *self.conn.lock().await = Some(conn);
+        Ok(sub)
+    }
+
+    /// Applies the publications until the subscription fails or a command failed.
+    async fn follow(
+        &self,
+        mut sub: Conn,
+        shared: &Shared,
+        mut failed: event_listener::EventListener,
+    ) -> RedisError {
+        loop {
+            let next = async { Some(sub.read().await) }
+                .or(async {
+                    (&mut failed).await;
+                    None
+                })
+                .await;
+            let frame = match next {
+                None => return err("a command failed"),
+                Some(Err(e)) => return e,
+                Some(Ok(f)) => f,
+            };
+            let OwnedFrame::Array(parts) = frame else {
+                continue;
+            };
+            if parts.first().and_then(bulk_str) != Some("message") {
+                continue;
+            }
+            let Some((entry, at, forget_at)) =
+                parts.get(2).and_then(bulk_str).and_then(parse_publication)
+            else {
+                continue;
+            };
+            self.apply(shared, &entry, at, forget_at, true);
+        }
+    }
+
+    /// Puts an entry in this node's copy and closes the live sessions it matches.
+    fn apply(&self, shared: &Shared, entry: &Revocation, at: i64, forget_at: i64, log: bool) {
+        let now = unix_now();
+        if shared
+            .gate
+            .apply_revocation(entry, at, forget_at, now)
+            .is_err()
+        {
+            crate::log_event!(
+                Level::Error,
+                "revoke_refused",
+                "kind" = entry.kind(),
+                "reason" = "list_full",
+                "source" = "redis"
+            );
+            return;
+        }
+        let closed = shared
+            .registry
+            .revoke(entry, if at == 0 { now } else { at });
+        if log && closed > 0 {
+            crate::log_event!(
+                Level::Info,
+                "revoke",
+                "kind" = entry.kind(),
+                "closed" = closed,
+                "source" = "redis"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u: RedisUrl = "redis://127.0.0.1:6380/2".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.db), ("127.0.0.1", 6380, 2));
+        assert_eq!(u.to_string(), "redis://127.0.0.1:6380/2");
+        let u: RedisUrl = "redis://app:s%40cret@redis.internal".parse().unwrap();
+        assert_eq!(u.user.as_deref(), Some("app"));
+        assert_eq!(u.password.as_deref(), Some("s@cret"));
+        assert_eq!(u.port, 6379);
+        assert_eq!(u.to_string(), "redis://app:***@redis.internal:6379/0");
+        let u: RedisUrl = "redis://:pw@[::1]:7000".parse().unwrap();
+        assert_eq!(
+            (u.user.as_deref(), u.host.as_str(), u.port),
+            (None, "::1", 7000)
+        );
+        assert!(!format!("{u:?}").contains("pw"));
+        for bad in [
+            "http://x",
+            "rediss://x",
+            "redis://",
+            "redis://:6379",
+            "redis://h:0",
+            "redis://h:99999",
+            "redis://h:+1",
+            "redis://h/x",
+            "redis://h/1?x=1",
+            "redis://h o",
+            "redis://[::1",
+            "redis://[nope]:1",
+            "redis://[::1]x",
+        ] {
+            assert!(bad.parse::<RedisUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entries_travel_as_members_and_publications() {
+        for (e, at) in [
+            (Revocation::Jti("a b:c".into()), 0),
+            (Revocation::Sub("alice:x y".into()), 1_700_000_000),
+        ] {
+            let m = member(&e, at);
+            assert_eq!(parse_member(&m), Some((e.clone(), at)));
+            let p = format!("1700086400 {m}");
+            assert_eq!(parse_publication(&p), Some((e, at, 1_700_086_400)));
+        }
+        for bad in ["", "x:1", "j:", "s:1:", "s:x:alice", "s:1"] {
+            assert_eq!(parse_member(bad), None, "{bad}");
+        }
+        assert_eq!(parse_publication("nope j:a"), None);
+    }
+}
