@@ -389,12 +389,14 @@ impl Cluster {
             return Err(Unavailable);
         }
         let result = within(COMMAND_TIMEOUT, async {
-            let mut guard = self.conn.lock().await;
-            let conn = guard.as_mut().ok_or_else(|| err("not connected"))?;
-            let r = f(conn).await;
-            if r.is_err() {
-                // The connection's state is unknown after an error: never reuse it.
-                *guard = None;
+            let mut slot = self.conn.lock().await;
+            // Out of its slot during the command: if this future is dropped (the
+            // deadline), the connection goes with it instead of leaving a reply
+            // behind for the next command to read as its own.
+            let mut conn = slot.take().ok_or_else(|| err("not connected"))?;
+            let r = f(&mut conn).await;
+            if r.is_ok() {
+                *slot = Some(conn);
             }
             r
         })

@@ -269,4 +269,35 @@ mod tests {
         assert!(!s.matches(NOW, &facts("alice", Some("k"), Some(NOW + 1))));
         assert!(!s.matches(NOW, &facts("carol", None, None)));
     }
+
+    #[test]
+    fn entries_from_other_nodes_keep_their_moment_and_apply_once() {
+        let mut r = Revocations::new(100, 2);
+        let s = Revocation::Sub("alice".into());
+        // Made elsewhere at NOW - 10, seen here at NOW: the moment is the maker's.
+        r.apply(&s, NOW - 10, NOW + 90, NOW).unwrap();
+        assert!(r.is_revoked(&facts("alice", None, Some(NOW - 10)), NOW));
+        assert!(!r.is_revoked(&facts("alice", None, Some(NOW - 9)), NOW));
+        // The same publication twice, or an older one late, changes nothing.
+        r.apply(&s, NOW - 10, NOW + 90, NOW).unwrap();
+        r.apply(&s, NOW - 50, NOW + 50, NOW).unwrap();
+        assert_eq!(r.len(), 1);
+        assert!(!r.is_revoked(&facts("alice", None, Some(NOW - 9)), NOW));
+        assert!(r.is_revoked(&facts("alice", None, None), NOW + 89));
+        // A later one moves the moment on.
+        r.apply(&s, NOW + 5, NOW + 105, NOW + 5).unwrap();
+        assert!(r.is_revoked(&facts("alice", None, Some(NOW + 5)), NOW + 5));
+        // Already expired: ignored, even when full.
+        r.apply(&Revocation::Jti("j".into()), 0, NOW, NOW).unwrap();
+        assert_eq!(r.len(), 1);
+        r.apply(&Revocation::Jti("j".into()), 0, NOW + 10, NOW)
+            .unwrap();
+        assert_eq!(
+            r.apply(&Revocation::Jti("k".into()), 0, NOW + 10, NOW),
+            Err(Full)
+        );
+        assert!(!r.has_room(&Revocation::Jti("k".into()), NOW));
+        assert!(r.has_room(&Revocation::Jti("j".into()), NOW));
+        assert!(r.has_room(&Revocation::Jti("k".into()), NOW + 10));
+    }
 }
