@@ -10,7 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # missing one fails the check rather than pass it unchecked.
 core=(
   src/head.rs src/auth.rs src/auth/tests.rs src/token.rs src/tickets.rs
-  src/revocation.rs src/time.rs src/config.rs src/metrics.rs src/log.rs src/registry.rs
+  src/revocation.rs src/time.rs src/client_addr.rs src/config.rs src/metrics.rs src/log.rs
+  src/registry.rs
 )
 crates='smol|async_tungstenite|tungstenite|async_io|futures_rustls|futures_lite|async_net|async_executor|async_signal'
 

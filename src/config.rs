@@ -86,8 +86,8 @@ pub struct Config {
     /// The handshake counts against `head_timeout` and `max_connections`. Default none.
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
-    /// Peers whose `X-Forwarded-For` names the client (README "Running several
-    /// nodes"). Default none.
+    /// Peers whose `X-Forwarded-For` names the client
+    /// (`docs/operations.md#behind-a-load-balancer`). Default none.
     #[cfg(feature = "load-balancer")]
     pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Every connection begins with a PROXY protocol header (v1 or v2) from a trusted
