@@ -718,10 +718,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         config.redis = s
             .redis
             .as_deref()
-            .map(|u| {
-                u.parse()
-                    .map_err(|e| ConfigError::new("--redis", e))
-            })
+            .map(|u| u.parse().map_err(|e| ConfigError::new("--redis", e)))
             .transpose()?;
         config.redis_prefix = s.redis_prefix;
         if config.redis.is_some()
