@@ -5,7 +5,7 @@
 //! is recognised by its output directory (`target/small/build/wsgate-*/out`) and its
 //! `opt-level = "z"`. Were cargo's layout to change, the flags would stop applying and
 //! `scripts/size-check.sh` (CI) would fail on the size: never a silent misbuild.
-//! Measured on x86-64 Linux (README, "Binary size"):
+//! Measured on x86-64 Linux (docs/performance.md#binary-size):
 //!
 //! - `-z pack-relative-relocs` (DT_RELR): the position-independent binary's relative
 //!   relocations as a bitmap, not 24 bytes each: −27 KiB, ASLR kept. The loader must

@@ -2,8 +2,8 @@
 # Binary-size budget (issue 5): the `small` profile's stripped `wsgate`, without
 # optional features and with the compact Ed25519 (`opt-size`) (the router build), must
 # stay within 800 KiB; the router build with TLS (`--features opt-size,tls`) within
-# 1 700 KiB (rustls, ring and webpki add ~850 KiB, see README "Binary size"). Builds
-# both, prints their sizes, exits 1 when either is over budget. CI runs this
+# 1 700 KiB (rustls, ring and webpki add ~850 KiB, see docs/performance.md#binary-size).
+# Builds both, prints their sizes, exits 1 when either is over budget. CI runs this
 # (scripts/test), so that a new dependency or feature cannot grow the binary unnoticed.
 #   scripts/size-check.sh          # build the router binaries and check them
 #   scripts/size-check.sh --all    # also print the default-feature build and the router
@@ -53,7 +53,7 @@ if [ "$bytes" -gt $(( budget_kib * 1024 )) ]; then
   if command -v readelf >/dev/null && ! readelf -d "$bin" | grep -q RELR; then
     echo "size-check: this build has no packed relocations (DT_RELR): glibc here is" \
       "$(getconf GNU_LIBC_VERSION 2>/dev/null || echo unknown), build.rs needs >= 2.36" \
-      "(see README, \"Binary size\")" >&2
+      "(see docs/performance.md#binary-size)" >&2
   fi
   exit 1
 fi

@@ -129,13 +129,13 @@ impl FromStr for Methods {
 }
 
 /// Why a request or a first message was refused. Each maps to its HTTP status and
-/// close code in one `match`, straight from SPEC §4.
+/// close code in one `match`, straight from the tables of `docs/protocol.md#refusals`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
     /// No token, and first-message authentication is disabled.
     MissingToken,
     /// The same, but with a `?token=` while the `query` method is off: the answer
-    /// says so (README, "Quickstart").
+    /// says so (`docs/protocol.md#methods`).
     QueryDisabled,
     /// Present but bad: malformed, tampered, wrong key, wrong claims.
     BadToken(TokenError),
@@ -206,7 +206,7 @@ impl Rejection {
         )
     }
 
-    /// The `reason` label of `wsgate_auth_failures_total` (SPEC §9.10).
+    /// The `reason` label of `wsgate_auth_failures_total` (`docs/operations.md#metrics`).
     pub fn metric_reason(self) -> &'static str {
         match self {
             Rejection::MissingToken
@@ -386,7 +386,7 @@ pub struct GateConfig {
     /// Bound on live tickets.
     pub ticket_capacity: usize,
     /// The listener speaks TLS: for the same-origin rule, a `Host` without a port
-    /// means port 443, whatever the Origin's scheme (README "TLS").
+    /// means port 443, whatever the Origin's scheme (`docs/protocol.md#the-origin-rule`).
     pub tls: bool,
 }
 
@@ -665,8 +665,9 @@ impl Gate {
         let text = text
             .ok_or(Rejection::BadToken(TokenError::Malformed))?
             .trim();
-        // Extra JSON fields are ignored (SPEC §9.9), within a bound that keeps the
-        // parse cheap; the token itself is held to 8 KiB by the verifier.
+        // Extra JSON fields are ignored (`docs/protocol.md#first-message-authentication`),
+        // within a bound that keeps the parse cheap; the token itself is held to 8 KiB by
+        // the verifier.
         if text.len() > MAX_FIRST_MESSAGE {
             return Err(Rejection::BadToken(TokenError::TooLong));
         }
@@ -763,9 +764,9 @@ impl Gate {
         }
     }
 
-    /// An in-band refresh (README "Refreshing and revoking"): `token` must be valid
-    /// like a handshake token, not a ticket, not revoked, and of the session's `sub`.
-    /// The identity it gives keeps the session's `method`.
+    /// An in-band refresh (`docs/protocol.md#expiry-notice-and-in-band-refresh`): `token`
+    /// must be valid like a handshake token, not a ticket, not revoked, and of the
+    /// session's `sub`. The identity it gives keeps the session's `method`.
     pub fn check_refresh(
         &self,
         token: &str,
@@ -1042,7 +1043,8 @@ fn protocol_entries<'a>(req: &Request<'a>) -> impl Iterator<Item = &'a str> + us
         .filter(|e| !e.is_empty())
 }
 
-/// The subprotocol to answer: the first offered entry that is not a token (SPEC §4, §9.8).
+/// The subprotocol to answer: the first offered entry that is not a token; none when
+/// the token is the only entry (`docs/protocol.md#methods`).
 pub fn answered_protocol<'a>(req: &Request<'a>) -> Option<&'a str> {
     protocol_entries(req).find(|e| !is_token_shaped(e))
 }
@@ -1072,16 +1074,16 @@ pub fn random_id() -> Result<String, getrandom::Error> {
     Ok(Base64UrlSafeNoPadding::encode_to_string(b).unwrap_or_default())
 }
 
-/// SPEC §9.4: Origin's authority (host and port, port implied by its scheme,
-/// case-insensitive) equals the `Host` header's (a `Host` without a port takes the
-/// default port of the Origin's scheme).
+/// Same origin (`docs/protocol.md#the-origin-rule`): Origin's authority (host and port,
+/// port implied by its scheme, case-insensitive) equals the `Host` header's (a `Host`
+/// without a port takes the default port of the Origin's scheme).
 pub fn same_origin(origin: &str, host: &str) -> bool {
     same_origin_on(origin, host, false)
 }
 
-/// [`same_origin`] on a listener that speaks TLS when `tls`: then a `Host` without a
-/// port means 443 whatever the Origin's scheme, so an `http://` Origin is never the
-/// same origin unless its explicit port equals the `Host`'s (README "TLS").
+/// [`same_origin`] on a listener that speaks TLS when `tls`: then a `Host` without a port
+/// means 443 whatever the Origin's scheme, so an `http://` Origin is never the same origin
+/// unless its explicit port equals the `Host`'s (`docs/protocol.md#the-origin-rule`).
 ///
 /// ```
 /// use wsgate::auth::same_origin_on;

@@ -45,7 +45,8 @@ use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use crate::head::{MAX_HEAD, MAX_HEADERS, accept_key};
 
 /// Largest answer head read, status line through the blank line: the bound the
-/// server puts on request heads (SPEC §9.2). A `101` takes under 200 bytes.
+/// server puts on request heads (`docs/protocol.md#order-of-checks`). A `101` takes
+/// under 200 bytes.
 pub const MAX_ANSWER_HEAD: usize = MAX_HEAD;
 
 /// Bytes asked of the stream per read while the answer head is incomplete.

@@ -1,5 +1,5 @@
-//! The client's address behind a load balancer, sans IO (README "Running several
-//! nodes"): which TCP peers are trusted proxies, the `X-Forwarded-For` rule, and the
+//! The client's address behind a load balancer, sans IO
+//! (`docs/operations.md#behind-a-load-balancer`): which TCP peers are trusted proxies, the `X-Forwarded-For` rule, and the
 //! PROXY protocol header (v1 text, v2 binary) that L4 balancers put before the
 //! first byte of the connection.
 //!

@@ -15,9 +15,10 @@ pub enum Mode {
     /// Send every text and binary message back.
     #[default]
     Echo,
-    /// Relay to `ws://host:port/path`, or `wss://…` with the `tls` feature (SPEC §6).
+    /// Relay to `ws://host:port/path`, or `wss://…` with the `tls` feature
+    /// (`docs/protocol.md#proxy-mode`).
     Upstream(String),
-    /// Run a process per connection, websocketd style (SPEC §6).
+    /// Run a process per connection, websocketd style (`docs/protocol.md#process-mode`).
     Exec(String),
 }
 
@@ -58,15 +59,17 @@ pub struct Config {
     /// Serve plain `GET`/`HEAD` from this directory.
     pub static_dir: Option<PathBuf>,
     /// Idle clients are pinged this often and dropped when the next ping is due
-    /// without an answer. Default 30 s (SPEC §6).
+    /// without an answer. Default 30 s (`docs/protocol.md#after-authentication`).
     pub ping_interval: Duration,
-    /// Whole request head must arrive within this. Default 10 s (SPEC §9.2).
+    /// Whole request head must arrive within this. Default 10 s
+    /// (`docs/protocol.md#order-of-checks`).
     pub head_timeout: Duration,
-    /// On shutdown, wait this long for closing handshakes. Default 10 s (SPEC §9.15).
+    /// On shutdown, wait this long for closing handshakes. Default 10 s
+    /// (`docs/operations.md#signals`).
     pub shutdown_grace: Duration,
     /// In-band refresh: sessions read `{"type":"refresh","token":…}` messages
-    /// themselves and send the `expiring` notice. Default off (README "Refreshing and
-    /// revoking").
+    /// themselves and send the `expiring` notice. Default off
+    /// (`docs/protocol.md#expiry-notice-and-in-band-refresh`).
     pub refresh: bool,
     /// With `refresh`: the `expiring` notice goes out this long before `exp`.
     /// Default 30 s.
@@ -79,12 +82,12 @@ pub struct Config {
     /// The operators' listener (`POST /revoke`, `GET /sessions`, `/healthz`,
     /// `/metrics`), plain HTTP, no authentication of its own. Default off.
     pub admin_listen: Option<SocketAddr>,
-    /// Speak TLS on the listener with this certificate and key (README "TLS"). The
-    /// handshake counts against `head_timeout` and `max_connections`. Default none.
+    /// Speak TLS on the listener with this certificate and key (`docs/operations.md#tls`).
+    /// The handshake counts against `head_timeout` and `max_connections`. Default none.
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
-    /// Peers whose `X-Forwarded-For` names the client (README "Running several
-    /// nodes"). Default none.
+    /// Peers whose `X-Forwarded-For` names the client
+    /// (`docs/operations.md#behind-a-load-balancer`). Default none.
     #[cfg(feature = "load-balancer")]
     pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Every connection begins with a PROXY protocol header (v1 or v2) from a trusted

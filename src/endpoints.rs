@@ -1,5 +1,5 @@
-//! The HTTP endpoints on the WebSocket listener (SPEC §5): `/healthz`, `/metrics`,
-//! `POST /ticket` with CORS, and `--static` files.
+//! The HTTP endpoints on the WebSocket listener (`docs/operations.md#endpoints`):
+//! `/healthz`, `/metrics`, `POST /ticket` with CORS, and `--static` files.
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};

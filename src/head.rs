@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use ct_codecs::{Base64, Decoder as _, Encoder as _};
 use sha1::{Digest as _, Sha1};
 
-/// Largest request head accepted, request line through the blank line (SPEC §9.2).
+/// Largest request head accepted, request line through the blank line
+/// (`docs/protocol.md#order-of-checks`).
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Most header lines accepted; more is answered like an oversized head (431).
 pub const MAX_HEADERS: usize = 100;

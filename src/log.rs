@@ -1,8 +1,8 @@
-//! One line per event on stderr (README "Logs"). By default `key=value` pairs: values
-//! holding a space, `"`, `=` or a control character are written as JSON strings, so a
-//! line stays one line and parses back unambiguously. With `--log-format json`, one
-//! JSON object per line with the same fields (`level`, `event`, then each key), every
-//! value a string. Tokens and key bytes are never passed in here.
+//! One line per event on stderr (`docs/operations.md#logs`). By default `key=value` pairs:
+//! values holding a space, `"`, `=` or a control character are written as JSON strings, so
+//! a line stays one line and parses back unambiguously. With `--log-format json`, one JSON
+//! object per line with the same fields (`level`, `event`, then each key), every value a
+//! string. Tokens and key bytes are never passed in here.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;

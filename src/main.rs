@@ -431,14 +431,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// `serve` with its options from the environment (README "Command line"): for each
-/// option of `serve --help`'s usage line, `WSGATE_` + its name in capitals (`-` as
-/// `_`), unless the option is on the command line. A repeatable option takes a list
-/// (commas or newlines), a switch `1`/`true` or `0`/`false`; an empty variable is
-/// unset. `--key` is left out: `WSGATE_KEY` holds the key text, read by `serve`
-/// itself. The values are passed to argh as arguments, so each is checked as the
-/// same flag would be. Returns the parsed command line and, for errors found later,
-/// the options taken from the environment with their variables.
+/// `serve` with its options from the environment
+/// (`docs/operations.md#from-the-environment`): for each option of `serve --help`'s usage
+/// line, `WSGATE_` + its name in capitals (`-` as `_`), unless the option is on the command
+/// line. A repeatable option takes a list (commas or newlines), a switch `1`/`true` or
+/// `0`/`false`; an empty variable is unset. `--key` is left out: `WSGATE_KEY` holds the key
+/// text, read by `serve` itself. The values are passed to argh as arguments, so each is
+/// checked as the same flag would be. Returns the parsed command line and, for errors found
+/// later, the options taken from the environment with their variables.
 fn serve_env(
     name: &str,
     args: &[&str],
@@ -718,10 +718,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         config.redis = s
             .redis
             .as_deref()
-            .map(|u| {
-                u.parse()
-                    .map_err(|e| ConfigError::new("--redis", e))
-            })
+            .map(|u| u.parse().map_err(|e| ConfigError::new("--redis", e)))
             .transpose()?;
         config.redis_prefix = s.redis_prefix;
         if config.redis.is_some()
@@ -988,7 +985,7 @@ fn post_revoke(addr: &str, body: &str) -> Result<(u16, String), String> {
 }
 
 /// The key-less `serve` banner: the demo token is the one token wsgate ever prints
-/// (SPEC §9.11), with connect examples for the address actually bound.
+/// (`docs/operations.md#logs`), with connect examples for the address actually bound.
 fn print_demo(token: &str, addr: std::net::SocketAddr, tls: bool) {
     let url = format!("{}://{addr}/", if tls { "wss" } else { "ws" });
     let mut err = std::io::stderr().lock();

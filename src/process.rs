@@ -1,5 +1,5 @@
-//! Process mode (SPEC §6, §9.13), websocketd style: one process per authenticated
-//! session.
+//! Process mode (`docs/protocol.md#process-mode`), websocketd style: one process per
+//! authenticated session.
 //!
 //! - The command is split like POSIX shell words and run without a shell. Its
 //!   environment is cleared except `PATH`, `HOME`, `LANG` and the variables named
@@ -23,7 +23,7 @@
 //!   `setsid` or `setpgid`). The process stays unreaped until then, so that its pid,
 //!   which is also the group's id, cannot be reused by an unrelated process that
 //!   would get the signal. A terminal's Ctrl-C reaches wsgate only, which then ends
-//!   every session (SPEC §9.15), and so every group.
+//!   every session (`docs/operations.md#signals`), and so every group.
 //!
 //! The process is a plain [`std::process::Child`]: its pipes are made asynchronous
 //! with [`Async`], and its exit is awaited on a pidfd (Linux), or else polled for
@@ -569,8 +569,9 @@ async fn bridge<R: AsyncBufRead + Unpin>(
         match race {
             Race::Client(m) => {
                 let bytes = match m {
-                    // One line per message: line-oriented clients (websocat) already
-                    // end theirs in `\n`, which is not doubled (README, "Process mode").
+                    // One line per message: line-oriented clients (websocat) already end
+                    // theirs in `\n`, which is not doubled
+                    // (`docs/protocol.md#process-mode`).
                     Message::Text(t) => {
                         let mut b = Vec::with_capacity(t.len() + 1);
                         b.extend_from_slice(t.as_bytes());

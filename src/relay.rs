@@ -1,5 +1,5 @@
-//! Proxy mode (SPEC §6, §9.14): each authenticated client gets its own connection to
-//! an upstream WebSocket, and frames are relayed both ways.
+//! Proxy mode (`docs/protocol.md#proxy-mode`): each authenticated client gets its own
+//! connection to an upstream WebSocket, and frames are relayed both ways.
 //!
 //! - The upstream request is built fresh: `X-Wsgate-Sub: <sub>` and
 //!   `X-Wsgate-Claims: <base64url of the claims JSON>`, and nothing of the client's
@@ -39,7 +39,8 @@ use crate::frames::FrameAligned;
 use crate::log::Level;
 use crate::session::{BoxedConnection, Handler, RENEW_BUFFERS_ABOVE, Race, Session};
 
-/// Bound on reaching the upstream: TCP connect and WebSocket handshake (SPEC §9.14).
+/// Bound on reaching the upstream: TCP connect and WebSocket handshake together
+/// (`docs/protocol.md#proxy-mode`).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A checked `--upstream` URL: `ws://host[:port][/path]` (no query), or `wss://…`

@@ -1,7 +1,7 @@
 //! Revocation, sans IO: which tokens are refused from now on, and whether a token (or
 //! a live session) is one of them. A plain value; time is passed in.
 //!
-//! Two kinds of entry (README "Refreshing and revoking"):
+//! Two kinds of entry (`docs/operations.md#revocation`):
 //! - by `jti`: the token with that `jti`;
 //! - by `sub`: every token of that `sub` whose `iat` is at or before the moment of
 //!   revocation (in whole seconds), or that has no `iat`. Tokens issued later work:

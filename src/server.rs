@@ -1,6 +1,7 @@
-//! The smol server: accept loop, connection limits, head deadline, the refusals of
-//! SPEC §9.2 in order, endpoints, the upgrade, first-message authentication, and
-//! graceful shutdown. The decisions themselves are made by [`crate::auth::Gate`].
+//! The smol server: accept loop, connection limits, head deadline, the refusals in order
+//! (`docs/protocol.md#order-of-checks`), endpoints, the upgrade, first-message
+//! authentication, and graceful shutdown. The decisions themselves are made by
+//! [`crate::auth::Gate`].
 
 use std::fmt;
 use std::io;
@@ -132,7 +133,7 @@ impl ServerHandle {
         self.0.registry.wake_all();
     }
 
-    /// Revokes tokens from now on (README "Refreshing and revoking") and closes the
+    /// Revokes tokens from now on (`docs/operations.md#revocation`) and closes the
     /// live sessions on this server that the entry matches with 4401 `token
     /// revoked`. Returns how many it closed; `Err` when the list is full (nothing
     /// stored, nothing closed).
@@ -693,8 +694,8 @@ fn log_refusal(peer: SocketAddr, status: u16, reason: &str) {
     );
 }
 
-/// The access line of a plain HTTP request, at debug (README "Logs"). The path is
-/// logged without its query: a token could be in it.
+/// The access line of a plain HTTP request, at debug (`docs/operations.md#logs`). The path
+/// is logged without its query: a token could be in it.
 fn log_http(peer: SocketAddr, req: &head::Request<'_>, status: u16) {
     crate::log_event!(
         Level::Debug,
@@ -965,7 +966,7 @@ pub(crate) enum Answer {
     Close,
 }
 
-/// Counts and logs a refusal: `reason=` is the metric label of SPEC §9.10,
+/// Counts and logs a refusal: `reason=` is the metric label (`docs/operations.md#metrics`),
 /// `detail=` the precise cause, then the status or close code that was sent.
 pub(crate) fn auth_fail(
     shared: &Shared,

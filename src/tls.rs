@@ -6,7 +6,7 @@
 //!   leaf first) and `--tls-key` (PKCS#8, PKCS#1 or SEC1): TLS 1.2 and 1.3, ALPN
 //!   `http/1.1`. [`Tls::reload`] re-reads both files and swaps the configuration
 //!   atomically, or changes nothing and says why; connections already open keep the
-//!   configuration they started with (README "TLS").
+//!   configuration they started with (`docs/operations.md#tls`).
 //! - [`TlsClient`] trusts the system's roots plus an optional PEM file of extra CAs.
 //!
 //! Errors name the file and say what is wrong with it in a fixed phrase: never a
@@ -34,7 +34,7 @@ pub const MAX_PEM_FILE: u64 = 1 << 20;
 
 /// rustls's `ring` provider: no C toolchain beyond ring's own, no cmake (aws-lc-rs
 /// needs both). rustls 0.23.48 deprecates it because it has no post-quantum key
-/// exchange (X25519MLKEM768); X25519, P-256 and P-384 remain (README "TLS").
+/// exchange (X25519MLKEM768); X25519, P-256 and P-384 remain (`docs/operations.md#tls`).
 ///
 /// Key exchange prefers X25519 (then P-256, then P-384): the provider's default puts
 /// P-384 first, which rustls clients (the bench, `wss://` upstreams) then offer, and

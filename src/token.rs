@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::time::{Rfc3339, parse_rfc3339};
 
-/// Longest token accepted, checked before any cryptography (SPEC §3).
+/// Longest token accepted, checked before any cryptography (`docs/protocol.md#tokens`).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 const LOCAL_PREFIX: &str = "v4.local.";

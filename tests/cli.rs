@@ -1,4 +1,5 @@
-//! SPEC §2 and §9.5: `keygen`, `issue`, `verify`, configuration errors, `--help`.
+//! The command line (`docs/operations.md#command-line`): `keygen`, `issue`, `verify`,
+//! configuration errors, `--help`.
 
 mod common;
 use common::*;

@@ -1,5 +1,5 @@
-//! SPEC §6 and §9.13, process mode: `serve --exec CMD` with real processes (`cat`,
-//! `env`, and small `#!/bin/sh` scripts written to a temp directory; no `sh -c`).
+//! Process mode (`docs/protocol.md#process-mode`): `serve --exec CMD` with real processes
+//! (`cat`, `env`, and small `#!/bin/sh` scripts written to a temp directory; no `sh -c`).
 
 mod common;
 use common::*;

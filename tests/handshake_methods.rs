@@ -1,5 +1,5 @@
-//! SPEC §4 "Where the token comes from": each handshake method, the subprotocol
-//! answer (§9.8), first-message authentication (§9.9) and precedence without fallback.
+//! Where the token comes from (`docs/protocol.md#methods`): each handshake method, the
+//! subprotocol answer, first-message authentication and precedence without fallback.
 
 mod common;
 use common::*;
@@ -96,7 +96,7 @@ fn protocol_token_only_entry_gets_no_protocol_header() {
             .expect("101");
         assert!(
             !r.has_header("sec-websocket-protocol"),
-            "SPEC §9.8: no Sec-WebSocket-Protocol:\n{}",
+            "token as the only entry: no Sec-WebSocket-Protocol:\n{}",
             r.head
         );
         assert_echo(&mut ws).await;
@@ -313,7 +313,7 @@ fn disabled_method_carrier_is_not_a_token() {
     ));
 }
 
-// --- precedence without fallback (SPEC §4: the first one present decides) ---
+// --- precedence without fallback (the first method present decides) ---
 
 #[test]
 fn precedence_invalid_header_beats_valid_cookie() {
@@ -405,7 +405,7 @@ fn precedence_valid_header_wins_over_invalid_cookie() {
 
 #[test]
 fn non_bearer_authorization_is_not_a_header_token() {
-    // SPEC §9.1: another scheme is not a header token, so the cookie decides.
+    // Another scheme is not a header token, so the cookie decides.
     let key = LocalKey::generate();
     let s = Server::start(&key.arg());
     let good = key.token(&Claims::new("alice"));

@@ -1,5 +1,6 @@
-//! Keepalive (SPEC §6): the server pings idle clients and drops those that stop
-//! answering, while clients that answer stay. `--ping-interval 1` makes it quick.
+//! Keepalive (`docs/protocol.md#after-authentication`): the server pings idle clients and
+//! drops those that stop answering, while clients that answer stay. `--ping-interval 1`
+//! makes it quick.
 
 mod common;
 

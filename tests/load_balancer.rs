@@ -1,4 +1,4 @@
-//! Behind a load balancer (README "Running several nodes"): `--trusted-proxy` with
+//! Behind a load balancer (`docs/operations.md#behind-a-load-balancer`): `--trusted-proxy` with
 //! `X-Forwarded-For`, and `--proxy-protocol` (v1 and v2). The client's address so
 //! found is the one tickets are bound to, `REMOTE_ADDR` of `--exec` and `peer=` in
 //! the logs; a peer that is not trusted cannot claim another address.

@@ -1,5 +1,5 @@
-//! SPEC §7 and §9.11: one `key=value` line per event on stderr, never a token,
-//! never key material.
+//! Logs (`docs/operations.md#logs`): one `key=value` line per event on stderr, never a
+//! token, never key material.
 
 mod common;
 use common::*;

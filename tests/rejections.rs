@@ -1,4 +1,5 @@
-//! SPEC §4 result and close-code tables and the §9.1/§9.2 rules: every way a
+//! The refusals of `docs/protocol.md#refusals` (HTTP answers, in-band close codes, the
+//! order of checks) and the presence rule of `docs/protocol.md#methods`: every way a
 //! request or token can be wrong gets its exact answer, and the server keeps
 //! serving others afterwards.
 
@@ -116,7 +117,7 @@ fn wrong_audience_and_issuer_401() {
 
 #[test]
 fn empty_bearer_is_present_and_invalid_401() {
-    // SPEC §9.1: `Authorization: Bearer` is present even when empty, and it decides
+    // `Authorization: Bearer` is present even when empty, and it decides
     // (no fallback to the valid cookie, no first-message auth).
     let key = LocalKey::generate();
     let s = start(&key, &[]);
@@ -647,8 +648,8 @@ fn plain_get_is_426() {
 
 #[test]
 fn malformed_upgrades_are_400_and_other_versions_426() {
-    // SPEC is silent; RFC 6455 §4.2.1-2: an HTTP/1.1 GET with version 13 and a
-    // 16-byte base64 key, else 400 (426 naming the version we speak).
+    // RFC 6455 §4.2.1-2: an HTTP/1.1 GET with version 13 and a 16-byte base64 key,
+    // else 400 (426 naming the version we speak); docs/decisions.md.
     let key = LocalKey::generate();
     let s = start(&key, &[]);
     let auth = bearer(&good(&key));
@@ -694,7 +695,7 @@ fn malformed_upgrades_are_400_and_other_versions_426() {
     assert_still_serves(&s, &good(&key));
 }
 
-// --- §9.2 order of refusals ---
+// --- order of refusals (docs/protocol.md#order-of-checks) ---
 
 #[test]
 fn order_431_before_404() {
@@ -738,7 +739,7 @@ fn order_426_before_503() {
         let r = http(&s, "GET", "/page", &[]);
         assert_eq!(
             r.status, 426,
-            "§9.2: not an upgrade → 426 comes before 503:\n{}",
+            "not an upgrade → 426 comes before 503:\n{}",
             r.head
         );
     });

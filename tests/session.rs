@@ -1,4 +1,5 @@
-//! SPEC §4 (expiry during a session), §6 (echo, shutdown) and §9.6 / §9.15.
+//! Session life (`docs/protocol.md#after-authentication`): echo, expiry during a
+//! session (a ticket's at the minting token's `exp`), shutdown.
 
 mod common;
 use common::*;

@@ -1,6 +1,6 @@
-//! Black-box tests of SPEC §5 / §9.12 `--static DIR` (issue 3 item 5) on the real
-//! binary: index.html for directory paths, content types, Content-Length, HEAD, 404,
-//! no listing, `--path` limiting only upgrades, 400 for an unparsable target, and
+//! Black-box tests of `--static DIR` (`docs/operations.md#static-files`; issue 3 item 5) on
+//! the real binary: index.html for directory paths, content types, Content-Length, HEAD,
+//! 404, no listing, `--path` limiting only upgrades, 400 for an unparsable target, and
 //! every way out of DIR the issue lists → 404 without a byte of the secret beside it.
 //!
 //! Requests are written as raw bytes on a std `TcpStream`, so nothing normalises the
@@ -230,7 +230,7 @@ fn missing_files_and_directories_are_404_without_listing() {
             !String::from_utf8_lossy(&x.after_head).contains("readme.txt"),
             "GET {target} listed the directory"
         );
-        assert!(!x.r.has_header("location"), "no redirects (SPEC §9.12)");
+        assert!(!x.r.has_header("location"), "no redirects");
         assert_still_serves_static(&s);
     }
 }
@@ -306,7 +306,8 @@ fn no_request_leaves_dir() {
 
 #[test]
 fn absolute_form_target_does_not_leave_dir() {
-    // RFC 9112 §3.2.2 absolute-form; SPEC is silent on it, so only "no byte outside".
+    // RFC 9112 §3.2.2 absolute-form: whatever the status (400 today, docs/decisions.md),
+    // no byte from outside DIR.
     let site = Site::new();
     let (_k, s) = serve_static(&site, &[]);
     for path in ["/../secret.txt", "/%2e%2e/secret.txt", "/link.txt"] {

@@ -1,6 +1,6 @@
-//! Black-box tests of SPEC §5 `POST /ticket`, §9.6 and §9.7 (issue 3 items 1–3):
-//! minting, single use by every enabled method, IP binding, the session bound by the
-//! minting token's `exp`, expiry without leeway, the bounded replay cache and CORS.
+//! Black-box tests of `POST /ticket` and ticket use (`docs/protocol.md#tickets`; issue 3
+//! items 1–3): minting, single use by every enabled method, IP binding, the session bound
+//! by the minting token's `exp`, expiry without leeway, the bounded replay cache and CORS.
 //!
 //! Everything runs against the real binary on 127.0.0.1 port 0; the "other IP" is
 //! 127.0.0.2 (a client socket bound before connect, see `common::connect_from`).
@@ -49,7 +49,7 @@ fn post_ticket_from(src: Ipv4Addr, s: &Server, headers: &[(&str, &str)]) -> Resp
     read_response(&mut c)
 }
 
-/// Checks a SPEC §5 success answer and returns (ticket, expires_in).
+/// Checks a `POST /ticket` success answer and returns (ticket, expires_in).
 fn ticket_of(r: &Response) -> (String, i64) {
     assert_eq!(r.status, 200, "POST /ticket:\n{}", r.head);
     assert_eq!(r.header("cache-control"), Some("no-store"), "{}", r.head);
@@ -78,7 +78,8 @@ fn ticket(s: &Server, token: &str) -> String {
     ticket_of(&post_ticket(s, &[("Authorization", &bearer(token))])).0
 }
 
-/// The claims of a ticket sealed with `k` (SPEC §9.7: the first loaded k4.local key).
+/// The claims of a ticket sealed with `k` (tickets are sealed with the first loaded
+/// k4.local key).
 fn open_ticket(k: &LocalKey, t: &str) -> serde_json::Value {
     use pasetors::token::UntrustedToken;
     use pasetors::version4::LocalToken;
@@ -236,7 +237,7 @@ fn post_ticket_by_bearer_answers_json_no_store() {
     let (t1, expires_in) = ticket_of(&r);
     assert_eq!(expires_in, 30, "default --ticket-ttl");
 
-    // SPEC §5: caller's sub, a random jti, exp = now + --ticket-ttl.
+    // A ticket holds the caller's sub, a random jti, exp = now + --ticket-ttl.
     let c = open_ticket(&k, &t1);
     assert_eq!(c["sub"], "alice", "{c}");
     let jti1 = c["jti"].as_str().expect("jti").to_owned();
@@ -292,7 +293,7 @@ fn post_ticket_by_cookie() {
     ));
 }
 
-/// 401 for `POST /ticket` (SPEC §5 "Without a valid token: 401").
+/// 401 for `POST /ticket` without a valid token.
 fn assert_401_no_token_or_invalid(r: &Response) {
     assert_eq!(r.status, 401, "expected 401, got:\n{}", r.head);
     assert!(!r.body.starts_with(b"{\"ticket\""), "no ticket on 401");
@@ -385,7 +386,7 @@ fn cookie_post_from_a_foreign_origin_is_403() {
     let token = k.token(&Claims::new("alice"));
     let cookie = format!("wsgate_token={token}");
 
-    // Without --allow-origin: only cookie requests are checked (SPEC §4 Origin rule).
+    // Without --allow-origin: only cookie requests are checked (the Origin rule).
     let s = serve(&k, &[]);
     let r = post_ticket(&s, &[("Cookie", &cookie), ("Origin", EVIL)]);
     assert_eq!(r.status, 403, "cookie + foreign Origin:\n{}", r.head);
@@ -434,7 +435,7 @@ fn a_ticket_works_once_by_every_enabled_method() {
             // The first session is unaffected by the replays.
             assert_echo(&mut ws).await;
         }
-        // First message as JSON `{"token": …}` (SPEC §4).
+        // First message as JSON `{"token": …}`.
         let t = ticket(&s, &token);
         let mut ws = ws_ok(&s, &[]).await;
         let v = first_message_ok(&mut ws, &format!(r#"{{"token":"{t}"}}"#)).await;
@@ -521,7 +522,7 @@ fn a_ticket_session_ends_at_the_minting_tokens_exp() {
         let mut by_msg = ws_ok(&s, &[]).await;
         let v = first_message_ok(&mut by_msg, &t_msg).await;
         assert_eq!(v["sub"], "alice", "{v}");
-        // SPEC §9.6: the frame's exp is the minting token's, not the ticket's (now+30).
+        // The frame's exp is the minting token's, not the ticket's (now+30).
         assert_eq!(
             parse_rfc3339(v["exp"].as_str().expect("exp")),
             Some(token_exp),
@@ -554,7 +555,7 @@ fn a_ticket_session_ends_at_the_minting_tokens_exp() {
 #[test]
 fn expired_ticket_is_token_expired_without_leeway_and_sessions_outlive_it() {
     let k = LocalKey::generate();
-    // Default --leeway 60 applies to tokens, never to tickets (SPEC §9.7).
+    // Default --leeway 60 applies to tokens, never to a ticket's own exp.
     let s = serve(&k, &["--ticket-ttl", "1", "--allow-origin", APP]);
     let token = k.token(&Claims::new("alice"));
     // Start just after a second boundary so the 1 s ticket used at once is still valid.

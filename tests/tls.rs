@@ -1,9 +1,9 @@
-//! Black-box tests of TLS on the listener (README "TLS"): every auth method over
-//! `wss://`, the endpoints over `https://`, the Origin rule's port 443, plain text on
-//! the TLS port, a handshake that stalls (head deadline, `--max-connections`), bad
-//! PEM files, both-or-neither, SIGHUP reload (the served certificate changes, a
-//! session opened before keeps running; a failed reload changes nothing), a `wss://`
-//! upstream verified with `--upstream-ca`, and `wsgate bench wss://`.
+//! Black-box tests of TLS on the listener (`docs/operations.md#tls`): every auth method
+//! over `wss://`, the endpoints over `https://`, the Origin rule's port 443, plain text on
+//! the TLS port, a handshake that stalls (head deadline, `--max-connections`), bad PEM
+//! files, both-or-neither, SIGHUP reload (the served certificate changes, a session opened
+//! before keeps running; a failed reload changes nothing), a `wss://` upstream verified
+//! with `--upstream-ca`, and `wsgate bench wss://`.
 //!
 //! A CA and leaf certificates are made per test with rcgen, in a temporary
 //! directory; the clients are futures-rustls trusting that CA. Against a binary built

@@ -1,5 +1,5 @@
-//! SPEC §3 and §9.5: v4.local / v4.public keys, key rotation by `kid`, purpose
-//! confusion, time claims with leeway, audience / issuer, `WSGATE_KEY`.
+//! Tokens and keys (`docs/protocol.md#tokens`): v4.local / v4.public keys, key rotation by
+//! `kid`, purpose confusion, time claims with leeway, audience / issuer, `WSGATE_KEY`.
 
 mod common;
 use common::*;

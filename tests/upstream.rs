@@ -1,7 +1,7 @@
-//! SPEC §6 and §9.14, proxy mode: `serve --upstream ws://…` against a real upstream
-//! WebSocket server run in this process (async-tungstenite's `accept_hdr_async`
-//! over a smol listener on 127.0.0.1:0, capturing each request head), and the same
-//! relay as a library handler (`Handler::upstream`).
+//! Proxy mode (`docs/protocol.md#proxy-mode`): `serve --upstream ws://…` against a real
+//! upstream WebSocket server run in this process (async-tungstenite's `accept_hdr_async`
+//! over a smol listener on 127.0.0.1:0, capturing each request head), and the same relay as
+//! a library handler (`Handler::upstream`).
 
 mod common;
 use common::*;

@@ -68,8 +68,9 @@ fn v4_vectors_through_the_serve_path() {
         let v = Verifier::new(vec![key], rules.clone());
         let opened = v.open(UntrustedToken(token), implicit);
         if footer.starts_with('{') {
-            // The vectors' kid is not a PASERK id of a loaded key: serve refuses such
-            // a token whatever its signature (SPEC §9.5: "invalid, always").
+            // The vectors' kid is not a PASERK id of a loaded key: serve refuses such a
+            // token whatever its signature (a `kid` naming no loaded key is invalid,
+            // always).
             assert_eq!(opened, Err(TokenError::UnknownKid), "{name}");
             ok += 1;
             continue;
@@ -144,7 +145,7 @@ fn paserk_keys_round_trip_and_bad_ones_are_refused() {
             let loaded = Key::from_paserk(&given);
             if name == "k4.secret-1" {
                 // A valid PASERK whose Ed25519 seed is all zeros: pasetors panics on it,
-                // so wsgate refuses it up front with a clear error (README: decisions).
+                // so wsgate refuses it up front with a clear error (`docs/decisions.md`).
                 assert_eq!(loaded.unwrap_err(), wsgate::KeyError::WeakKey);
                 continue;
             }

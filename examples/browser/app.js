@@ -21,7 +21,7 @@ function currentToken() {
   return $('token').value.trim();
 }
 
-/** What a close code means to the application (SPEC §4 and §11 close codes). */
+/** What a close code means to the application (docs/protocol.md#close-codes). */
 function explain(ev) {
   switch (ev.code) {
     case 4401:

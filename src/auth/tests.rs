@@ -1,4 +1,5 @@
-//! One test per row of SPEC §4 and rule of §9, against the sans-IO core.
+//! One test per rule of `docs/protocol.md` (methods, the Origin rule, refusals, tickets,
+//! first message), against the sans-IO core.
 
 use super::*;
 use crate::head::{Request, header_storage};
@@ -117,7 +118,7 @@ fn protocol_answer_is_first_non_token_entry_and_never_the_token() {
     let (_, proto) =
         accepted(f.decide(&[("Sec-WebSocket-Protocol", &format!("{t}, chat, wsgate"))]));
     assert_eq!(proto, Some("chat"));
-    // Only the token offered: no protocol answered (SPEC §9.8).
+    // Only the token offered: no protocol answered (`docs/protocol.md#methods`).
     let (_, proto) = accepted(f.decide(&[("Sec-WebSocket-Protocol", &t)]));
     assert_eq!(proto, None);
     // Split over two headers.
@@ -421,9 +422,9 @@ fn same_origin_is_always_allowed() {
 }
 
 /// On a TLS listener a `Host` without a port means 443 whatever the Origin's scheme
-/// (the README's "TLS"): an `http://` Origin is cross-origin there unless its explicit
-/// port is the `Host`'s. A cookie request is what the Origin rule checks without
-/// `--allow-origin`.
+/// (`docs/protocol.md#the-origin-rule`): an `http://` Origin is cross-origin there unless
+/// its explicit port is the `Host`'s. A cookie request is what the Origin rule checks
+/// without `--allow-origin`.
 #[test]
 fn same_origin_on_a_tls_listener_uses_port_443() {
     let key = Key::generate_local().unwrap();
@@ -758,7 +759,8 @@ fn methods_parse() {
 
 #[test]
 fn rejection_table() {
-    // SPEC §4, one line per row: status, close code and reason, metric label.
+    // `docs/protocol.md#refusals`, one line per refusal: status, close code and reason,
+    // metric label.
     let rows = [
         (
             Rejection::BadToken(TokenError::Forged),

@@ -89,8 +89,9 @@ async function setup() {
     // messages, its own cookie name.
     serve('strict', ['--key', fx.localKeyFile, '--leeway', '0', '--allow-origin', app.origin,
       '--auth-timeout', '1', '--ticket-ttl', '1', '--max-message', '1024', '--cookie', 'app_session']),
-    // live: long sessions (SPEC §10–§11): expiry notice 2 s before exp, in-band refresh, no
-    // leeway, and the operators' listener on its own loopback port for POST /revoke.
+    // live: long sessions (docs/protocol.md, refresh and revocation): expiry notice 2 s
+    // before exp, in-band refresh, no leeway, and the operators' listener on its own
+    // loopback port for POST /revoke.
     serve('live', ['--key', fx.localKeyFile, '--refresh', '--refresh-notice', '2', '--leeway', '0',
       '--admin-listen', '127.0.0.1:0', '--allow-origin', app.origin]),
   ]);
@@ -388,7 +389,8 @@ test('browser: ticket — cross-origin fetch POST /ticket (preflight), socket wi
     assert(second.opened, `second use: want 101 then close, got no open (${describe(second)})`);
     expectClose(second, 4401, 'ticket already used', 'second use of the ticket');
 
-    // Another ticket by first message: the session's exp is the minting token's (SPEC §9.6).
+    // Another ticket by first message: the session's exp is the minting token's
+    // (docs/protocol.md#tickets).
     const again = JSON.parse((await fetchTicket()).body);
     const m = await wsTry(page, fx.gate.ws + '/', null, { send: [again.ticket], sendAfterFirst: ['x'], expect: 2 });
     assert(m.messages.length === 2, `ticket by first message (${describe(m)})`);
@@ -531,7 +533,8 @@ test('browser: revocation — POST /revoke {"sub"} on --admin-listen: page reads
     assertEq([b.closeCode, b.closeReason], [1000, 'done'], `the other sub's session (${describeSession(b)})`);
     assert(b.frames.some((f) => f.data.startsWith('tick ') && f.at > r.closedAt),
       `the other sub's session stopped echoing at the revocation (${describeSession(b)})`);
-    // The same token again, from the browser: 101 then the close the page can read (SPEC §14.4).
+    // The same token again, from the browser: 101 then the close the page can read
+    // (docs/protocol.md#browsers-in-band-refusals).
     const again = await wsTry(page, fx.live.ws + '/', ['wsgate', token]);
     assert(again.opened, `revoked token by subprotocol: want 101 then close (${describe(again)})`);
     expectClose(again, 4401, 'token revoked', 'revoked token by subprotocol');
@@ -584,7 +587,7 @@ test('browser: tickets — 401 readable cross-origin, no ticket from a ticket, e
       } catch (e) { return { error: String(e) }; }
     }, [url, token]);
     const bad = await post(fx.gate.origin + '/ticket', tamper(fx.alice));
-    assert(!bad.error, `401 answer must carry CORS headers so the page can read it (SPEC §5): ${bad.error}`);
+    assert(!bad.error, `401 answer must carry CORS headers so the page can read it (docs/protocol.md#tickets): ${bad.error}`);
     assertEq(bad.status, 401, 'POST /ticket with a tampered token');
     const good = await post(fx.gate.origin + '/ticket', fx.alice);
     assertEq(good.status, 200, 'POST /ticket');
@@ -627,7 +630,7 @@ test('browser: tampered token — close 4401 "invalid token"', async () => {
   } finally { await ctx.close(); }
 });
 
-test('browser: no fallback — bad subprotocol token with a valid cookie is 4401 (SPEC §4 order)', async () => {
+test('browser: no fallback — bad subprotocol token with a valid cookie is 4401 (methods in order, no fallback)', async () => {
   const ctx = await newContext(fx.alice);
   try {
     const page = await openPage(ctx, fx.app.origin + '/');

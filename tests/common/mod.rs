@@ -756,7 +756,8 @@ pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-/// Asserts the 401 of SPEC §4 for non-browser clients.
+/// Asserts the 401 of a refused token for non-browser clients
+/// (`docs/protocol.md#http-answers`).
 pub fn assert_401(r: &Response) {
     assert_eq!(r.status, 401, "expected 401, got:\n{}", r.head);
     assert_eq!(
@@ -773,7 +774,7 @@ pub fn assert_401(r: &Response) {
 }
 
 /// The 401 for a request that carries no token at all and may not use first-message
-/// auth (SPEC §4 "no token, `message` disabled"): SPEC fixes only the status; the
+/// auth ("no token, `message` disabled" in `docs/protocol.md#http-answers`): the
 /// challenge is a Bearer one (RFC 6750 §3.1 puts no `error` on a request without token).
 pub fn assert_401_no_token(r: &Response) {
     assert_eq!(r.status, 401, "expected 401, got:\n{}", r.head);

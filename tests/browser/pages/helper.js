@@ -62,11 +62,12 @@ window.wsTry = function wsTry(url, protocols, opts) {
 };
 
 // window.wsSession opens one long-lived socket the way an application keeps one, with the
-// in-band refresh of `serve --refresh` (SPEC §10): on {"type":"expiring"} it awaits
+// in-band refresh of `serve --refresh`
+// (docs/protocol.md#expiry-notice-and-in-band-refresh): on {"type":"expiring"} it awaits
 // window[opts.refresh]() for a fresh token and sends {"type":"refresh","token":…}. It sends
-// "tick N" every tickMs (the application's traffic) and records every frame with the time the
-// page got it. It settles when the server closes, at holdUntil (epoch ms: the page closes 1000),
-// or after timeoutMs.
+// "tick N" every tickMs (the application's traffic) and records every frame with the time
+// the page got it. It settles when the server closes, at holdUntil (epoch ms: the page
+// closes 1000), or after timeoutMs.
 //
 //   wsSession(url, protocols | null, { refresh: 'mintToken', tickMs: 200, holdUntil, timeoutMs })
 //   → { opened, protocol, frames: [{ at, data }], sent: [{ at, data }], closeCode, closeReason,

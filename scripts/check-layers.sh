@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The import rule of CONTRIBUTING.md ("Architecture"): the sans-IO core and the plain
+# shared state never use the async runtime, the WebSocket stream or TLS (smol and its
+# parts, async-tungstenite, async-io, futures-rustls). Only the server layer may.
+# Run by scripts/test beside fmt and clippy; exits 1 naming each offending line.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Keep in step with CONTRIBUTING.md. A file that moves must be renamed here too: a
+# missing one fails the check rather than pass it unchecked.
+core=(
+  src/head.rs src/auth.rs src/auth/tests.rs src/token.rs src/tickets.rs
+  src/revocation.rs src/time.rs src/client_addr.rs src/config.rs src/metrics.rs src/log.rs
+  src/registry.rs
+)
+crates='smol|async_tungstenite|tungstenite|async_io|futures_rustls|futures_lite|async_net|async_executor|async_signal'
+
+status=0
+for f in "${core[@]}"; do
+  if [ ! -f "$f" ]; then
+    echo "check-layers: $f is listed as a core module but does not exist: update scripts/check-layers.sh and CONTRIBUTING.md" >&2
+    status=1
+  fi
+done
+[ "$status" -eq 0 ] || exit 1
+
+# A path or `use` of one of the crates, outside comments.
+if hits=$(grep -nE "(^|[^A-Za-z0-9_])($crates)(::|;|[[:space:]]+as[[:space:]])" "${core[@]}" \
+  | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//'); then
+  echo "check-layers: a core module uses an IO crate (only the server layer may; see CONTRIBUTING.md, \"Architecture\"):" >&2
+  echo "$hits" >&2
+  exit 1
+fi
+echo "check-layers: the core modules import no IO crate (${#core[@]} files)"
