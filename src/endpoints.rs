@@ -129,7 +129,9 @@ fn ticket(shared: &Shared, req: &Request<'_>, peer: SocketAddr) -> Vec<u8> {
                 crate::server::auth_fail(shared, peer, None, r, crate::server::Answer::Http);
                 cors.push(("WWW-Authenticate", "Bearer error=\"invalid_token\""));
                 cors.push(("Cache-Control", "no-store"));
-                text_response(401, &cors, "invalid token\n")
+                // The handshake's body for the same refusal: `token revoked`,
+                // `token expired`, or `invalid token`.
+                text_response(401, &cors, &format!("{}\n", r.close().1))
             }
             Err(TicketRefusal::Forbidden) => {
                 crate::server::auth_fail(

@@ -90,6 +90,7 @@ fn revoking_a_jti_closes_its_session_and_refuses_it_everywhere() {
         &[("Content-Length", "0"), ("Authorization", &bearer(&t))],
     );
     assert_eq!(r.status, 401, "{}", r.head);
+    assert_eq!(String::from_utf8_lossy(&r.body), "token revoked\n");
     s.wait_log_line(|l| {
         l.contains("event=revoke") && l.contains("kind=jti") && l.contains("closed=1")
     });
