@@ -556,6 +556,21 @@ fn usage_error(output: &str) -> String {
         } else if let Some(arg) = t.strip_prefix("Unrecognized argument: ") {
             line.push_str("unknown argument ");
             line.push_str(arg);
+            // Options of features this build was made without.
+            let feature = match arg {
+                "--redis" | "--redis-prefix" => "redis",
+                "--trusted-proxy" | "--proxy-protocol" => "load-balancer",
+                _ => "",
+            };
+            if !feature.is_empty() {
+                for part in [
+                    " (this wsgate is built without the `",
+                    feature,
+                    "` feature)",
+                ] {
+                    line.push_str(part);
+                }
+            }
         } else {
             line.push_str(match t {
                 "Required options not provided:" => "missing option:",

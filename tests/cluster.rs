@@ -422,6 +422,21 @@ fn bad_redis_options_are_configuration_errors() {
     assert_eq!(healthz(&s).status, 503);
 }
 
+#[test]
+fn a_build_without_the_feature_says_so_in_one_line() {
+    let out = wsgate(&["serve", "--help"]);
+    if stdout_of(&out).contains("--redis") {
+        return; // the feature is there: the tests above cover it
+    }
+    for flag in ["--redis", "--trusted-proxy"] {
+        let out = wsgate(&["serve", flag, "x"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr_of(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(flag) && err.contains("built without"), "{err}");
+    }
+}
+
 #[cfg(feature = "bench")]
 #[test]
 fn token_handshakes_cost_no_redis_command() {
