@@ -911,3 +911,41 @@ fn bench_over_wss_with_ca() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
 }
+
+/// Under `--proxy-protocol` the balancer's header comes before the TLS handshake (as
+/// HAProxy's `send-proxy-v2` in TCP mode sends it): it names the client, and the TLS
+/// session that follows is untouched by it.
+#[test]
+fn a_proxy_protocol_header_comes_before_tls() {
+    if !tls_build() || !stdout_of(&wsgate(&["serve", "--help"])).contains("--proxy-protocol") {
+        return;
+    }
+    let s = TlsServer::start(&["--proxy-protocol"]);
+    run(async {
+        let mut tcp = smol::net::TcpStream::connect(s.addr()).await.unwrap();
+        tcp.write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 41000 443\r\n")
+            .await
+            .unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = timeout(
+            IO_TIMEOUT,
+            futures_rustls::TlsConnector::from(s.client.clone()).connect(name, tcp),
+        )
+        .await
+        .expect("TLS handshake timeout")
+        .expect("TLS handshake after the PROXY header");
+        let (mut ws, _) = match wss_on(&s, tls, &[("Authorization", &bearer(&s.token()))]).await {
+            Ok(x) => x,
+            Err(a) => panic!("expected 101, got:\n{}", a.head),
+        };
+        echoes(&mut ws, "hello").await;
+        // Without the header, the TLS client's own hello is refused silently.
+        assert!(tls_connect(s.addr(), &s.client).await.is_err());
+    });
+    let line = s.server.wait_log_line(|l| l.contains("event=auth_ok"));
+    assert_eq!(
+        log_value(&line, "peer").as_deref(),
+        Some("198.51.100.7:41000"),
+        "{line}"
+    );
+}
