@@ -95,7 +95,9 @@ async fn connection(shared: Arc<Shared>, mut stream: BoxedConnection, peer: Sock
                 return;
             };
             let body_start = buf[n..].to_vec();
-            route(&shared, &req, &mut stream, body_start, deadline, peer).await
+            let answer = route(&shared, &req, &mut stream, body_start, deadline, peer).await;
+            crate::server::log_http(peer, &req, crate::server::status_of(&answer));
+            answer
         }
         Ok(None) => return,
         Err(HeadError::TooLarge) => text_response(431, &[], "request head too large\n"),

@@ -694,9 +694,18 @@ fn log_refusal(peer: SocketAddr, status: u16, reason: &str) {
     );
 }
 
+/// The status of one of our answers (every one starts `HTTP/1.1 NNN `).
+pub(crate) fn status_of(answer: &[u8]) -> u16 {
+    answer
+        .get(9..12)
+        .unwrap_or_default()
+        .iter()
+        .fold(0, |n, d| n * 10 + u16::from(d.wrapping_sub(b'0')))
+}
+
 /// The access line of a plain HTTP request, at debug (`docs/operations.md#logs`). The path
 /// is logged without its query: a token could be in it.
-fn log_http(peer: SocketAddr, req: &head::Request<'_>, status: u16) {
+pub(crate) fn log_http(peer: SocketAddr, req: &head::Request<'_>, status: u16) {
     crate::log_event!(
         Level::Debug,
         "http",
@@ -801,13 +810,7 @@ async fn handshake(
     }
     if !upgrade {
         let answer = endpoints::serve(shared, &req, peer).await;
-        // Every answer starts `HTTP/1.1 NNN `.
-        let status = answer
-            .get(9..12)
-            .unwrap_or_default()
-            .iter()
-            .fold(0, |n, d| n * 10 + u16::from(d.wrapping_sub(b'0')));
-        log_http(peer, &req, status);
+        log_http(peer, &req, status_of(&answer));
         respond(stream, &answer).await;
         return Next::Done;
     }

@@ -507,6 +507,52 @@ fn plain_http_requests_get_an_access_line_at_debug_without_the_query() {
 }
 
 #[test]
+fn the_admin_listener_writes_access_lines_too() {
+    let k = LocalKey::generate();
+    let s = Server::start(&[
+        k.arg()[0],
+        k.arg()[1],
+        "--log-level",
+        "debug",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    let admin = admin_addr(&s);
+    for (target, status) in [
+        ("/sessions?sub=alice", 200),
+        ("/healthz", 200),
+        ("/nope", 404),
+    ] {
+        let r = http_raw(
+            admin,
+            format!("GET {target} HTTP/1.1\r\nHost: {admin}\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, status, "{target}");
+        let path = target.split('?').next().unwrap();
+        let line = s.wait_log_line(|l| {
+            l.contains("event=http") && log_value(l, "path").as_deref() == Some(path)
+        });
+        assert_eq!(
+            log_value(&line, "status"),
+            Some(status.to_string()),
+            "{line}"
+        );
+    }
+    assert_eq!(post_revoke(admin, r#"{"sub":"bob"}"#).status, 200);
+    let line = s.wait_log_line(|l| l.contains("event=http") && l.contains("path=/revoke"));
+    assert_eq!(
+        log_value(&line, "method").as_deref(),
+        Some("POST"),
+        "{line}"
+    );
+    assert!(
+        !s.log().contains("sub=alice"),
+        "the query was logged:\n{}",
+        s.log()
+    );
+}
+
+#[test]
 fn access_lines_are_debug_only() {
     let k = LocalKey::generate();
     let s = Server::start(&[k.arg()[0], k.arg()[1]]);
