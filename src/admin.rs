@@ -21,12 +21,14 @@ use smol::future::FutureExt as _;
 use smol::io::AsyncReadExt as _;
 use smol::net::TcpListener;
 
+use crate::deadline::instant_after;
 use crate::endpoints;
 use crate::head::{self, HeadError, Request, percent_decode, response, text_response};
 use crate::log::Level;
 use crate::revocation::Revocation;
-use crate::server::{ServerHandle, Shared, instant_after, read_head, respond, spawn_connection};
+use crate::server::{ServerHandle, read_head, respond, spawn_connection};
 use crate::session::BoxedConnection;
+use crate::state::Shared;
 use crate::time::Rfc3339;
 
 /// Admin connections served at once; more are closed at accept.
@@ -42,16 +44,8 @@ pub(crate) async fn accept_loop(
     ex: &smol::Executor<'_>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
-    let mut stop = shared.shutdown.listen();
     loop {
-        if shared.is_shutting_down() {
-            return;
-        }
-        let accepted = async { Some(listener.accept().await) }.or(async {
-            (&mut stop).await;
-            None
-        });
-        match accepted.await {
+        match shared.shutdown.unless_begun(listener.accept()).await {
             None => return,
             Some(Ok((stream, peer))) => {
                 if open.fetch_add(1, Ordering::AcqRel) >= MAX_ADMIN_CONNECTIONS {

@@ -33,7 +33,7 @@ use smol::net::TcpStream;
 
 use crate::log::Level;
 use crate::revocation::Revocation;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::time::unix_now;
 
 /// Longest wait for one command's answer (connecting included).

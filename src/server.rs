@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
@@ -24,16 +24,18 @@ use smol::stream::StreamExt as _;
 
 use crate::auth::{Decision, Gate, GateConfig, Identity, MAX_FIRST_MESSAGE, Method, Rejection};
 use crate::config::{Config, ConfigError};
+use crate::deadline::instant_after;
 use crate::endpoints;
 use crate::head::{self, HeadError, MAX_HEAD, UpgradeError};
 use crate::log::Level;
-use crate::metrics::{Metrics, TicketEvent};
+use crate::metrics::Metrics;
 use crate::registry::{Registry, SessionInfo};
 use crate::revocation::{Full as RevocationsFull, Revocation};
 use crate::session::{
     BoxedConnection, Handler, Session, WsStream, close_and_drain, close_unreadable, drain,
     peer_fault, within_close_wait,
 };
+use crate::state::{Answer, Shared, Shutdown};
 use crate::time::unix_now;
 use crate::token::TokenError;
 use crate::token::{ClaimRules, Verifier};
@@ -86,35 +88,6 @@ impl From<ConfigError> for Error {
     }
 }
 
-/// State shared by every connection task.
-pub struct Shared {
-    pub(crate) config: Config,
-    pub(crate) gate: Gate,
-    pub(crate) metrics: Metrics,
-    pub(crate) handler: Handler,
-    pub(crate) shutdown: Event,
-    pub(crate) registry: Registry,
-    shutting_down: AtomicBool,
-    connections: AtomicUsize,
-    idle: Event,
-    ws_config: WebSocketConfig,
-    /// The same, bounded by [`MAX_FIRST_MESSAGE`], until the client is authenticated.
-    pre_auth_config: WebSocketConfig,
-    /// The state shared with other nodes, with `--redis`.
-    #[cfg(feature = "redis")]
-    pub(crate) cluster: Option<crate::cluster::Cluster>,
-}
-
-impl Shared {
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn ws_config(&self) -> WebSocketConfig {
-        self.ws_config
-    }
-}
-
 /// Reaches a running [`Server`] from outside: stops it, revokes tokens and closes
 /// the sessions they opened, lists the live sessions, replaces the keys.
 #[derive(Clone)]
@@ -128,8 +101,7 @@ impl ServerHandle {
     /// `going away`, and `run` returns when they are closed or after the grace
     /// period. Idempotent.
     pub fn shutdown(&self) {
-        self.0.shutting_down.store(true, Ordering::Release);
-        self.0.shutdown.notify(usize::MAX);
+        self.0.shutdown.begin();
         self.0.registry.wake_all();
     }
 
@@ -232,6 +204,8 @@ pub struct Server {
     /// The operators' listener, when configured.
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
+    /// What runs for each session.
+    handler: Handler,
 }
 
 impl fmt::Debug for Server {
@@ -314,10 +288,8 @@ impl Server {
             config,
             gate,
             metrics: Metrics::default(),
-            handler,
-            shutdown: Event::new(),
+            shutdown: Shutdown::default(),
             registry: Registry::default(),
-            shutting_down: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             idle: Event::new(),
             ws_config,
@@ -329,6 +301,7 @@ impl Server {
             listener,
             admin,
             shared,
+            handler,
         })
     }
 
@@ -364,6 +337,7 @@ impl Server {
             listener,
             admin,
             shared,
+            handler,
         } = self;
         let ex = smol::Executor::new();
         if let Some(admin) = &admin {
@@ -390,16 +364,8 @@ impl Server {
             }
         };
         let main_loop = async {
-            let mut stop = shared.shutdown.listen();
             loop {
-                if shared.is_shutting_down() {
-                    break;
-                }
-                let accepted = async { Some(listener.accept().await) }.or(async {
-                    (&mut stop).await;
-                    None
-                });
-                match accepted.await {
+                match shared.shutdown.unless_begun(listener.accept()).await {
                     None => break,
                     Some(Ok((stream, peer))) => {
                         let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
@@ -418,16 +384,17 @@ impl Server {
                         let task: ConnectionTask = if shared.config.proxy_protocol {
                             Box::pin(proxied_connection(
                                 shared.clone(),
+                                handler.clone(),
                                 stream,
                                 peer,
                                 n > max,
                                 accepted,
                             ))
                         } else {
-                            dispatch(&shared, stream, peer, n > max, accepted)
+                            dispatch(&shared, &handler, stream, peer, n > max, accepted)
                         };
                         #[cfg(not(feature = "load-balancer"))]
-                        let task = dispatch(&shared, stream, peer, n > max, accepted);
+                        let task = dispatch(&shared, &handler, stream, peer, n > max, accepted);
                         spawn_connection(&ex, task, Some(guard), peer);
                     }
                     Some(Err(e)) => {
@@ -472,6 +439,7 @@ impl Server {
 /// request head.
 fn dispatch(
     shared: &Arc<Shared>,
+    handler: &Handler,
     stream: smol::net::TcpStream,
     peer: SocketAddr,
     over_limit: bool,
@@ -481,6 +449,7 @@ fn dispatch(
     if let Some(tls) = &shared.config.tls {
         return Box::pin(tls_connection(
             shared.clone(),
+            handler.clone(),
             tls.acceptor(),
             stream,
             peer,
@@ -490,6 +459,7 @@ fn dispatch(
     }
     Box::pin(connection(
         shared.clone(),
+        handler.clone(),
         Box::new(stream),
         peer,
         over_limit,
@@ -504,6 +474,7 @@ fn dispatch(
 #[cfg(feature = "load-balancer")]
 async fn proxied_connection(
     shared: Arc<Shared>,
+    handler: Handler,
     mut stream: smol::net::TcpStream,
     peer: SocketAddr,
     over_limit: bool,
@@ -516,7 +487,6 @@ async fn proxied_connection(
         return None;
     }
     let deadline = instant_after(accepted, shared.config.head_timeout);
-    let mut stop = shared.shutdown.listen();
     let read = async {
         // Peek, so that no byte after the header is taken; the bytes of an incomplete
         // header are all header, so they are consumed before peeking again.
@@ -544,20 +514,15 @@ async fn proxied_connection(
     .or(async {
         Timer::at(deadline).await;
         None
-    })
-    .or(async {
-        (&mut stop).await;
-        None
     });
-    let client = match read.await? {
+    let client = match shared.shutdown.unless_begun(read).await.flatten()? {
         Ok(addr) => addr.unwrap_or(peer),
         Err(()) => {
             log_refusal_silent(peer, "bad_proxy_header");
             return None;
         }
     };
-    drop(stop);
-    dispatch(&shared, stream, client, over_limit, accepted).await
+    dispatch(&shared, &handler, stream, client, over_limit, accepted).await
 }
 
 /// A connection closed without an answer (PROXY protocol refusals).
@@ -600,22 +565,13 @@ pub(crate) async fn read_head(
     shared: &Shared,
 ) -> Result<Option<usize>, HeadError> {
     let mut chunk = [0u8; 2048];
-    // Shutdown drops connections that have not sent their request yet.
-    let mut stop = shared.shutdown.listen();
     loop {
-        if shared.is_shutting_down() {
-            return Ok(None);
-        }
-        let read = async { Some(stream.read(&mut chunk).await) }
-            .or(async {
-                Timer::at(deadline).await;
-                None
-            })
-            .or(async {
-                (&mut stop).await;
-                None
-            });
-        let n = match read.await {
+        let read = async { Some(stream.read(&mut chunk).await) }.or(async {
+            Timer::at(deadline).await;
+            None
+        });
+        // Shutdown drops connections that have not sent their request yet.
+        let n = match shared.shutdown.unless_begun(read).await.flatten() {
             Some(Ok(0)) | Some(Err(_)) | None => return Ok(None),
             Some(Ok(n)) => n,
         };
@@ -632,9 +588,6 @@ pub(crate) async fn read_head(
             }
         } else if buf.len() > MAX_HEAD {
             return Err(HeadError::TooLarge);
-        }
-        if shared.is_shutting_down() {
-            return Ok(None);
         }
     }
 }
@@ -711,6 +664,7 @@ fn log_http(peer: SocketAddr, req: &head::Request<'_>, status: u16) {
 /// proxy it becomes the client that `X-Forwarded-For` names.
 async fn handshake(
     shared: &Arc<Shared>,
+    handler: &Handler,
     stream: &mut BoxedConnection,
     peer_slot: &mut SocketAddr,
     over_limit: bool,
@@ -769,7 +723,7 @@ async fn handshake(
                 return Next::Done;
             }
         }
-        if !shared.handler.accepts(req.target) {
+        if !handler.accepts(req.target) {
             log_refusal(peer, 400, "path_not_served");
             let body =
                 "bad request: this path cannot be served (dot segments or encoded slashes)\n";
@@ -858,7 +812,7 @@ async fn handshake(
             if !write_all(stream, &head::switching_protocols(key, protocol)).await {
                 return Next::Done;
             }
-            auth_ok(shared, peer, &identity, accepted);
+            shared.auth_ok(peer, &identity, accepted);
             Next::Session {
                 identity,
                 target: target.to_owned(),
@@ -891,8 +845,7 @@ async fn handshake(
             in_band,
             protocol,
         } => {
-            auth_fail(
-                shared,
+            shared.auth_fail(
                 peer,
                 method,
                 rejection,
@@ -940,56 +893,6 @@ async fn redeem(shared: &Shared, identity: &mut Identity) -> Result<(), Rejectio
     }
 }
 
-pub(crate) fn auth_ok(shared: &Shared, peer: SocketAddr, identity: &Identity, accepted: Instant) {
-    let took = accepted.elapsed();
-    shared.metrics.handshake(identity.method, took);
-    if identity.via_ticket {
-        shared.metrics.ticket(TicketEvent::Used);
-    }
-    crate::log_event!(
-        Level::Info,
-        "auth_ok",
-        "peer" = peer,
-        "method" = identity.method,
-        "sub" = &identity.sub,
-        "ticket" = identity.via_ticket,
-        "ms" = crate::metrics::Millis(took),
-    );
-}
-
-/// How a refusal reached the client, for the log line.
-#[derive(Clone, Copy)]
-pub(crate) enum Answer {
-    /// An HTTP status before any upgrade.
-    Http,
-    /// A close frame after the upgrade.
-    Close,
-}
-
-/// Counts and logs a refusal: `reason=` is the metric label (`docs/operations.md#metrics`),
-/// `detail=` the precise cause, then the status or close code that was sent.
-pub(crate) fn auth_fail(
-    shared: &Shared,
-    peer: SocketAddr,
-    method: Option<Method>,
-    r: Rejection,
-    answer: Answer,
-) {
-    shared.metrics.failure(r);
-    if crate::log::enabled(Level::Info) {
-        let line = crate::log::Line::new(Level::Info, "auth_fail")
-            .kv("peer", peer)
-            .opt("method", method)
-            .kv("reason", r.metric_reason())
-            .kv("detail", r.log_reason());
-        match answer {
-            Answer::Http => line.kv("status", r.status()),
-            Answer::Close => line.kv("close", r.close().0),
-        }
-        .emit();
-    }
-}
-
 /// The WebSocket over `stream`; `leftover` (bytes after the request head) is read
 /// first. `authenticated`: with the session's limits, else with the pre-auth bound.
 async fn ws_from(
@@ -1007,20 +910,13 @@ async fn ws_from(
     WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
 }
 
-/// `now + d`, saturating far in the future instead of overflowing (a huge
-/// configured timeout must not panic).
-pub(crate) fn instant_after(from: Instant, d: Duration) -> Instant {
-    from.checked_add(d)
-        .or_else(|| from.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(from)
-}
-
 pub(crate) type SessionRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// One client connection, whatever its transport: the request head, then an answer
 /// or a session. `over_limit`: past `--max-connections`, answered with 503.
 async fn connection(
     shared: Arc<Shared>,
+    handler: Handler,
     mut stream: BoxedConnection,
     peer: SocketAddr,
     over_limit: bool,
@@ -1032,6 +928,7 @@ async fn connection(
     let mut peer = peer;
     let next = Box::pin(handshake(
         &shared,
+        &handler,
         &mut stream,
         &mut peer,
         over_limit,
@@ -1046,11 +943,7 @@ async fn connection(
             leftover,
         } => {
             let ws = Box::pin(ws_from(&shared, stream, leftover, true)).await;
-            Some(
-                shared
-                    .handler
-                    .run(Session::new(identity, peer, target, ws, shared.clone())),
-            )
+            Some(handler.run(Session::new(identity, peer, target, ws, shared.clone())))
         }
         Next::InBand {
             rejection,
@@ -1065,7 +958,7 @@ async fn connection(
             let ws = Box::pin(ws_from(&shared, stream, leftover, false)).await;
             let session =
                 Box::pin(first_message(shared.clone(), ws, peer, target, accepted)).await?;
-            Some(shared.handler.run(session))
+            Some(handler.run(session))
         }
     }
 }
@@ -1077,6 +970,7 @@ async fn connection(
 #[cfg(feature = "tls")]
 async fn tls_connection(
     shared: Arc<Shared>,
+    handler: Handler,
     acceptor: futures_rustls::TlsAcceptor,
     tcp: smol::net::TcpStream,
     peer: SocketAddr,
@@ -1084,20 +978,11 @@ async fn tls_connection(
     accepted: Instant,
 ) -> Option<SessionRun> {
     let deadline = instant_after(accepted, shared.config.head_timeout);
-    let mut stop = shared.shutdown.listen();
-    if shared.is_shutting_down() {
-        return None;
-    }
-    let handshake = async { Some(acceptor.accept(tcp).await) }
-        .or(async {
-            Timer::at(deadline).await;
-            None
-        })
-        .or(async {
-            (&mut stop).await;
-            None
-        });
-    let stream = match handshake.await? {
+    let handshake = async { Some(acceptor.accept(tcp).await) }.or(async {
+        Timer::at(deadline).await;
+        None
+    });
+    let stream = match shared.shutdown.unless_begun(handshake).await.flatten()? {
         Ok(stream) => stream,
         Err(e) => {
             // A TCP probe that connects and leaves (load balancers' health checks)
@@ -1113,7 +998,15 @@ async fn tls_connection(
             return None;
         }
     };
-    connection(shared, Box::new(stream), peer, over_limit, accepted).await
+    connection(
+        shared,
+        handler,
+        Box::new(stream),
+        peer,
+        over_limit,
+        accepted,
+    )
+    .await
 }
 
 enum First {
@@ -1130,7 +1023,6 @@ async fn first_message(
     accepted: Instant,
 ) -> Option<Session> {
     let deadline = instant_after(Instant::now(), shared.config.auth_timeout);
-    let mut stop = shared.shutdown.listen();
     // The refused first frame is still arriving: close without parsing what follows.
     let mut unreadable = false;
     let verdict = loop {
@@ -1144,7 +1036,7 @@ async fn first_message(
                 First::Timeout
             })
             .or(async {
-                (&mut stop).await;
+                shared.shutdown.begun().await;
                 First::Shutdown
             })
             .await;
@@ -1186,9 +1078,8 @@ async fn first_message(
                 return None;
             }
             First::Timeout => break Err(Rejection::Timeout),
-            First::Shutdown => {
-                stop = shared.shutdown.listen();
-            }
+            // Closed with 1001 at the top of the loop.
+            First::Shutdown => {}
         }
     };
     match verdict {
@@ -1200,7 +1091,7 @@ async fn first_message(
             {
                 return None;
             }
-            auth_ok(&shared, peer, &identity, accepted);
+            shared.auth_ok(peer, &identity, accepted);
             // From here on the session's limits apply: a fresh WebSocket state with
             // them (the token frame was read whole and the answer flushed, so no byte
             // is left behind in the old one).
@@ -1216,7 +1107,6 @@ async fn first_message(
             } else {
                 ws
             };
-            drop(stop);
             let mut session = Session::new(identity, peer, target, ws, shared.clone());
             if !fresh {
                 // Not expected (reads end at frame ends); the renewal at the next
@@ -1226,13 +1116,7 @@ async fn first_message(
             Some(session)
         }
         Err(rejection) => {
-            auth_fail(
-                &shared,
-                peer,
-                Some(Method::Message),
-                rejection,
-                Answer::Close,
-            );
+            shared.auth_fail(peer, Some(Method::Message), rejection, Answer::Close);
             let (code, reason) = rejection.close();
             if unreadable {
                 close_unreadable(&mut ws, code, reason).await;

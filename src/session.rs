@@ -27,7 +27,7 @@ use crate::frames::FrameAligned;
 use crate::log::Level;
 use crate::metrics::RefreshResult;
 use crate::registry::Control;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// The byte stream of a client connection: TCP, TLS over TCP, or anything else that
 /// reads and writes (a test's in-memory pipe). Every connection goes through the same
@@ -174,7 +174,7 @@ impl Session {
             timer: Timer::never(),
             deadline,
             ping_interval,
-            next_check: crate::server::instant_after(now, ping_interval),
+            next_check: crate::deadline::instant_after(now, ping_interval),
             armed: None,
             active: false,
             next_probe: None,
@@ -363,7 +363,7 @@ impl Session {
             if read {
                 self.next_probe = None;
             } else if self.next_probe.is_none() {
-                self.next_probe = Some(crate::server::instant_after(Instant::now(), HOLD_PROBE));
+                self.next_probe = Some(crate::deadline::instant_after(Instant::now(), HOLD_PROBE));
             }
             self.arm_timer(read);
             let ev = {
@@ -473,10 +473,10 @@ impl Session {
                 } else if self.deadline.is_some_and(|d| now >= d) {
                     self.close(4401, "token expired").await;
                 } else if !read && self.next_probe.is_some_and(|p| now >= p) {
-                    self.next_probe = Some(crate::server::instant_after(now, HOLD_PROBE));
+                    self.next_probe = Some(crate::deadline::instant_after(now, HOLD_PROBE));
                     Box::pin(self.probe()).await;
                 } else if read && now >= self.next_check {
-                    self.next_check = crate::server::instant_after(now, self.ping_interval);
+                    self.next_check = crate::deadline::instant_after(now, self.ping_interval);
                     if std::mem::take(&mut self.active) {
                         // The client spoke since the last check: it is alive.
                         self.awaiting_pong = false;
