@@ -82,13 +82,10 @@ impl Drop for Slot {
 async fn connection(shared: Arc<Shared>, mut stream: BoxedConnection, peer: SocketAddr) {
     let deadline = instant_after(Instant::now(), shared.config.head_timeout);
     let mut buf = Vec::with_capacity(512);
-    let answer = match read_head(&mut stream, &mut buf, deadline, &shared).await {
-        Ok(Some(n)) => {
-            let mut storage = head::header_storage();
-            let Ok(Some((req, _))) = head::parse(&buf, &mut storage) else {
-                return;
-            };
-            let body_start = buf[n..].to_vec();
+    let mut storage = head::header_storage();
+    let answer = match read_head(&mut stream, &mut buf, &mut storage, deadline, &shared).await {
+        Ok(Some((req, rest))) => {
+            let body_start = rest.to_vec();
             route(&shared, &req, &mut stream, body_start, deadline, peer).await
         }
         Ok(None) => return,

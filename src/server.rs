@@ -26,7 +26,7 @@ use crate::auth::{Decision, Gate, GateConfig, Identity, MAX_FIRST_MESSAGE, Metho
 use crate::config::{Config, ConfigError};
 use crate::deadline::instant_after;
 use crate::endpoints;
-use crate::head::{self, HeadError, MAX_HEAD, UpgradeError};
+use crate::head::{self, HeadError, HeaderStorage, MAX_HEAD, Request, UpgradeError};
 use crate::log::Level;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, SessionInfo};
@@ -557,13 +557,16 @@ pub(crate) fn spawn_connection(
     .detach();
 }
 
-/// Reads a request head within the deadline. `Ok(Some(n))`: a complete head of `n` bytes.
-pub(crate) async fn read_head(
+/// Reads a request head within the deadline and parses it, once. `Ok(Some((req,
+/// rest)))`: the request, and the bytes read after its head. `Ok(None)`: the client
+/// left or stalled, or the server is shutting down.
+pub(crate) async fn read_head<'b>(
     stream: &mut BoxedConnection,
-    buf: &mut Vec<u8>,
+    buf: &'b mut Vec<u8>,
+    storage: &'b mut HeaderStorage<'b>,
     deadline: Instant,
     shared: &Shared,
-) -> Result<Option<usize>, HeadError> {
+) -> Result<Option<(Request<'b>, &'b [u8])>, HeadError> {
     let mut chunk = [0u8; 2048];
     loop {
         let read = async { Some(stream.read(&mut chunk).await) }.or(async {
@@ -578,17 +581,18 @@ pub(crate) async fn read_head(
         let scan_from = buf.len().saturating_sub(3);
         let room = (MAX_HEAD + 1).saturating_sub(buf.len());
         buf.extend_from_slice(&chunk[..n.min(room)]);
-        let tail = &buf[scan_from..];
-        let complete =
-            tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n");
-        if complete {
-            let mut storage = head::header_storage();
-            if let Some((_, n)) = head::parse(buf, &mut storage)? {
-                return Ok(Some(n));
-            }
-        } else if buf.len() > MAX_HEAD {
+        if head::has_end(buf, scan_from) {
+            break;
+        }
+        if buf.len() > MAX_HEAD {
             return Err(HeadError::TooLarge);
         }
+    }
+    let bytes: &'b [u8] = buf;
+    // Never `Ok(None)` once the end is seen (`head::has_end`).
+    match head::parse(bytes, storage)? {
+        Some((req, n)) => Ok(Some((req, &bytes[n..]))),
+        None => Err(HeadError::Malformed),
     }
 }
 
@@ -673,9 +677,10 @@ async fn handshake(
     #[cfg_attr(not(feature = "load-balancer"), allow(unused_mut))]
     let mut peer = *peer_slot;
     let mut buf = Vec::with_capacity(1024);
+    let mut storage = head::header_storage();
     let deadline = instant_after(accepted, shared.config.head_timeout);
-    let consumed = match read_head(stream, &mut buf, deadline, shared).await {
-        Ok(Some(n)) => n,
+    let (req, rest) = match read_head(stream, &mut buf, &mut storage, deadline, shared).await {
+        Ok(Some(head)) => head,
         Ok(None) => return Next::Done,
         Err(HeadError::TooLarge) => {
             log_refusal(peer, 431, "head_too_large");
@@ -697,10 +702,6 @@ async fn handshake(
             respond(stream, &head::text_response(400, &[], &body)).await;
             return Next::Done;
         }
-    };
-    let mut storage = head::header_storage();
-    let Ok(Some((req, _))) = head::parse(&buf, &mut storage) else {
-        return Next::Done;
     };
     #[cfg(feature = "load-balancer")]
     {
@@ -792,7 +793,7 @@ async fn handshake(
         .await;
         return Next::Done;
     }
-    let leftover = buf[consumed..].to_vec();
+    let leftover = rest.to_vec();
     let target = req.target;
     #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
     let mut decision = shared.gate.check_upgrade(&req, peer.ip(), unix_now());
