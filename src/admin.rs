@@ -17,11 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use smol::future::FutureExt as _;
 use smol::io::AsyncReadExt as _;
 use smol::net::TcpListener;
 
-use crate::deadline::instant_after;
+use crate::deadline::{instant_after, until};
 use crate::endpoints;
 use crate::head::{self, HeadError, Request, percent_decode, response, text_response};
 use crate::log::Level;
@@ -144,13 +143,7 @@ async fn read_body(
     }
     let mut chunk = [0u8; 1024];
     while body.len() < len {
-        let read = async { Some(stream.read(&mut chunk).await) }
-            .or(async {
-                smol::Timer::at(deadline).await;
-                None
-            })
-            .await;
-        match read {
+        match until(deadline, stream.read(&mut chunk)).await {
             Some(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
             _ => return Err("bad request: body incomplete"),
         }

@@ -198,11 +198,9 @@ async fn within<T>(
     d: Duration,
     f: impl Future<Output = Result<T, RedisError>>,
 ) -> Result<T, RedisError> {
-    f.or(async {
-        Timer::after(d).await;
-        Err(err(format!("no answer within {} ms", d.as_millis())))
-    })
-    .await
+    crate::deadline::within(d, f)
+        .await
+        .unwrap_or_else(|| Err(err(format!("no answer within {} ms", d.as_millis()))))
 }
 
 /// One connection speaking RESP2.

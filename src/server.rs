@@ -24,7 +24,7 @@ use smol::stream::StreamExt as _;
 
 use crate::auth::{Decision, Gate, GateConfig, Identity, MAX_FIRST_MESSAGE, Method, Rejection};
 use crate::config::{Config, ConfigError};
-use crate::deadline::instant_after;
+use crate::deadline::{instant_after, until, within};
 use crate::endpoints;
 use crate::head::{self, HeadError, HeaderStorage, MAX_HEAD, Request, UpgradeError};
 use crate::log::Level;
@@ -416,16 +416,7 @@ impl Server {
                 if shared.connections.load(Ordering::Acquire) == 0 {
                     break;
                 }
-                let timed_out = async {
-                    idle.await;
-                    false
-                }
-                .or(async {
-                    Timer::at(grace).await;
-                    true
-                })
-                .await;
-                if timed_out {
+                if until(grace, idle).await.is_none() {
                     break;
                 }
             }
@@ -487,7 +478,7 @@ async fn proxied_connection(
         return None;
     }
     let deadline = instant_after(accepted, shared.config.head_timeout);
-    let read = async {
+    let read = until(deadline, async {
         // Peek, so that no byte after the header is taken; the bytes of an incomplete
         // header are all header, so they are consumed before peeking again.
         let mut buf = Vec::new();
@@ -510,12 +501,14 @@ async fn proxied_connection(
                 return Some(Ok(addr));
             }
         }
-    }
-    .or(async {
-        Timer::at(deadline).await;
-        None
     });
-    let client = match shared.shutdown.unless_begun(read).await.flatten()? {
+    let client = match shared
+        .shutdown
+        .unless_begun(read)
+        .await
+        .flatten()
+        .flatten()?
+    {
         Ok(addr) => addr.unwrap_or(peer),
         Err(()) => {
             log_refusal_silent(peer, "bad_proxy_header");
@@ -569,10 +562,7 @@ pub(crate) async fn read_head<'b>(
 ) -> Result<Option<(Request<'b>, &'b [u8])>, HeadError> {
     let mut chunk = [0u8; 2048];
     loop {
-        let read = async { Some(stream.read(&mut chunk).await) }.or(async {
-            Timer::at(deadline).await;
-            None
-        });
+        let read = until(deadline, stream.read(&mut chunk));
         // Shutdown drops connections that have not sent their request yet.
         let n = match shared.shutdown.unless_begun(read).await.flatten() {
             Some(Ok(0)) | Some(Err(_)) | None => return Ok(None),
@@ -623,21 +613,12 @@ async fn write_all(stream: &mut BoxedConnection, bytes: &[u8]) -> bool {
 pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
 
 pub(crate) async fn respond(stream: &mut BoxedConnection, bytes: &[u8]) {
-    let written = async { write_all(stream, bytes).await }
-        .or(async {
-            Timer::after(RESPONSE_DEADLINE).await;
-            false
-        })
-        .await;
-    if written {
+    if within(RESPONSE_DEADLINE, write_all(stream, bytes)).await == Some(true) {
         // Let the client read the answer before the FIN: half-close, then drain briefly.
         let _ = stream.close().await;
         let mut sink = [0u8; 512];
-        let _ = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }
-            .or(async {
-                Timer::after(Duration::from_secs(1)).await;
-            })
-            .await;
+        let drained = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+        within(Duration::from_secs(1), drained).await;
     }
 }
 
@@ -979,10 +960,7 @@ async fn tls_connection(
     accepted: Instant,
 ) -> Option<SessionRun> {
     let deadline = instant_after(accepted, shared.config.head_timeout);
-    let handshake = async { Some(acceptor.accept(tcp).await) }.or(async {
-        Timer::at(deadline).await;
-        None
-    });
+    let handshake = until(deadline, acceptor.accept(tcp));
     let stream = match shared.shutdown.unless_begun(handshake).await.flatten()? {
         Ok(stream) => stream,
         Err(e) => {
@@ -1031,16 +1009,11 @@ async fn first_message(
             close_and_drain(&mut ws, 1001, "going away").await;
             return None;
         }
-        let ev = async { First::Frame(ws.next().await) }
-            .or(async {
-                Timer::at(deadline).await;
-                First::Timeout
-            })
-            .or(async {
-                shared.shutdown.begun().await;
-                First::Shutdown
-            })
-            .await;
+        let ev = match until(deadline, shared.shutdown.unless_begun(ws.next())).await {
+            Some(Some(frame)) => First::Frame(frame),
+            Some(None) => First::Shutdown,
+            None => First::Timeout,
+        };
         match ev {
             First::Frame(Some(Ok(Message::Text(t)))) => {
                 let verdict =

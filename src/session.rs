@@ -693,13 +693,8 @@ fn exp_frame(kind: &str, exp: i64) -> String {
 
 /// Runs `f` for at most [`CLOSE_WAIT`]: `None` if it did not finish. Every closing
 /// step is bounded by it, so a peer that stops reading cannot hold a connection.
-pub(crate) async fn within_close_wait<T>(f: impl Future<Output = T>) -> Option<T> {
-    async { Some(f.await) }
-        .or(async {
-            Timer::after(CLOSE_WAIT).await;
-            None
-        })
-        .await
+pub(crate) fn within_close_wait<T>(f: impl Future<Output = T>) -> impl Future<Output = Option<T>> {
+    crate::deadline::within(CLOSE_WAIT, f)
 }
 
 /// Reads until the peer's close reply (or EOF), within [`CLOSE_WAIT`].
@@ -707,12 +702,17 @@ pub(crate) async fn drain(ws: &mut WsStream) {
     within_close_wait(async { while let Some(Ok(_)) = ws.next().await {} }).await;
 }
 
-/// Sends a close frame and waits for the peer's, all within [`CLOSE_WAIT`].
-pub(crate) async fn close_and_drain(ws: &mut WsStream, code: u16, reason: &str) {
-    let frame = CloseFrame {
+/// The close frame with `code` and `reason`.
+pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame {
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
-    };
+    }
+}
+
+/// Sends a close frame and waits for the peer's, all within [`CLOSE_WAIT`].
+pub(crate) async fn close_and_drain(ws: &mut WsStream, code: u16, reason: &str) {
+    let frame = close_frame(code, reason);
     within_close_wait(async {
         if ws.close(Some(frame)).await.is_ok() {
             while let Some(Ok(_)) = ws.next().await {}
@@ -748,10 +748,7 @@ pub(crate) fn peer_fault(e: &WsError) -> Option<(u16, &'static str)> {
 /// report 1006 instead of the close code.
 pub(crate) async fn close_unreadable(ws: &mut WsStream, code: u16, reason: &str) {
     use smol::io::AsyncReadExt as _;
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_owned().into(),
-    };
+    let frame = close_frame(code, reason);
     within_close_wait(async {
         let _ = ws.close(Some(frame)).await;
         // The raw connection: what follows is discarded, not parsed.

@@ -131,15 +131,19 @@ impl Shutdown {
     }
 
     /// `f`, unless the shutdown begins first (or has begun): `None` then.
-    pub(crate) async fn unless_begun<T>(&self, f: impl Future<Output = T>) -> Option<T> {
-        if self.has_begun() {
-            return None;
+    pub(crate) fn unless_begun<T>(
+        &self,
+        f: impl Future<Output = T>,
+    ) -> impl Future<Output = Option<T>> {
+        async {
+            if self.has_begun() {
+                return None;
+            }
+            Some(f.await)
         }
-        async { Some(f.await) }
-            .or(async {
-                self.begun().await;
-                None
-            })
-            .await
+        .or(async {
+            self.begun().await;
+            None
+        })
     }
 }
