@@ -1170,7 +1170,7 @@ fn split_authority(a: &str, default_port: u16) -> Option<(&str, u16)> {
     };
     let port = match port {
         None => default_port,
-        Some(p) => p.parse().ok()?,
+        Some(p) => crate::head::parse_port(p)?,
     };
     Some((host, port))
 }

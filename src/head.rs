@@ -118,6 +118,16 @@ pub fn has_end(buf: &[u8], from: usize) -> bool {
     tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n")
 }
 
+/// A port as an authority writes it (RFC 3986 §3.2.3): ASCII digits only, so no sign
+/// or space (`+80` is not a port, though Rust's integer parsing takes it), at most
+/// 65535. The one port parser: `Host`/`Origin` comparison, upstream URLs, `--listen`.
+pub fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok()
+}
+
 #[inline]
 fn value_str(v: &[u8]) -> &str {
     // A value that is not UTF-8 becomes U+FFFD: never a valid token, origin or cookie.
@@ -399,6 +409,16 @@ mod tests {
         }
         assert!(!has_end(b"\r\n\r\n\n\n", 0));
         assert!(has_end(b"GET / HTTP/1.1\n\n", 0));
+    }
+
+    #[test]
+    fn ports_are_digits_only() {
+        assert_eq!(parse_port("80"), Some(80));
+        assert_eq!(parse_port("065535"), Some(65535));
+        assert_eq!(parse_port("0"), Some(0));
+        for bad in ["", "+80", "-1", " 80", "80 ", "65536", "8O", "0x50"] {
+            assert_eq!(parse_port(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
