@@ -17,16 +17,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use smol::future::FutureExt as _;
 use smol::io::AsyncReadExt as _;
 use smol::net::TcpListener;
 
+use crate::deadline::{instant_after, until};
 use crate::endpoints;
 use crate::head::{self, HeadError, Request, percent_decode, response, text_response};
 use crate::log::Level;
 use crate::revocation::Revocation;
-use crate::server::{ServerHandle, Shared, instant_after, read_head, respond, spawn_connection};
+use crate::server::{ServerHandle, read_head, respond, spawn_connection};
 use crate::session::BoxedConnection;
+use crate::state::Shared;
 use crate::time::Rfc3339;
 
 /// Admin connections served at once; more are closed at accept.
@@ -42,16 +43,8 @@ pub(crate) async fn accept_loop(
     ex: &smol::Executor<'_>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
-    let mut stop = shared.shutdown.listen();
     loop {
-        if shared.is_shutting_down() {
-            return;
-        }
-        let accepted = async { Some(listener.accept().await) }.or(async {
-            (&mut stop).await;
-            None
-        });
-        match accepted.await {
+        match shared.shutdown.unless_begun(listener.accept()).await {
             None => return,
             Some(Ok((stream, peer))) => {
                 if open.fetch_add(1, Ordering::AcqRel) >= MAX_ADMIN_CONNECTIONS {
@@ -88,13 +81,10 @@ impl Drop for Slot {
 async fn connection(shared: Arc<Shared>, mut stream: BoxedConnection, peer: SocketAddr) {
     let deadline = instant_after(Instant::now(), shared.config.head_timeout);
     let mut buf = Vec::with_capacity(512);
-    let answer = match read_head(&mut stream, &mut buf, deadline, &shared).await {
-        Ok(Some(n)) => {
-            let mut storage = head::header_storage();
-            let Ok(Some((req, _))) = head::parse(&buf, &mut storage) else {
-                return;
-            };
-            let body_start = buf[n..].to_vec();
+    let mut storage = head::header_storage();
+    let answer = match read_head(&mut stream, &mut buf, &mut storage, deadline, &shared).await {
+        Ok(Some((req, rest))) => {
+            let body_start = rest.to_vec();
             let answer = route(&shared, &req, &mut stream, body_start, deadline, peer).await;
             crate::server::log_http(peer, &req, crate::server::status_of(&answer));
             answer
@@ -155,13 +145,7 @@ async fn read_body(
     }
     let mut chunk = [0u8; 1024];
     while body.len() < len {
-        let read = async { Some(stream.read(&mut chunk).await) }
-            .or(async {
-                smol::Timer::at(deadline).await;
-                None
-            })
-            .await;
-        match read {
+        match until(deadline, stream.read(&mut chunk)).await {
             Some(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
             _ => return Err("bad request: body incomplete"),
         }

@@ -206,22 +206,30 @@ impl Rejection {
         )
     }
 
-    /// The `reason` label of `wsgate_auth_failures_total` (`docs/operations.md#metrics`).
-    pub fn metric_reason(self) -> &'static str {
-        match self {
+    /// Its `reason` label of `wsgate_auth_failures_total`; `None` for a refresh for
+    /// another `sub`, which only `wsgate_refreshes_total` counts.
+    pub(crate) fn failure_reason(self) -> Option<FailureReason> {
+        Some(match self {
             Rejection::MissingToken
             | Rejection::QueryDisabled
             | Rejection::BadToken(_)
             | Rejection::Busy
-            | Rejection::Unavailable => "invalid_token",
-            Rejection::Expired => "expired",
-            Rejection::TicketReused => "ticket_reused",
-            Rejection::TicketWrongIp => "forbidden_ip",
-            Rejection::OriginNotAllowed => "forbidden_origin",
-            Rejection::Timeout => "timeout",
-            Rejection::Revoked => "revoked",
-            Rejection::WrongSub => "forbidden_sub",
-        }
+            | Rejection::Unavailable => FailureReason::InvalidToken,
+            Rejection::Expired => FailureReason::Expired,
+            Rejection::TicketReused => FailureReason::TicketReused,
+            Rejection::TicketWrongIp => FailureReason::ForbiddenIp,
+            Rejection::OriginNotAllowed => FailureReason::ForbiddenOrigin,
+            Rejection::Timeout => FailureReason::Timeout,
+            Rejection::Revoked => FailureReason::Revoked,
+            Rejection::WrongSub => return None,
+        })
+    }
+
+    /// The `reason` label of `wsgate_auth_failures_total` (`docs/operations.md#metrics`)
+    /// for the log line (`forbidden_sub` for a refresh for another `sub`).
+    pub fn metric_reason(self) -> &'static str {
+        self.failure_reason()
+            .map_or("forbidden_sub", FailureReason::as_str)
     }
 
     /// The precise reason for the log line.
@@ -240,6 +248,37 @@ impl Rejection {
             Rejection::Revoked => "revoked",
             Rejection::WrongSub => "wrong_sub",
         }
+    }
+}
+
+/// The `reason` label of `wsgate_auth_failures_total` (`docs/operations.md#metrics`):
+/// the metrics count by it and print [`FAILURE_REASONS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FailureReason {
+    InvalidToken = 0,
+    Expired = 1,
+    ForbiddenOrigin = 2,
+    ForbiddenIp = 3,
+    TicketReused = 4,
+    Timeout = 5,
+    Revoked = 6,
+}
+
+/// The labels, in [`FailureReason`] order: the one list of them.
+pub(crate) const FAILURE_REASONS: [&str; 7] = [
+    "invalid_token",
+    "expired",
+    "forbidden_origin",
+    "forbidden_ip",
+    "ticket_reused",
+    "timeout",
+    "revoked",
+];
+
+impl FailureReason {
+    /// The label.
+    pub(crate) fn as_str(self) -> &'static str {
+        FAILURE_REASONS[self as usize]
     }
 }
 
@@ -1131,7 +1170,7 @@ fn split_authority(a: &str, default_port: u16) -> Option<(&str, u16)> {
     };
     let port = match port {
         None => default_port,
-        Some(p) => p.parse().ok()?,
+        Some(p) => crate::head::parse_port(p)?,
     };
     Some((host, port))
 }

@@ -135,10 +135,8 @@ impl WsUrl {
         let port = match port {
             None if tls => 443,
             None => 80,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|n| *n != 0 && p.bytes().all(|b| b.is_ascii_digit()))
+            Some(p) => crate::head::parse_port(p)
+                .filter(|n| *n != 0)
                 .ok_or("bad port")?,
         };
         Ok(WsUrl {

@@ -33,7 +33,7 @@ use smol::net::TcpStream;
 
 use crate::log::Level;
 use crate::revocation::Revocation;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::time::unix_now;
 
 /// Longest wait for one command's answer (connecting included).
@@ -198,11 +198,9 @@ async fn within<T>(
     d: Duration,
     f: impl Future<Output = Result<T, RedisError>>,
 ) -> Result<T, RedisError> {
-    f.or(async {
-        Timer::after(d).await;
-        Err(err(format!("no answer within {} ms", d.as_millis())))
-    })
-    .await
+    crate::deadline::within(d, f)
+        .await
+        .unwrap_or_else(|| Err(err(format!("no answer within {} ms", d.as_millis()))))
 }
 
 /// One connection speaking RESP2.

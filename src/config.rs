@@ -263,9 +263,12 @@ pub fn parse_addr(option: &str, v: &str) -> Result<SocketAddr, ConfigError> {
     let Some((host, port)) = v.rsplit_once(':') else {
         return Err(err("expected HOST:PORT, :PORT or [IPv6]:PORT"));
     };
-    let port: u16 = match port.parse::<u64>() {
-        Ok(p) => u16::try_from(p).map_err(|_| err("port out of range (0-65535)"))?,
-        Err(_) => return Err(err("expected a port number after the last `:`")),
+    let port = match crate::head::parse_port(port) {
+        Some(p) => p,
+        None if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(err("port out of range (0-65535)"));
+        }
+        None => return Err(err("expected a port number after the last `:`")),
     };
     if host.is_empty() {
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
@@ -300,4 +303,21 @@ pub fn parse_origin(o: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(t.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_ports_are_digits_only() {
+        assert_eq!(
+            parse_listen(":8080").unwrap(),
+            SocketAddr::from(([0, 0, 0, 0], 8080))
+        );
+        assert!(parse_listen(":+8080").is_err());
+        assert!(parse_listen("localhost:+8080").is_err());
+        let e = parse_listen(":65536").unwrap_err().to_string();
+        assert!(e.contains("out of range"), "{e}");
+    }
 }

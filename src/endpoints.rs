@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::head::{Request, percent_decode, response, text_response};
 use crate::log::Level;
 use crate::metrics::TicketEvent;
-use crate::server::Shared;
+use crate::state::{Answer, Shared};
 use crate::time::unix_now;
 
 /// Largest file `--static` serves (device pages are small; this bounds memory).
@@ -126,7 +126,7 @@ fn ticket(shared: &Shared, req: &Request<'_>, peer: SocketAddr) -> Vec<u8> {
                 response(200, &cors, body.as_bytes(), true)
             }
             Err(TicketRefusal::Unauthorized(r)) => {
-                crate::server::auth_fail(shared, peer, None, r, crate::server::Answer::Http);
+                shared.auth_fail(peer, None, r, Answer::Http);
                 cors.push(("WWW-Authenticate", "Bearer error=\"invalid_token\""));
                 cors.push(("Cache-Control", "no-store"));
                 // The handshake's body for the same refusal: `token revoked`,
@@ -134,12 +134,11 @@ fn ticket(shared: &Shared, req: &Request<'_>, peer: SocketAddr) -> Vec<u8> {
                 text_response(401, &cors, &format!("{}\n", r.close().1))
             }
             Err(TicketRefusal::Forbidden) => {
-                crate::server::auth_fail(
-                    shared,
+                shared.auth_fail(
                     peer,
                     None,
                     crate::auth::Rejection::OriginNotAllowed,
-                    crate::server::Answer::Http,
+                    Answer::Http,
                 );
                 text_response(403, &cors, "forbidden\n")
             }

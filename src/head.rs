@@ -104,6 +104,30 @@ pub fn parse<'a>(
     }
 }
 
+/// Whether `buf` holds the blank line that ends a request head, looking at the bytes
+/// from `from` on (a reader passes where its previous look ended, less 3 bytes, and so
+/// scans each byte about once). Empty lines before the request line do not count:
+/// [`parse`] skips them (RFC 9112 §2.2). Once this is true, [`parse`] of `buf` answers
+/// the request or an error, never `Ok(None)`: a reader parses the head once.
+pub fn has_end(buf: &[u8], from: usize) -> bool {
+    let start = buf
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buf.len());
+    let tail = buf.get(from.max(start)..).unwrap_or_default();
+    tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n")
+}
+
+/// A port as an authority writes it (RFC 3986 §3.2.3): ASCII digits only, so no sign
+/// or space (`+80` is not a port, though Rust's integer parsing takes it), at most
+/// 65535. The one port parser: `Host`/`Origin` comparison, upstream URLs, `--listen`.
+pub fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok()
+}
+
 #[inline]
 fn value_str(v: &[u8]) -> &str {
     // A value that is not UTF-8 becomes U+FFFD: never a valid token, origin or cookie.
@@ -343,6 +367,58 @@ mod tests {
         assert_eq!(req.query(), Some("x=1"));
         assert_eq!(req.header("HOST"), Some("a"));
         assert!(req.is_upgrade());
+    }
+
+    #[test]
+    fn end_seen_means_parsed() {
+        let full = b"\r\nGET /ws HTTP/1.1\r\nHost: a\r\n\r\nrest";
+        for cut in 0..full.len() {
+            let seen = has_end(&full[..cut], cut.saturating_sub(7));
+            let mut st = header_storage();
+            let parsed = parse(&full[..cut], &mut st).map(|o| o.is_some());
+            assert_eq!(seen, parsed == Ok(true), "cut {cut}");
+        }
+        // Every sequence of these pieces, up to five long: wherever the end is seen,
+        // `parse` decides (a request or an error), as a reader that parses once needs.
+        let pieces: [&[u8]; 9] = [
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"GET / HTTP/1.1",
+            b"Host: a",
+            b" x",
+            b":",
+            b"G",
+            b"\r\n\r\n",
+        ];
+        let mut buf = Vec::new();
+        for mut i in 0..pieces.len().pow(5) {
+            buf.clear();
+            for _ in 0..5 {
+                buf.extend_from_slice(pieces[i % pieces.len()]);
+                i /= pieces.len();
+            }
+            let mut st = header_storage();
+            if has_end(&buf, 0) {
+                assert!(
+                    !matches!(parse(&buf, &mut st), Ok(None)),
+                    "{:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+            }
+        }
+        assert!(!has_end(b"\r\n\r\n\n\n", 0));
+        assert!(has_end(b"GET / HTTP/1.1\n\n", 0));
+    }
+
+    #[test]
+    fn ports_are_digits_only() {
+        assert_eq!(parse_port("80"), Some(80));
+        assert_eq!(parse_port("065535"), Some(65535));
+        assert_eq!(parse_port("0"), Some(0));
+        for bad in ["", "+80", "-1", " 80", "80 ", "65536", "8O", "0x50"] {
+            assert_eq!(parse_port(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

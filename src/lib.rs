@@ -84,6 +84,7 @@ pub mod client_addr;
 #[cfg(feature = "redis")]
 pub mod cluster;
 pub mod config;
+mod deadline;
 pub mod endpoints;
 pub mod frames;
 pub mod head;
@@ -95,6 +96,7 @@ pub mod relay;
 pub mod revocation;
 pub mod server;
 pub mod session;
+mod state;
 pub mod tickets;
 pub mod time;
 #[cfg(feature = "tls")]

@@ -5,22 +5,12 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::auth::{Method, Rejection};
+use crate::auth::{FAILURE_REASONS, Method, Rejection};
 
 /// Histogram bucket upper bounds in microseconds: 50 µs … 1 s.
 pub const BUCKETS_US: [u64; 14] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000,
-];
-
-const REASONS: [&str; 7] = [
-    "invalid_token",
-    "expired",
-    "forbidden_origin",
-    "forbidden_ip",
-    "ticket_reused",
-    "timeout",
-    "revoked",
 ];
 
 /// The `result` labels of `wsgate_refreshes_total`, in [`RefreshResult`] order.
@@ -100,7 +90,7 @@ pub struct Metrics {
     connections: AtomicI64,
     sessions: AtomicI64,
     handshakes: [AtomicU64; 5],
-    failures: [AtomicU64; 7],
+    failures: [AtomicU64; FAILURE_REASONS.len()],
     tickets: [AtomicU64; 3],
     refreshes: [AtomicU64; 5],
     revocations: [AtomicU64; 2],
@@ -158,9 +148,8 @@ impl Metrics {
             // A full ticket cache is the server's limit, not the client's failure.
             return;
         }
-        let reason = r.metric_reason();
-        if let Some(i) = REASONS.iter().position(|x| *x == reason) {
-            self.failures[i].fetch_add(1, Relaxed);
+        if let Some(reason) = r.failure_reason() {
+            self.failures[reason as usize].fetch_add(1, Relaxed);
         }
         if r == Rejection::TicketReused {
             self.ticket(TicketEvent::Replayed);
@@ -220,7 +209,7 @@ impl Metrics {
             "# HELP wsgate_auth_failures_total Refused authentications by reason."
         );
         let _ = writeln!(s, "# TYPE wsgate_auth_failures_total counter");
-        for (i, r) in REASONS.iter().enumerate() {
+        for (i, r) in FAILURE_REASONS.iter().enumerate() {
             let _ = writeln!(
                 s,
                 "wsgate_auth_failures_total{{reason=\"{r}\"}} {}",
@@ -331,5 +320,42 @@ mod tests {
         assert!(r.contains("wsgate_handshake_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(r.contains("wsgate_handshake_duration_seconds_bucket{le=\"1\"} 1\n"));
         assert!(r.contains("wsgate_handshake_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+    }
+    #[test]
+    fn each_refusal_counts_under_the_label_it_logs() {
+        use crate::token::TokenError;
+        let counted = [
+            Rejection::MissingToken,
+            Rejection::QueryDisabled,
+            Rejection::BadToken(TokenError::TooLong),
+            Rejection::Unavailable,
+            Rejection::Expired,
+            Rejection::TicketReused,
+            Rejection::TicketWrongIp,
+            Rejection::OriginNotAllowed,
+            Rejection::Timeout,
+            Rejection::Revoked,
+        ];
+        for r in counted {
+            let m = Metrics::default();
+            m.failure(r);
+            let line = format!(
+                "wsgate_auth_failures_total{{reason=\"{}\"}} 1\n",
+                r.metric_reason()
+            );
+            assert!(m.render().contains(&line), "{r:?}");
+        }
+        // Not counted: the server's own limit, and a refresh for another `sub`
+        // (`wsgate_refreshes_total`).
+        for r in [Rejection::Busy, Rejection::WrongSub] {
+            let m = Metrics::default();
+            m.failure(r);
+            let render = m.render();
+            let mut failures = render
+                .lines()
+                .filter(|l| l.starts_with("wsgate_auth_failures_total{"));
+            assert!(failures.all(|l| l.ends_with(" 0")), "{r:?}");
+        }
+        assert_eq!(Rejection::WrongSub.metric_reason(), "forbidden_sub");
     }
 }

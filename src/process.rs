@@ -667,13 +667,9 @@ async fn log_stderr<R: AsyncBufRead + Unpin>(mut r: R, peer: std::net::SocketAdd
     }
 }
 
-async fn bounded<T>(f: impl Future<Output = T>) -> Option<T> {
-    async { Some(f.await) }
-        .or(async {
-            Timer::after(EXIT_WAIT).await;
-            None
-        })
-        .await
+/// `f`, for at most [`EXIT_WAIT`].
+fn bounded<T>(f: impl Future<Output = T>) -> impl Future<Output = Option<T>> {
+    crate::deadline::within(EXIT_WAIT, f)
 }
 
 #[cfg(test)]

@@ -28,16 +28,18 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
 use ct_codecs::{Base64UrlSafeNoPadding, Encoder as _};
-use smol::Timer;
 use smol::future::FutureExt as _;
 use smol::net::TcpStream;
 use smol::stream::StreamExt as _;
 
 use crate::client::{self, Upgrade, WsUrl};
 use crate::config::ConfigError;
+use crate::deadline::within;
 use crate::frames::FrameAligned;
 use crate::log::Level;
-use crate::session::{BoxedConnection, Handler, RENEW_BUFFERS_ABOVE, Race, Session};
+use crate::session::{
+    BoxedConnection, Handler, RENEW_BUFFERS_ABOVE, Race, Session, close_frame, within_close_wait,
+};
 
 /// Bound on reaching the upstream: TCP connect and WebSocket handshake together
 /// (`docs/protocol.md#proxy-mode`).
@@ -243,11 +245,9 @@ pub async fn relay(mut session: Session, upstream: &UpstreamUrl) {
     let (sub, claims) = (session.sub().to_owned(), session.claims().to_owned());
     let dial = dial(upstream, &target, &sub, &claims, session.ws_config());
     let dialled = async {
-        dial.or(async {
-            Timer::after(DIAL_TIMEOUT).await;
-            Err("timed out".to_owned())
-        })
-        .await
+        within(DIAL_TIMEOUT, dial)
+            .await
+            .unwrap_or_else(|| Err("timed out".to_owned()))
     };
     // Dial while still watching the client, expiry and shutdown.
     let mut dialled = std::pin::pin!(dialled);
@@ -446,7 +446,7 @@ async fn pump(
         End::Client => {
             // Finish the write in flight (bounded), then pass the client's close on.
             let tx = match sending.take() {
-                Some(f) => bounded(f).await.map(|(t, _)| t),
+                Some(f) => within_close_wait(f).await.map(|(t, _)| t),
                 None => idle.take(),
             };
             close_upstream(session, tx, &mut rx).await;
@@ -510,26 +510,18 @@ async fn close_upstream(session: &Session, tx: Option<UpTx>, rx: &mut UpRx) {
         c => Some(close_frame(c, reason)),
     };
     if let Some(mut tx) = tx {
-        if bounded(tx.close(frame)).await.is_some_and(|r| r.is_ok()) {
+        if within_close_wait(tx.close(frame))
+            .await
+            .is_some_and(|r| r.is_ok())
+        {
             drain(rx).await;
         }
     }
 }
 
-fn close_frame(code: u16, reason: &str) -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_owned().into(),
-    }
-}
-
-async fn bounded<T>(f: impl Future<Output = T>) -> Option<T> {
-    crate::session::within_close_wait(f).await
-}
-
 /// Reads the upstream until its end (its close reply, then EOF), bounded.
 async fn drain(rx: &mut UpRx) {
-    bounded(async { while let Some(Ok(_)) = rx.next().await {} }).await;
+    within_close_wait(async { while let Some(Ok(_)) = rx.next().await {} }).await;
 }
 
 #[cfg(test)]

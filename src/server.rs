@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
@@ -24,16 +24,18 @@ use smol::stream::StreamExt as _;
 
 use crate::auth::{Decision, Gate, GateConfig, Identity, MAX_FIRST_MESSAGE, Method, Rejection};
 use crate::config::{Config, ConfigError};
+use crate::deadline::{instant_after, until, within};
 use crate::endpoints;
-use crate::head::{self, HeadError, MAX_HEAD, UpgradeError};
+use crate::head::{self, HeadError, HeaderStorage, MAX_HEAD, Request, UpgradeError};
 use crate::log::Level;
-use crate::metrics::{Metrics, TicketEvent};
+use crate::metrics::Metrics;
 use crate::registry::{Registry, SessionInfo};
 use crate::revocation::{Full as RevocationsFull, Revocation};
 use crate::session::{
     BoxedConnection, Handler, Session, WsStream, close_and_drain, close_unreadable, drain,
     peer_fault, within_close_wait,
 };
+use crate::state::{Answer, Shared, Shutdown};
 use crate::time::unix_now;
 use crate::token::TokenError;
 use crate::token::{ClaimRules, Verifier};
@@ -86,35 +88,6 @@ impl From<ConfigError> for Error {
     }
 }
 
-/// State shared by every connection task.
-pub struct Shared {
-    pub(crate) config: Config,
-    pub(crate) gate: Gate,
-    pub(crate) metrics: Metrics,
-    pub(crate) handler: Handler,
-    pub(crate) shutdown: Event,
-    pub(crate) registry: Registry,
-    shutting_down: AtomicBool,
-    connections: AtomicUsize,
-    idle: Event,
-    ws_config: WebSocketConfig,
-    /// The same, bounded by [`MAX_FIRST_MESSAGE`], until the client is authenticated.
-    pre_auth_config: WebSocketConfig,
-    /// The state shared with other nodes, with `--redis`.
-    #[cfg(feature = "redis")]
-    pub(crate) cluster: Option<crate::cluster::Cluster>,
-}
-
-impl Shared {
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn ws_config(&self) -> WebSocketConfig {
-        self.ws_config
-    }
-}
-
 /// Reaches a running [`Server`] from outside: stops it, revokes tokens and closes
 /// the sessions they opened, lists the live sessions, replaces the keys.
 #[derive(Clone)]
@@ -128,8 +101,7 @@ impl ServerHandle {
     /// `going away`, and `run` returns when they are closed or after the grace
     /// period. Idempotent.
     pub fn shutdown(&self) {
-        self.0.shutting_down.store(true, Ordering::Release);
-        self.0.shutdown.notify(usize::MAX);
+        self.0.shutdown.begin();
         self.0.registry.wake_all();
     }
 
@@ -232,6 +204,8 @@ pub struct Server {
     /// The operators' listener, when configured.
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
+    /// What runs for each session.
+    handler: Handler,
 }
 
 impl fmt::Debug for Server {
@@ -314,10 +288,8 @@ impl Server {
             config,
             gate,
             metrics: Metrics::default(),
-            handler,
-            shutdown: Event::new(),
+            shutdown: Shutdown::default(),
             registry: Registry::default(),
-            shutting_down: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             idle: Event::new(),
             ws_config,
@@ -329,6 +301,7 @@ impl Server {
             listener,
             admin,
             shared,
+            handler,
         })
     }
 
@@ -364,6 +337,7 @@ impl Server {
             listener,
             admin,
             shared,
+            handler,
         } = self;
         let ex = smol::Executor::new();
         if let Some(admin) = &admin {
@@ -390,16 +364,8 @@ impl Server {
             }
         };
         let main_loop = async {
-            let mut stop = shared.shutdown.listen();
             loop {
-                if shared.is_shutting_down() {
-                    break;
-                }
-                let accepted = async { Some(listener.accept().await) }.or(async {
-                    (&mut stop).await;
-                    None
-                });
-                match accepted.await {
+                match shared.shutdown.unless_begun(listener.accept()).await {
                     None => break,
                     Some(Ok((stream, peer))) => {
                         let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
@@ -418,16 +384,17 @@ impl Server {
                         let task: ConnectionTask = if shared.config.proxy_protocol {
                             Box::pin(proxied_connection(
                                 shared.clone(),
+                                handler.clone(),
                                 stream,
                                 peer,
                                 n > max,
                                 accepted,
                             ))
                         } else {
-                            dispatch(&shared, stream, peer, n > max, accepted)
+                            dispatch(&shared, &handler, stream, peer, n > max, accepted)
                         };
                         #[cfg(not(feature = "load-balancer"))]
-                        let task = dispatch(&shared, stream, peer, n > max, accepted);
+                        let task = dispatch(&shared, &handler, stream, peer, n > max, accepted);
                         spawn_connection(&ex, task, Some(guard), peer);
                     }
                     Some(Err(e)) => {
@@ -449,16 +416,7 @@ impl Server {
                 if shared.connections.load(Ordering::Acquire) == 0 {
                     break;
                 }
-                let timed_out = async {
-                    idle.await;
-                    false
-                }
-                .or(async {
-                    Timer::at(grace).await;
-                    true
-                })
-                .await;
-                if timed_out {
+                if until(grace, idle).await.is_none() {
                     break;
                 }
             }
@@ -472,6 +430,7 @@ impl Server {
 /// request head.
 fn dispatch(
     shared: &Arc<Shared>,
+    handler: &Handler,
     stream: smol::net::TcpStream,
     peer: SocketAddr,
     over_limit: bool,
@@ -481,6 +440,7 @@ fn dispatch(
     if let Some(tls) = &shared.config.tls {
         return Box::pin(tls_connection(
             shared.clone(),
+            handler.clone(),
             tls.acceptor(),
             stream,
             peer,
@@ -490,6 +450,7 @@ fn dispatch(
     }
     Box::pin(connection(
         shared.clone(),
+        handler.clone(),
         Box::new(stream),
         peer,
         over_limit,
@@ -504,6 +465,7 @@ fn dispatch(
 #[cfg(feature = "load-balancer")]
 async fn proxied_connection(
     shared: Arc<Shared>,
+    handler: Handler,
     mut stream: smol::net::TcpStream,
     peer: SocketAddr,
     over_limit: bool,
@@ -516,8 +478,7 @@ async fn proxied_connection(
         return None;
     }
     let deadline = instant_after(accepted, shared.config.head_timeout);
-    let mut stop = shared.shutdown.listen();
-    let read = async {
+    let read = until(deadline, async {
         // Peek, so that no byte after the header is taken; the bytes of an incomplete
         // header are all header, so they are consumed before peeking again.
         let mut buf = Vec::new();
@@ -540,24 +501,21 @@ async fn proxied_connection(
                 return Some(Ok(addr));
             }
         }
-    }
-    .or(async {
-        Timer::at(deadline).await;
-        None
-    })
-    .or(async {
-        (&mut stop).await;
-        None
     });
-    let client = match read.await? {
+    let client = match shared
+        .shutdown
+        .unless_begun(read)
+        .await
+        .flatten()
+        .flatten()?
+    {
         Ok(addr) => addr.unwrap_or(peer),
         Err(()) => {
             log_refusal_silent(peer, "bad_proxy_header");
             return None;
         }
     };
-    drop(stop);
-    dispatch(&shared, stream, client, over_limit, accepted).await
+    dispatch(&shared, &handler, stream, client, over_limit, accepted).await
 }
 
 /// A connection closed without an answer (PROXY protocol refusals).
@@ -592,50 +550,39 @@ pub(crate) fn spawn_connection(
     .detach();
 }
 
-/// Reads a request head within the deadline. `Ok(Some(n))`: a complete head of `n` bytes.
-pub(crate) async fn read_head(
+/// Reads a request head within the deadline and parses it, once. `Ok(Some((req,
+/// rest)))`: the request, and the bytes read after its head. `Ok(None)`: the client
+/// left or stalled, or the server is shutting down.
+pub(crate) async fn read_head<'b>(
     stream: &mut BoxedConnection,
-    buf: &mut Vec<u8>,
+    buf: &'b mut Vec<u8>,
+    storage: &'b mut HeaderStorage<'b>,
     deadline: Instant,
     shared: &Shared,
-) -> Result<Option<usize>, HeadError> {
+) -> Result<Option<(Request<'b>, &'b [u8])>, HeadError> {
     let mut chunk = [0u8; 2048];
-    // Shutdown drops connections that have not sent their request yet.
-    let mut stop = shared.shutdown.listen();
     loop {
-        if shared.is_shutting_down() {
-            return Ok(None);
-        }
-        let read = async { Some(stream.read(&mut chunk).await) }
-            .or(async {
-                Timer::at(deadline).await;
-                None
-            })
-            .or(async {
-                (&mut stop).await;
-                None
-            });
-        let n = match read.await {
+        let read = until(deadline, stream.read(&mut chunk));
+        // Shutdown drops connections that have not sent their request yet.
+        let n = match shared.shutdown.unless_begun(read).await.flatten() {
             Some(Ok(0)) | Some(Err(_)) | None => return Ok(None),
             Some(Ok(n)) => n,
         };
         let scan_from = buf.len().saturating_sub(3);
         let room = (MAX_HEAD + 1).saturating_sub(buf.len());
         buf.extend_from_slice(&chunk[..n.min(room)]);
-        let tail = &buf[scan_from..];
-        let complete =
-            tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n");
-        if complete {
-            let mut storage = head::header_storage();
-            if let Some((_, n)) = head::parse(buf, &mut storage)? {
-                return Ok(Some(n));
-            }
-        } else if buf.len() > MAX_HEAD {
+        if head::has_end(buf, scan_from) {
+            break;
+        }
+        if buf.len() > MAX_HEAD {
             return Err(HeadError::TooLarge);
         }
-        if shared.is_shutting_down() {
-            return Ok(None);
-        }
+    }
+    let bytes: &'b [u8] = buf;
+    // Never `Ok(None)` once the end is seen (`head::has_end`).
+    match head::parse(bytes, storage)? {
+        Some((req, n)) => Ok(Some((req, &bytes[n..]))),
+        None => Err(HeadError::Malformed),
     }
 }
 
@@ -666,21 +613,12 @@ async fn write_all(stream: &mut BoxedConnection, bytes: &[u8]) -> bool {
 pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
 
 pub(crate) async fn respond(stream: &mut BoxedConnection, bytes: &[u8]) {
-    let written = async { write_all(stream, bytes).await }
-        .or(async {
-            Timer::after(RESPONSE_DEADLINE).await;
-            false
-        })
-        .await;
-    if written {
+    if within(RESPONSE_DEADLINE, write_all(stream, bytes)).await == Some(true) {
         // Let the client read the answer before the FIN: half-close, then drain briefly.
         let _ = stream.close().await;
         let mut sink = [0u8; 512];
-        let _ = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} }
-            .or(async {
-                Timer::after(Duration::from_secs(1)).await;
-            })
-            .await;
+        let drained = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+        within(Duration::from_secs(1), drained).await;
     }
 }
 
@@ -720,6 +658,7 @@ pub(crate) fn log_http(peer: SocketAddr, req: &head::Request<'_>, status: u16) {
 /// proxy it becomes the client that `X-Forwarded-For` names.
 async fn handshake(
     shared: &Arc<Shared>,
+    handler: &Handler,
     stream: &mut BoxedConnection,
     peer_slot: &mut SocketAddr,
     over_limit: bool,
@@ -728,9 +667,10 @@ async fn handshake(
     #[cfg_attr(not(feature = "load-balancer"), allow(unused_mut))]
     let mut peer = *peer_slot;
     let mut buf = Vec::with_capacity(1024);
+    let mut storage = head::header_storage();
     let deadline = instant_after(accepted, shared.config.head_timeout);
-    let consumed = match read_head(stream, &mut buf, deadline, shared).await {
-        Ok(Some(n)) => n,
+    let (req, rest) = match read_head(stream, &mut buf, &mut storage, deadline, shared).await {
+        Ok(Some(head)) => head,
         Ok(None) => return Next::Done,
         Err(HeadError::TooLarge) => {
             log_refusal(peer, 431, "head_too_large");
@@ -753,10 +693,6 @@ async fn handshake(
             return Next::Done;
         }
     };
-    let mut storage = head::header_storage();
-    let Ok(Some((req, _))) = head::parse(&buf, &mut storage) else {
-        return Next::Done;
-    };
     #[cfg(feature = "load-balancer")]
     {
         let trusted = &shared.config.trusted_proxies;
@@ -778,7 +714,7 @@ async fn handshake(
                 return Next::Done;
             }
         }
-        if !shared.handler.accepts(req.target) {
+        if !handler.accepts(req.target) {
             log_refusal(peer, 400, "path_not_served");
             let body =
                 "bad request: this path cannot be served (dot segments or encoded slashes)\n";
@@ -841,7 +777,7 @@ async fn handshake(
         .await;
         return Next::Done;
     }
-    let leftover = buf[consumed..].to_vec();
+    let leftover = rest.to_vec();
     let target = req.target;
     #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
     let mut decision = shared.gate.check_upgrade(&req, peer.ip(), unix_now());
@@ -861,7 +797,7 @@ async fn handshake(
             if !write_all(stream, &head::switching_protocols(key, protocol)).await {
                 return Next::Done;
             }
-            auth_ok(shared, peer, &identity, accepted);
+            shared.auth_ok(peer, &identity, accepted);
             Next::Session {
                 identity,
                 target: target.to_owned(),
@@ -894,8 +830,7 @@ async fn handshake(
             in_band,
             protocol,
         } => {
-            auth_fail(
-                shared,
+            shared.auth_fail(
                 peer,
                 method,
                 rejection,
@@ -943,56 +878,6 @@ async fn redeem(shared: &Shared, identity: &mut Identity) -> Result<(), Rejectio
     }
 }
 
-pub(crate) fn auth_ok(shared: &Shared, peer: SocketAddr, identity: &Identity, accepted: Instant) {
-    let took = accepted.elapsed();
-    shared.metrics.handshake(identity.method, took);
-    if identity.via_ticket {
-        shared.metrics.ticket(TicketEvent::Used);
-    }
-    crate::log_event!(
-        Level::Info,
-        "auth_ok",
-        "peer" = peer,
-        "method" = identity.method,
-        "sub" = &identity.sub,
-        "ticket" = identity.via_ticket,
-        "ms" = crate::metrics::Millis(took),
-    );
-}
-
-/// How a refusal reached the client, for the log line.
-#[derive(Clone, Copy)]
-pub(crate) enum Answer {
-    /// An HTTP status before any upgrade.
-    Http,
-    /// A close frame after the upgrade.
-    Close,
-}
-
-/// Counts and logs a refusal: `reason=` is the metric label (`docs/operations.md#metrics`),
-/// `detail=` the precise cause, then the status or close code that was sent.
-pub(crate) fn auth_fail(
-    shared: &Shared,
-    peer: SocketAddr,
-    method: Option<Method>,
-    r: Rejection,
-    answer: Answer,
-) {
-    shared.metrics.failure(r);
-    if crate::log::enabled(Level::Info) {
-        let line = crate::log::Line::new(Level::Info, "auth_fail")
-            .kv("peer", peer)
-            .opt("method", method)
-            .kv("reason", r.metric_reason())
-            .kv("detail", r.log_reason());
-        match answer {
-            Answer::Http => line.kv("status", r.status()),
-            Answer::Close => line.kv("close", r.close().0),
-        }
-        .emit();
-    }
-}
-
 /// The WebSocket over `stream`; `leftover` (bytes after the request head) is read
 /// first. `authenticated`: with the session's limits, else with the pre-auth bound.
 async fn ws_from(
@@ -1010,20 +895,13 @@ async fn ws_from(
     WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
 }
 
-/// `now + d`, saturating far in the future instead of overflowing (a huge
-/// configured timeout must not panic).
-pub(crate) fn instant_after(from: Instant, d: Duration) -> Instant {
-    from.checked_add(d)
-        .or_else(|| from.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(from)
-}
-
 pub(crate) type SessionRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// One client connection, whatever its transport: the request head, then an answer
 /// or a session. `over_limit`: past `--max-connections`, answered with 503.
 async fn connection(
     shared: Arc<Shared>,
+    handler: Handler,
     mut stream: BoxedConnection,
     peer: SocketAddr,
     over_limit: bool,
@@ -1035,6 +913,7 @@ async fn connection(
     let mut peer = peer;
     let next = Box::pin(handshake(
         &shared,
+        &handler,
         &mut stream,
         &mut peer,
         over_limit,
@@ -1049,11 +928,7 @@ async fn connection(
             leftover,
         } => {
             let ws = Box::pin(ws_from(&shared, stream, leftover, true)).await;
-            Some(
-                shared
-                    .handler
-                    .run(Session::new(identity, peer, target, ws, shared.clone())),
-            )
+            Some(handler.run(Session::new(identity, peer, target, ws, shared.clone())))
         }
         Next::InBand {
             rejection,
@@ -1068,7 +943,7 @@ async fn connection(
             let ws = Box::pin(ws_from(&shared, stream, leftover, false)).await;
             let session =
                 Box::pin(first_message(shared.clone(), ws, peer, target, accepted)).await?;
-            Some(shared.handler.run(session))
+            Some(handler.run(session))
         }
     }
 }
@@ -1080,6 +955,7 @@ async fn connection(
 #[cfg(feature = "tls")]
 async fn tls_connection(
     shared: Arc<Shared>,
+    handler: Handler,
     acceptor: futures_rustls::TlsAcceptor,
     tcp: smol::net::TcpStream,
     peer: SocketAddr,
@@ -1087,20 +963,8 @@ async fn tls_connection(
     accepted: Instant,
 ) -> Option<SessionRun> {
     let deadline = instant_after(accepted, shared.config.head_timeout);
-    let mut stop = shared.shutdown.listen();
-    if shared.is_shutting_down() {
-        return None;
-    }
-    let handshake = async { Some(acceptor.accept(tcp).await) }
-        .or(async {
-            Timer::at(deadline).await;
-            None
-        })
-        .or(async {
-            (&mut stop).await;
-            None
-        });
-    let stream = match handshake.await? {
+    let handshake = until(deadline, acceptor.accept(tcp));
+    let stream = match shared.shutdown.unless_begun(handshake).await.flatten()? {
         Ok(stream) => stream,
         Err(e) => {
             // A TCP probe that connects and leaves (load balancers' health checks)
@@ -1116,7 +980,15 @@ async fn tls_connection(
             return None;
         }
     };
-    connection(shared, Box::new(stream), peer, over_limit, accepted).await
+    connection(
+        shared,
+        handler,
+        Box::new(stream),
+        peer,
+        over_limit,
+        accepted,
+    )
+    .await
 }
 
 enum First {
@@ -1133,7 +1005,6 @@ async fn first_message(
     accepted: Instant,
 ) -> Option<Session> {
     let deadline = instant_after(Instant::now(), shared.config.auth_timeout);
-    let mut stop = shared.shutdown.listen();
     // The refused first frame is still arriving: close without parsing what follows.
     let mut unreadable = false;
     let verdict = loop {
@@ -1141,16 +1012,11 @@ async fn first_message(
             close_and_drain(&mut ws, 1001, "going away").await;
             return None;
         }
-        let ev = async { First::Frame(ws.next().await) }
-            .or(async {
-                Timer::at(deadline).await;
-                First::Timeout
-            })
-            .or(async {
-                (&mut stop).await;
-                First::Shutdown
-            })
-            .await;
+        let ev = match until(deadline, shared.shutdown.unless_begun(ws.next())).await {
+            Some(Some(frame)) => First::Frame(frame),
+            Some(None) => First::Shutdown,
+            None => First::Timeout,
+        };
         match ev {
             First::Frame(Some(Ok(Message::Text(t)))) => {
                 let verdict =
@@ -1189,9 +1055,8 @@ async fn first_message(
                 return None;
             }
             First::Timeout => break Err(Rejection::Timeout),
-            First::Shutdown => {
-                stop = shared.shutdown.listen();
-            }
+            // Closed with 1001 at the top of the loop.
+            First::Shutdown => {}
         }
     };
     match verdict {
@@ -1203,7 +1068,7 @@ async fn first_message(
             {
                 return None;
             }
-            auth_ok(&shared, peer, &identity, accepted);
+            shared.auth_ok(peer, &identity, accepted);
             // From here on the session's limits apply: a fresh WebSocket state with
             // them (the token frame was read whole and the answer flushed, so no byte
             // is left behind in the old one).
@@ -1219,7 +1084,6 @@ async fn first_message(
             } else {
                 ws
             };
-            drop(stop);
             let mut session = Session::new(identity, peer, target, ws, shared.clone());
             if !fresh {
                 // Not expected (reads end at frame ends); the renewal at the next
@@ -1229,13 +1093,7 @@ async fn first_message(
             Some(session)
         }
         Err(rejection) => {
-            auth_fail(
-                &shared,
-                peer,
-                Some(Method::Message),
-                rejection,
-                Answer::Close,
-            );
+            shared.auth_fail(peer, Some(Method::Message), rejection, Answer::Close);
             let (code, reason) = rejection.close();
             if unreadable {
                 close_unreadable(&mut ws, code, reason).await;

@@ -27,7 +27,7 @@ use crate::frames::FrameAligned;
 use crate::log::Level;
 use crate::metrics::RefreshResult;
 use crate::registry::Control;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// The byte stream of a client connection: TCP, TLS over TCP, or anything else that
 /// reads and writes (a test's in-memory pipe). Every connection goes through the same
@@ -174,7 +174,7 @@ impl Session {
             timer: Timer::never(),
             deadline,
             ping_interval,
-            next_check: crate::server::instant_after(now, ping_interval),
+            next_check: crate::deadline::instant_after(now, ping_interval),
             armed: None,
             active: false,
             next_probe: None,
@@ -363,7 +363,7 @@ impl Session {
             if read {
                 self.next_probe = None;
             } else if self.next_probe.is_none() {
-                self.next_probe = Some(crate::server::instant_after(Instant::now(), HOLD_PROBE));
+                self.next_probe = Some(crate::deadline::instant_after(Instant::now(), HOLD_PROBE));
             }
             self.arm_timer(read);
             let ev = {
@@ -473,10 +473,10 @@ impl Session {
                 } else if self.deadline.is_some_and(|d| now >= d) {
                     self.close(4401, "token expired").await;
                 } else if !read && self.next_probe.is_some_and(|p| now >= p) {
-                    self.next_probe = Some(crate::server::instant_after(now, HOLD_PROBE));
+                    self.next_probe = Some(crate::deadline::instant_after(now, HOLD_PROBE));
                     Box::pin(self.probe()).await;
                 } else if read && now >= self.next_check {
-                    self.next_check = crate::server::instant_after(now, self.ping_interval);
+                    self.next_check = crate::deadline::instant_after(now, self.ping_interval);
                     if std::mem::take(&mut self.active) {
                         // The client spoke since the last check: it is alive.
                         self.awaiting_pong = false;
@@ -693,13 +693,8 @@ fn exp_frame(kind: &str, exp: i64) -> String {
 
 /// Runs `f` for at most [`CLOSE_WAIT`]: `None` if it did not finish. Every closing
 /// step is bounded by it, so a peer that stops reading cannot hold a connection.
-pub(crate) async fn within_close_wait<T>(f: impl Future<Output = T>) -> Option<T> {
-    async { Some(f.await) }
-        .or(async {
-            Timer::after(CLOSE_WAIT).await;
-            None
-        })
-        .await
+pub(crate) fn within_close_wait<T>(f: impl Future<Output = T>) -> impl Future<Output = Option<T>> {
+    crate::deadline::within(CLOSE_WAIT, f)
 }
 
 /// Reads until the peer's close reply (or EOF), within [`CLOSE_WAIT`].
@@ -707,12 +702,17 @@ pub(crate) async fn drain(ws: &mut WsStream) {
     within_close_wait(async { while let Some(Ok(_)) = ws.next().await {} }).await;
 }
 
-/// Sends a close frame and waits for the peer's, all within [`CLOSE_WAIT`].
-pub(crate) async fn close_and_drain(ws: &mut WsStream, code: u16, reason: &str) {
-    let frame = CloseFrame {
+/// The close frame with `code` and `reason`.
+pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame {
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
-    };
+    }
+}
+
+/// Sends a close frame and waits for the peer's, all within [`CLOSE_WAIT`].
+pub(crate) async fn close_and_drain(ws: &mut WsStream, code: u16, reason: &str) {
+    let frame = close_frame(code, reason);
     within_close_wait(async {
         if ws.close(Some(frame)).await.is_ok() {
             while let Some(Ok(_)) = ws.next().await {}
@@ -748,10 +748,7 @@ pub(crate) fn peer_fault(e: &WsError) -> Option<(u16, &'static str)> {
 /// report 1006 instead of the close code.
 pub(crate) async fn close_unreadable(ws: &mut WsStream, code: u16, reason: &str) {
     use smol::io::AsyncReadExt as _;
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_owned().into(),
-    };
+    let frame = close_frame(code, reason);
     within_close_wait(async {
         let _ = ws.close(Some(frame)).await;
         // The raw connection: what follows is discarded, not parsed.

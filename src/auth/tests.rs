@@ -417,6 +417,9 @@ fn same_origin_is_always_allowed() {
     assert!(!same_origin("https://a.example", "a.example:80"));
     assert!(!same_origin("http://a.example:8080", "a.example"));
     assert!(same_origin("http://[::1]:8080", "[::1]:8080"));
+    // A port is digits only (`head::parse_port`): `+80` is no port on either side.
+    assert!(!same_origin("http://a.example:+80", "a.example"));
+    assert!(!same_origin("http://a.example", "a.example:+80"));
     assert!(!same_origin("null", "a.example"));
     assert!(!same_origin("http://a.example.evil.com", "a.example"));
 }

@@ -1,0 +1,149 @@
+//! What every connection of one server shares: the configuration, the gate, the
+//! metrics, the registry of live sessions, the WebSocket limits and the shutdown
+//! signal. The server builds it; the endpoints, sessions, operators' listener and
+//! cluster read it. It knows nothing of them in turn: the handler that runs
+//! sessions is the server's, not part of this state.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use event_listener::{Event, EventListener};
+use smol::future::FutureExt as _;
+
+use crate::auth::{Gate, Identity, Method, Rejection};
+use crate::config::Config;
+use crate::log::Level;
+use crate::metrics::{Metrics, TicketEvent};
+use crate::registry::Registry;
+
+/// State shared by every connection task.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) gate: Gate,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) registry: Registry,
+    /// Open connections of the main listener (`--max-connections`).
+    pub(crate) connections: AtomicUsize,
+    /// Notified when the last connection closes (shutdown waits for it).
+    pub(crate) idle: Event,
+    pub(crate) ws_config: WebSocketConfig,
+    /// The same, bounded by [`crate::auth::MAX_FIRST_MESSAGE`], until the client is
+    /// authenticated.
+    pub(crate) pre_auth_config: WebSocketConfig,
+    /// The state shared with other nodes, with `--redis`.
+    #[cfg(feature = "redis")]
+    pub(crate) cluster: Option<crate::cluster::Cluster>,
+}
+
+impl Shared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown.has_begun()
+    }
+
+    pub(crate) fn ws_config(&self) -> WebSocketConfig {
+        self.ws_config
+    }
+
+    /// Counts and logs an authenticated client.
+    pub(crate) fn auth_ok(&self, peer: SocketAddr, identity: &Identity, accepted: Instant) {
+        let took = accepted.elapsed();
+        self.metrics.handshake(identity.method, took);
+        if identity.via_ticket {
+            self.metrics.ticket(TicketEvent::Used);
+        }
+        crate::log_event!(
+            Level::Info,
+            "auth_ok",
+            "peer" = peer,
+            "method" = identity.method,
+            "sub" = &identity.sub,
+            "ticket" = identity.via_ticket,
+            "ms" = crate::metrics::Millis(took),
+        );
+    }
+
+    /// Counts and logs a refusal: `reason=` is the metric label
+    /// (`docs/operations.md#metrics`), `detail=` the precise cause, then the status or
+    /// close code that was sent.
+    pub(crate) fn auth_fail(
+        &self,
+        peer: SocketAddr,
+        method: Option<Method>,
+        r: Rejection,
+        answer: Answer,
+    ) {
+        self.metrics.failure(r);
+        if crate::log::enabled(Level::Info) {
+            let line = crate::log::Line::new(Level::Info, "auth_fail")
+                .kv("peer", peer)
+                .opt("method", method)
+                .kv("reason", r.metric_reason())
+                .kv("detail", r.log_reason());
+            match answer {
+                Answer::Http => line.kv("status", r.status()),
+                Answer::Close => line.kv("close", r.close().0),
+            }
+            .emit();
+        }
+    }
+}
+
+/// How a refusal reached the client, for the log line.
+#[derive(Clone, Copy)]
+pub(crate) enum Answer {
+    /// An HTTP status before any upgrade.
+    Http,
+    /// A close frame after the upgrade.
+    Close,
+}
+
+/// The server's stop signal: a flag for whoever looks, and an event for whoever
+/// waits. Once begun it stays begun.
+#[derive(Default)]
+pub(crate) struct Shutdown {
+    begun: AtomicBool,
+    event: Event,
+}
+
+impl Shutdown {
+    /// Begins the shutdown and wakes every waiter. Idempotent.
+    pub(crate) fn begin(&self) {
+        self.begun.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    pub(crate) fn has_begun(&self) -> bool {
+        self.begun.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the shutdown has begun (at once if it already has). Each call
+    /// listens afresh, so it can be awaited again after it fired.
+    pub(crate) async fn begun(&self) {
+        // The flag is read after listening: a `begin` between the two is not missed.
+        let listener: EventListener = self.event.listen();
+        if self.has_begun() {
+            return;
+        }
+        listener.await;
+    }
+
+    /// `f`, unless the shutdown begins first (or has begun): `None` then.
+    pub(crate) fn unless_begun<T>(
+        &self,
+        f: impl Future<Output = T>,
+    ) -> impl Future<Output = Option<T>> {
+        async {
+            if self.has_begun() {
+                return None;
+            }
+            Some(f.await)
+        }
+        .or(async {
+            self.begun().await;
+            None
+        })
+    }
+}
