@@ -93,8 +93,9 @@ struct Serve {
     /// lifetime of tickets minted by POST /ticket: 30 (seconds), 1m [30s]
     #[argh(option, default = "\"30\".into()")]
     ticket_ttl: String,
-    /// most live tickets remembered; POST /ticket answers 503 beyond [100000]
-    #[argh(option, default = "100000")]
+    /// most live tickets remembered (20 bytes each); POST /ticket answers 503 beyond
+    /// [320000: 10000 a second for 30 s]
+    #[argh(option, default = "wsgate::tickets::DEFAULT_TICKET_CAPACITY")]
     ticket_capacity: usize,
     /// serve files from this directory for plain GETs
     #[argh(option, long = "static")]
