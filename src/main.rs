@@ -74,6 +74,9 @@ struct Serve {
     /// open connections beyond which requests get 503 [10000]
     #[argh(option, default = "10000")]
     max_connections: usize,
+    /// executor threads sharing the listener and all state; 0 = one per core [1]
+    #[argh(option, default = "1")]
+    threads: usize,
     /// largest message in bytes; larger closes with 1009 [1048576]
     #[argh(option, default = "1048576")]
     max_message: usize,
@@ -659,6 +662,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         return Err(ConfigError::new("--max-connections", "must be at least 1"));
     }
     config.max_connections = s.max_connections;
+    config.threads = s.threads;
     if s.max_message == 0 {
         return Err(ConfigError::new("--max-message", "must be at least 1"));
     }
