@@ -82,7 +82,16 @@ fn threads_option_and_variable_start_that_many_executor_threads() {
     workers(&s, 1);
     let s = Server::start_env(&k.arg(), &[("WSGATE_THREADS", "3")]);
     workers(&s, 2);
-    let cores = std::thread::available_parallelism().unwrap().get();
+    // The cores this process may run on, as the server counts them (its affinity
+    // mask; std's available_parallelism also applies cgroup quotas).
+    let cores = {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes
+        // at most its size.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut set) }, 0);
+        unsafe { libc::CPU_COUNT(&set) as usize }
+    };
     let s = Server::start(&[&k.arg()[..], &["--threads", "0"]].concat());
     workers(&s, cores - 1);
     assert_still_serves(&s, &k.token(&Claims::new("alice")));
