@@ -50,6 +50,8 @@ use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::TcpStream;
 use smol::stream::StreamExt as _;
 
+pub mod plot;
+
 use crate::client::{self, HandshakeError, Upgrade};
 use crate::session::BoxedConnection;
 use crate::token::Key;
@@ -300,6 +302,10 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// The server's CPU and memory, when `server_pid` was given.
     pub server: Option<ServerUsage>,
+    /// Every connection's time to each phase it reached, µs, sorted; in phase order.
+    /// For [`plot`]; not in the JSON.
+    #[serde(skip)]
+    pub samples_us: Vec<(&'static str, Vec<u32>)>,
 }
 
 impl Report {
@@ -706,6 +712,19 @@ impl Tally {
         }
         out
     }
+
+    /// The samples of every phase reached, sorted (after [`Tally::phases`]).
+    fn samples(&self) -> Vec<(&'static str, Vec<u32>)> {
+        let mut all = self.times.take();
+        let mut out = Vec::new();
+        for (i, v) in all.iter_mut().enumerate() {
+            if !v.is_empty() {
+                v.sort_unstable();
+                out.push((PHASES[i], std::mem::take(v)));
+            }
+        }
+        out
+    }
 }
 
 /// Runs the bench described by `opts` on the calling thread (one smol executor,
@@ -865,6 +884,7 @@ async fn round_trips(
         rate_per_s: tally.ok.get() as f64 / elapsed.max(1e-9),
         held_to_end: None,
         phases: tally.phases(),
+        samples_us: tally.samples(),
         errors: tally.errors.take(),
         server,
     })
@@ -994,6 +1014,7 @@ async fn hold(
         rate_per_s: tally.ok.get() as f64 / opening.max(1e-9),
         held_to_end: Some(still_open.get()),
         phases: tally.phases(),
+        samples_us: tally.samples(),
         errors: tally.errors.take(),
         server,
     })

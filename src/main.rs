@@ -74,6 +74,9 @@ struct Serve {
     /// open connections beyond which requests get 503 [10000]
     #[argh(option, default = "10000")]
     max_connections: usize,
+    /// executor threads sharing the listener and all state; 0 = one per core [1]
+    #[argh(option, default = "1")]
+    threads: usize,
     /// largest message in bytes; larger closes with 1009 [1048576]
     #[argh(option, default = "1048576")]
     max_message: usize,
@@ -93,8 +96,9 @@ struct Serve {
     /// lifetime of tickets minted by POST /ticket: 30 (seconds), 1m [30s]
     #[argh(option, default = "\"30\".into()")]
     ticket_ttl: String,
-    /// most live tickets remembered; POST /ticket answers 503 beyond [100000]
-    #[argh(option, default = "100000")]
+    /// most live tickets remembered (20 bytes each); POST /ticket answers 503 beyond
+    /// [320000: 10000 a second for 30 s]
+    #[argh(option, default = "wsgate::tickets::DEFAULT_TICKET_CAPACITY")]
     ticket_capacity: usize,
     /// serve files from this directory for plain GETs
     #[argh(option, long = "static")]
@@ -239,7 +243,8 @@ struct Bench {
     /// the server: ws://host:port/path
     #[argh(positional)]
     url: String,
-    /// header, protocol, cookie, message or ticket [header]
+    /// header, protocol, cookie, message or ticket; several (header,cookie) run one
+    /// after another [header]
     #[argh(option, default = "\"header\".into()")]
     method: String,
     /// the token to present on every connection
@@ -281,6 +286,10 @@ struct Bench {
     /// for a wss:// URL: PEM file of CAs to trust besides the system's roots
     #[argh(option)]
     ca: Option<PathBuf>,
+    /// draw the latency distribution (a percentile curve per method) to this SVG file
+    /// (or .html)
+    #[argh(option)]
+    plot: Option<PathBuf>,
 }
 
 #[cfg(feature = "bench")]
@@ -288,9 +297,14 @@ struct Bench {
 /// 2 for bad arguments.
 fn bench(b: Bench) -> ExitCode {
     use wsgate::bench::{BenchMethod, Credentials, Options, WsUrl};
-    let prepared = (|| -> Result<Options, String> {
+    let prepared = (|| -> Result<(Options, Vec<BenchMethod>), String> {
         let url: WsUrl = b.url.parse().map_err(|e| format!("{e}"))?;
-        let method: BenchMethod = b.method.parse().map_err(|e| format!("--method: {e}"))?;
+        let methods = b
+            .method
+            .split(',')
+            .map(|m| m.trim().parse::<BenchMethod>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("--method: {e}"))?;
         let credentials = match (b.token, &b.key) {
             (Some(t), None) => Credentials::Token(t.trim().to_owned()),
             (None, Some(path)) => {
@@ -304,7 +318,6 @@ fn bench(b: Bench) -> ExitCode {
                 .map_err(|e| e.to_string())
         };
         let mut o = Options::new(url, credentials);
-        o.method = method;
         o.sub = b.sub;
         o.cookie = b.cookie;
         // With --duration alone, the duration decides when to stop.
@@ -330,32 +343,65 @@ fn bench(b: Bench) -> ExitCode {
         if b.ca.is_some() {
             return Err("--ca: this build has no TLS (feature \"tls\")".into());
         }
-        Ok(o)
+        Ok((o, methods))
     })();
-    let opts = match prepared {
+    let (mut opts, methods) = match prepared {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    match wsgate::bench::run(&opts) {
-        Ok(report) => {
-            if b.json {
-                println!("{}", report.to_json());
-            } else {
-                print!("{}", report.to_text());
+    let mut reports = Vec::new();
+    for method in methods {
+        opts.method = method;
+        match wsgate::bench::run(&opts) {
+            Ok(report) => {
+                if !b.json {
+                    if !reports.is_empty() {
+                        println!();
+                    }
+                    print!("{}", report.to_text());
+                }
+                reports.push(report);
             }
-            if report.failed == 0 && report.ok > 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
             }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
+    }
+    if b.json {
+        // One method: its report, as always; several: an array of them.
+        match reports.as_slice() {
+            [one] => println!("{}", one.to_json()),
+            all => println!(
+                "[{}]",
+                all.iter()
+                    .map(|r| r.to_json())
+                    .collect::<Vec<_>>()
+                    .join(",\n")
+            ),
         }
+    }
+    if let Some(path) = &b.plot {
+        let html = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
+        let doc = if html {
+            wsgate::bench::plot::html(&reports)
+        } else {
+            wsgate::bench::plot::svg(&reports)
+        };
+        if let Err(e) = std::fs::write(path, doc) {
+            eprintln!("error: --plot {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if reports.iter().all(|r| r.failed == 0 && r.ok > 0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -658,6 +704,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         return Err(ConfigError::new("--max-connections", "must be at least 1"));
     }
     config.max_connections = s.max_connections;
+    config.threads = s.threads;
     if s.max_message == 0 {
         return Err(ConfigError::new("--max-message", "must be at least 1"));
     }

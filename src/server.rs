@@ -330,8 +330,10 @@ impl Server {
         &self.shared.metrics
     }
 
-    /// Serves until shut down, on the calling thread (one executor, no thread per
-    /// connection). Returns once every connection closed or the grace period passed.
+    /// Serves until shut down: one executor (no thread per connection), run by the
+    /// calling thread and `config.threads - 1` more, which share the listener and
+    /// all state. Returns once every connection closed or the grace period passed,
+    /// and those threads ended.
     pub async fn run(self) -> io::Result<()> {
         let Server {
             listener,
@@ -339,7 +341,13 @@ impl Server {
             shared,
             handler,
         } = self;
-        let ex = smol::Executor::new();
+        let ex = Arc::new(smol::Executor::new());
+        let threads = match shared.config.threads {
+            // The cores this process may run on (its affinity mask).
+            0 => rustix::thread::sched_getaffinity(None).map_or(1, |s| s.count().max(1) as usize),
+            n => n,
+        };
+        let _workers = Workers::start(&ex, threads - 1)?;
         if let Some(admin) = &admin {
             let addr = admin.local_addr()?;
             crate::log_event!(Level::Info, "admin_listen", "addr" = addr);
@@ -421,7 +429,10 @@ impl Server {
                 }
             }
         };
-        ex.run(smol::future::zip(main_loop, admin_loop)).await;
+        let serve: Until<'_> = Box::pin(async {
+            smol::future::zip(main_loop, admin_loop).await;
+        });
+        ex.run(serve).await;
         Ok(())
     }
 }
@@ -522,6 +533,53 @@ async fn proxied_connection(
 #[cfg(feature = "load-balancer")]
 fn log_refusal_silent(peer: SocketAddr, reason: &str) {
     crate::log_event!(Level::Info, "refuse", "peer" = peer, "reason" = reason);
+}
+
+/// What a thread runs the executor until: one type for all, so that the executor's
+/// `run` is in the binary once.
+type Until<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// The executor's extra threads. Each runs it until this is dropped, which stops
+/// and joins them (the tasks left are dropped with the executor).
+struct Workers {
+    stop: Arc<(AtomicBool, Event)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(ex: &Arc<smol::Executor<'static>>, n: usize) -> io::Result<Workers> {
+        let mut workers = Workers {
+            stop: Arc::new((AtomicBool::new(false), Event::new())),
+            threads: Vec::with_capacity(n),
+        };
+        for _ in 0..n {
+            let (ex, stop) = (ex.clone(), workers.stop.clone());
+            let stopped: Until<'static> = Box::pin(async move {
+                while !stop.0.load(Ordering::Acquire) {
+                    let l = stop.1.listen();
+                    if stop.0.load(Ordering::Acquire) {
+                        break;
+                    }
+                    l.await;
+                }
+            });
+            let thread = std::thread::Builder::new()
+                .name("wsgate-worker".into())
+                .spawn(move || smol::block_on(ex.run(stopped)))?;
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.0.store(true, Ordering::Release);
+        self.stop.1.notify(usize::MAX);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What a spawned connection task runs: the handshake, then maybe a session.

@@ -187,3 +187,110 @@ fn bench_with_a_duration_and_no_n_runs_for_the_duration() {
     assert!(err.starts_with("error: --duration: "), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A minimal well-formedness check of an XML document (no XML crate in the tree):
+/// every tag closed in order, attribute quotes paired, `&` only in entities. Returns
+/// the element names in document order.
+fn xml_elements(doc: &str) -> Vec<String> {
+    let mut open: Vec<String> = Vec::new();
+    let mut seen = Vec::new();
+    let mut rest = doc;
+    while let Some(lt) = rest.find('<') {
+        let text = &rest[..lt];
+        for (i, _) in text.match_indices('&') {
+            let entity = &text[i..text[i..].find(';').map_or(text.len(), |e| i + e + 1)];
+            assert!(
+                ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"].contains(&entity),
+                "stray & in {text:?}"
+            );
+        }
+        let gt = rest[lt..].find('>').expect("unclosed <") + lt;
+        let tag = &rest[lt + 1..gt];
+        rest = &rest[gt + 1..];
+        assert_eq!(tag.matches('"').count() % 2, 0, "unpaired quote in <{tag}>");
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                open.pop().as_deref(),
+                Some(name.trim()),
+                "</{name}> closes nothing"
+            );
+            continue;
+        }
+        let name: String = tag
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '/')
+            .collect();
+        assert!(!name.is_empty(), "empty tag <{tag}>");
+        seen.push(name.clone());
+        if !tag.ends_with('/') {
+            open.push(name);
+        }
+    }
+    assert!(open.is_empty(), "unclosed elements: {open:?}");
+    assert!(rest.trim().is_empty(), "text after the root: {rest:?}");
+    seen
+}
+
+#[test]
+fn bench_plot_draws_one_labelled_curve_per_method() {
+    let dir = tempdir("plot");
+    let key = key_file(&dir);
+    let (_server, addr) = serve(&key);
+    let url = format!("ws://{addr}/");
+    let methods = ["header", "cookie", "message", "ticket"];
+    let svg = dir.join("latency.svg");
+    let out = Command::new(BIN)
+        .args(["bench", &url, "--key", &key, "-n", "40", "-c", "4"])
+        .args(["--method", &methods.join(","), "--plot"])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let doc = std::fs::read_to_string(&svg).unwrap();
+    assert!(doc.starts_with("<svg"), "{doc}");
+    let elements = xml_elements(&doc);
+    assert_eq!(elements[0], "svg");
+    assert_eq!(elements.iter().filter(|e| *e == "svg").count(), 1);
+    // One curve per method, each labelled (its title, and the legend).
+    let curves: Vec<&str> = doc.split("<polyline").skip(1).collect();
+    assert_eq!(curves.len(), methods.len(), "{doc}");
+    for (curve, method) in curves.iter().zip(methods) {
+        assert!(
+            curve.contains(&format!("data-method=\"{method}\"")),
+            "{curve}"
+        );
+        let body = &curve[..curve.find("</polyline>").unwrap()];
+        assert!(body.contains(&format!("<title>{method}</title>")), "{body}");
+        let points = body.split("points=\"").nth(1).unwrap();
+        let points = &points[..points.find('"').unwrap()];
+        assert!(points.split_whitespace().count() >= 2, "{points}");
+        assert!(doc.contains(&format!("font-weight=\"bold\">{method}</text>")));
+    }
+    for label in ["percentile", "ms to authenticated", "99.9"] {
+        assert!(doc.contains(label), "no {label:?} in the plot");
+    }
+
+    // The JSON of a run is the same with --plot (one method: one object), and
+    // .html gets the same SVG in a page.
+    let page = dir.join("latency.html");
+    let run = |plot: Option<&std::path::Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["bench", &url, "--key", &key, "-n", "10", "--json"]);
+        if let Some(p) = plot {
+            cmd.arg("--plot").arg(p);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&run(Some(&page))), keys(&run(None)));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert_eq!(html.matches("<polyline").count(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
