@@ -66,6 +66,10 @@ struct Entry {
     jti: Option<String>,
     iat: Option<i64>,
     control: Arc<Control>,
+    /// Where its id sits in `by_sub[sub]` and `by_jti[jti]`: removal is O(1), however
+    /// many sessions one `sub` has (a service account may hold thousands).
+    sub_pos: usize,
+    jti_pos: usize,
 }
 
 #[derive(Default)]
@@ -76,13 +80,29 @@ struct Inner {
     by_jti: HashMap<String, Vec<u64>>,
 }
 
-fn unindex(index: &mut HashMap<String, Vec<u64>>, key: &str, id: u64) {
-    if let Some(ids) = index.get_mut(key) {
-        ids.retain(|&i| i != id);
-        if ids.is_empty() {
-            index.remove(key);
-        }
+/// Adds `id` to `key`'s list; its position there.
+fn index(index: &mut HashMap<String, Vec<u64>>, key: &str, id: u64) -> usize {
+    let ids = match index.get_mut(key) {
+        Some(ids) => ids,
+        None => index.entry(key.to_owned()).or_default(),
+    };
+    ids.push(id);
+    ids.len() - 1
+}
+
+/// Takes the id at `pos` out of `key`'s list (the last one moves into its place);
+/// the id that moved, if any, whose position is now `pos`.
+fn unindex(index: &mut HashMap<String, Vec<u64>>, key: &str, pos: usize) -> Option<u64> {
+    let ids = index.get_mut(key)?;
+    if pos >= ids.len() {
+        return None;
     }
+    ids.swap_remove(pos);
+    let moved = ids.get(pos).copied();
+    if ids.is_empty() {
+        index.remove(key);
+    }
+    moved
 }
 
 /// The live sessions.
@@ -115,14 +135,11 @@ impl Registry {
         let mut inner = self.lock();
         let id = inner.next;
         inner.next += 1;
-        inner
-            .by_sub
-            .entry(identity.sub.clone())
-            .or_default()
-            .push(id);
-        if let Some(j) = &identity.jti {
-            inner.by_jti.entry(j.clone()).or_default().push(id);
-        }
+        let sub_pos = index(&mut inner.by_sub, &identity.sub, id);
+        let jti_pos = match &identity.jti {
+            Some(j) => index(&mut inner.by_jti, j, id),
+            None => 0,
+        };
         inner.sessions.insert(
             id,
             Entry {
@@ -136,6 +153,8 @@ impl Registry {
                 jti: identity.jti.clone(),
                 iat: identity.iat,
                 control: control.clone(),
+                sub_pos,
+                jti_pos,
             },
         );
         (id, control)
@@ -143,20 +162,29 @@ impl Registry {
 
     /// A refresh: the session is now the new token's (`jti`, `iat`, `exp`).
     pub(crate) fn update(&self, id: u64, identity: &Identity) {
-        let mut inner = self.lock();
-        let Some(old_jti) = inner.sessions.get(&id).map(|e| e.jti.clone()) else {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some((old_jti, old_pos)) = inner.sessions.get(&id).map(|e| (e.jti.clone(), e.jti_pos))
+        else {
             return;
         };
+        let mut jti_pos = old_pos;
         if old_jti != identity.jti {
             if let Some(j) = &old_jti {
-                unindex(&mut inner.by_jti, j, id);
+                if let Some(m) = unindex(&mut inner.by_jti, j, old_pos) {
+                    if let Some(moved) = inner.sessions.get_mut(&m) {
+                        moved.jti_pos = old_pos;
+                    }
+                }
             }
-            if let Some(j) = &identity.jti {
-                inner.by_jti.entry(j.clone()).or_default().push(id);
-            }
+            jti_pos = match &identity.jti {
+                Some(j) => index(&mut inner.by_jti, j, id),
+                None => 0,
+            };
         }
         if let Some(e) = inner.sessions.get_mut(&id) {
             e.jti = identity.jti.clone();
+            e.jti_pos = jti_pos;
             e.iat = identity.iat;
             e.info.exp = identity.exp;
         }
@@ -164,11 +192,20 @@ impl Registry {
 
     /// Forgets a session that ended.
     pub(crate) fn remove(&self, id: u64) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         if let Some(e) = inner.sessions.remove(&id) {
-            unindex(&mut inner.by_sub, &e.info.sub, id);
+            if let Some(m) = unindex(&mut inner.by_sub, &e.info.sub, e.sub_pos) {
+                if let Some(moved) = inner.sessions.get_mut(&m) {
+                    moved.sub_pos = e.sub_pos;
+                }
+            }
             if let Some(j) = &e.jti {
-                unindex(&mut inner.by_jti, j, id);
+                if let Some(m) = unindex(&mut inner.by_jti, j, e.jti_pos) {
+                    if let Some(moved) = inner.sessions.get_mut(&m) {
+                        moved.jti_pos = e.jti_pos;
+                    }
+                }
             }
         }
     }
@@ -288,5 +325,51 @@ mod tests {
         assert_eq!(r.list(None).len(), 1);
         assert_eq!(r.revoke(&Revocation::Jti("j".into()), 0), 0);
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn thousands_of_sessions_of_one_sub_leave_in_any_order_and_the_indexes_stay_exact() {
+        let r = Registry::default();
+        let mut live: Vec<(u64, Arc<Control>, usize)> = (0..2000)
+            .map(|i| {
+                let jti = format!("j{}", i % 7);
+                let (id, c) = r.add(&identity("svc", Some(&jti), Some(10)), peer(), 0);
+                (id, c, i % 7)
+            })
+            .collect();
+        // A refresh moves some sessions to another token meanwhile.
+        for (id, _, j) in live.iter_mut().step_by(5) {
+            r.update(*id, &identity("svc", Some("fresh"), Some(10)));
+            *j = 7;
+        }
+        // Leave in a scrambled order (a fixed permutation: i * 7919 mod 2000).
+        let mut order: Vec<usize> = (0..2000).map(|i| (i * 7919) % 2000).collect();
+        order.truncate(1500);
+        for &i in &order {
+            r.remove(live[i].0);
+        }
+        let gone: std::collections::HashSet<usize> = order.into_iter().collect();
+        live = live
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !gone.contains(i))
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(r.len(), 500);
+        assert_eq!(r.list(Some("svc")).len(), 500);
+        let fresh = live.iter().filter(|e| e.2 == 7).count();
+        assert_eq!(r.revoke(&Revocation::Jti("fresh".into()), 20), fresh);
+        let j3 = live.iter().filter(|e| e.2 == 3).count();
+        assert_eq!(r.revoke(&Revocation::Jti("j3".into()), 20), j3);
+        assert_eq!(
+            r.revoke(&Revocation::Sub("svc".into()), 20),
+            500 - fresh - j3
+        );
+        assert!(live.iter().all(|e| e.1.is_revoked()));
+        for e in &live {
+            r.remove(e.0);
+        }
+        let inner = r.lock();
+        assert!(inner.sessions.is_empty() && inner.by_sub.is_empty() && inner.by_jti.is_empty());
     }
 }
