@@ -2,8 +2,8 @@
 //! each method against a real `wsgate::Server`, and the BASELINE floor in the same
 //! run: a minimal async-tungstenite echo server (`accept_hdr_async` with a pasetors
 //! cookie check and nothing else). Each server runs in a child process pinned to
-//! CPU 0; the load (`wsgate::bench`) runs here, pinned to CPU 1. The figure is the
-//! server's CPU time (getrusage, µs) per round trip at 64 concurrent clients, and
+//! CPU 0; the load (`wsgate bench`'s load generator, src/cli/bench/) runs here, pinned
+//! to CPU 1. The figure is the server's CPU time (getrusage, µs) per round trip at 64 concurrent clients, and
 //! every figure is printed as a ratio to the floor measured in the same round.
 //!
 //! `cargo bench --bench handshake`; `WSGATE_BENCH_N` round trips per measure
@@ -36,6 +36,13 @@
 //! and the TLS rows.
 
 mod harness;
+// The load generator of `wsgate bench`, a module of the binary (not of the library),
+// included as it is: it is written against `wsgate::…` paths only. What the binary uses
+// of it and this bench does not (text and JSON reports, URL parsing, its unit tests) is
+// dead code here.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/cli/bench/mod.rs"]
+mod bench;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -45,8 +52,8 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use bench::{BenchMethod, Credentials, Options};
 use smol::stream::StreamExt as _;
-use wsgate::bench::{BenchMethod, Credentials, Options};
 use wsgate::{Config, Handler, Key, Server};
 
 const SERVER_CPU: usize = 0;
@@ -448,7 +455,7 @@ fn load(
 ) -> Options {
     let scheme = if server.ca.is_some() { "wss" } else { "ws" };
     let mut opts = Options::new(
-        format!("{scheme}://{}/", server.addr).parse().unwrap(),
+        wsgate::client::WsUrl::parse(&format!("{scheme}://{}/", server.addr)).unwrap(),
         Credentials::Mint(Key::from_paserk(paserk).unwrap()),
     );
     #[cfg(feature = "tls")]
@@ -481,7 +488,7 @@ fn key_in_temp_dir() -> (std::path::PathBuf, String, String) {
 fn measure(server: &mut ServerProc, key: &str, method: BenchMethod, n: u64, c: usize) -> Measure {
     let opts = load(server, key, method, n, c, Duration::from_secs(20));
     let before = server.cpu_us();
-    let report = wsgate::bench::run(&opts).unwrap();
+    let report = bench::run(&opts).unwrap();
     let after = server.cpu_us();
     let echo = report.phases.iter().find(|p| p.phase == "echo");
     Measure {
@@ -632,7 +639,7 @@ fn count_of(
     };
     let server = ServerProc::start_under(&wrapper, kind, key_file, "info");
     let opts = load(&server, paserk, method, n, c, Duration::from_secs(60));
-    let report = wsgate::bench::run(&opts).unwrap();
+    let report = bench::run(&opts).unwrap();
     assert_eq!(
         report.failed, 0,
         "{kind} {method:?}: round trips failed when counted"

@@ -7,7 +7,7 @@
 //!
 //! - a **sans-IO core** ([`Gate`], [`Verifier`], [`head`]): request parts,
 //!   configuration and `now` in, a [`Decision`] out; no sockets, no clock;
-//!   [`client`], the client side of the handshake (the relay's upstreams, the bench);
+//!   [`client`], the client side of the handshake (the relay's upstreams, `wsgate bench`);
 //!   and [`frames::FrameCursor`], WebSocket frame boundaries in a byte stream;
 //! - a **smol server** ([`Server`]) around it, which hands each authenticated
 //!   [`Session`] to a [`Handler`];
@@ -76,8 +76,6 @@
 
 pub mod admin;
 pub mod auth;
-#[cfg(feature = "bench")]
-pub mod bench;
 pub mod client;
 #[cfg(feature = "load-balancer")]
 pub mod client_addr;

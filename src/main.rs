@@ -10,6 +10,13 @@ use wsgate::log::Level;
 use wsgate::time::{Rfc3339, parse_duration, unix_now};
 use wsgate::{ClaimRules, Config, Handler, Key, Methods, Mode, Server, UntrustedToken, Verifier};
 
+/// The binary's own modules (the library does not have them).
+mod cli {
+    /// `wsgate bench`, the load generator.
+    #[cfg(feature = "bench")]
+    pub mod bench;
+}
+
 #[derive(FromArgs)]
 /// Authenticate WebSocket connections with PASETO v4 tokens.
 #[argh(help_triggers("-h", "--help", "help"))]
@@ -296,9 +303,9 @@ struct Bench {
 /// `wsgate bench`: exit 0 when every connection succeeded, 1 when some failed,
 /// 2 for bad arguments.
 fn bench(b: Bench) -> ExitCode {
-    use wsgate::bench::{BenchMethod, Credentials, Options, WsUrl};
+    use cli::bench::{BenchMethod, Credentials, Options};
     let prepared = (|| -> Result<(Options, Vec<BenchMethod>), String> {
-        let url: WsUrl = b.url.parse().map_err(|e| format!("{e}"))?;
+        let url = cli::bench::parse_url(&b.url).map_err(|e| e.to_string())?;
         let methods = b
             .method
             .split(',')
@@ -355,7 +362,7 @@ fn bench(b: Bench) -> ExitCode {
     let mut reports = Vec::new();
     for method in methods {
         opts.method = method;
-        match wsgate::bench::run(&opts) {
+        match cli::bench::run(&opts) {
             Ok(report) => {
                 if !b.json {
                     if !reports.is_empty() {
@@ -389,9 +396,9 @@ fn bench(b: Bench) -> ExitCode {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
         let doc = if html {
-            wsgate::bench::plot::html(&reports)
+            cli::bench::plot::html(&reports)
         } else {
-            wsgate::bench::plot::svg(&reports)
+            cli::bench::plot::svg(&reports)
         };
         if let Err(e) = std::fs::write(path, doc) {
             eprintln!("error: --plot {}: {e}", path.display());
