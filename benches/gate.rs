@@ -58,11 +58,11 @@ fn main() {
     let local = Key::generate_local().unwrap();
     let local_paserk = local.to_paserk();
     let secret = Key::generate_secret().unwrap();
-    let claims = wsgate::token::claims_json("alice", NOW, 900, None, None, None, &[]);
+    let claims = wsgate::claims_json("alice", NOW, 900, None, None, None, &[]);
     let tok = local.issue(&claims).unwrap();
     let ptok = secret.issue(&claims).unwrap();
     let expired = local
-        .issue(&wsgate::token::claims_json(
+        .issue(&wsgate::claims_json(
             "alice",
             NOW - 7200,
             900,
@@ -100,7 +100,7 @@ fn main() {
             PasetoToken::<pasetors::token::Local, pasetors::version4::V4>::try_from(&tok).unwrap();
         let opened = LocalToken::decrypt(&pk, &t, None, None).unwrap();
         let m: Min<'_> = serde_json::from_str(opened.payload()).unwrap();
-        wsgate::time::parse_rfc3339(&m.exp).unwrap() > NOW && !m.sub.is_empty()
+        wsgate::internal::parse_rfc3339(&m.exp).unwrap() > NOW && !m.sub.is_empty()
     });
 
     // The same gate with a full revocation list that matches none of the tokens.

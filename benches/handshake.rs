@@ -26,7 +26,7 @@
 //!
 //! With the `tls` feature (default), the same for TLS (issue 14): a CA and a leaf for
 //! 127.0.0.1 are made with rcgen at the start, in the bench's temporary directory;
-//! wsgate serves them through `Config::tls` (`wsgate::tls::Tls::load`, as
+//! wsgate serves them through `Config::tls` (`wsgate::Tls::load`, as
 //! `--tls-cert`/`--tls-key`) and the TLS floor, a futures-rustls `TlsAcceptor` (ring,
 //! rustls's defaults: TLS 1.3, its session cache) in front of the floor above, serves
 //! the same two files. The load connects to `wss://` trusting the CA, one rustls
@@ -98,7 +98,7 @@ fn child(kind: &str, key_file: &str, log_level: &str) {
     match kind {
         "wsgate" | "wsgate-long" => {
             let long = kind == "wsgate-long";
-            wsgate::log::set_level(log_level.parse().unwrap());
+            wsgate::set_log_level(log_level.parse().unwrap());
             let mut config = Config::default();
             config.listen = addr;
             config.keys.push(Key::from_paserk(&paserk).unwrap());
@@ -119,14 +119,12 @@ fn child(kind: &str, key_file: &str, log_level: &str) {
         }
         #[cfg(feature = "tls")]
         "wsgate-tls" => {
-            wsgate::log::set_level(log_level.parse().unwrap());
+            wsgate::set_log_level(log_level.parse().unwrap());
             let (cert, key) = tls_files(key_file);
             let mut config = Config::default();
             config.listen = addr;
             config.keys.push(Key::from_paserk(&paserk).unwrap());
-            config.tls = Some(std::sync::Arc::new(
-                wsgate::tls::Tls::load(&cert, &key).unwrap(),
-            ));
+            config.tls = Some(std::sync::Arc::new(wsgate::Tls::load(&cert, &key).unwrap()));
             smol::block_on(async {
                 let server = Server::bind(config, Handler::echo()).await.unwrap();
                 println!("addr={}", server.local_addr().unwrap());
@@ -146,7 +144,7 @@ const REVOCATIONS: usize = 100_000;
 /// none) and prints what it cost in resident memory, as a `note:` line.
 fn preload_revocations(handle: &wsgate::ServerHandle, log_level: &str) {
     use wsgate::Revocation;
-    wsgate::log::set_level(wsgate::log::Level::Error);
+    wsgate::set_log_level(wsgate::LogLevel::Error);
     let before = harness::rss_kib();
     for i in 0..REVOCATIONS / 2 {
         handle
@@ -161,7 +159,7 @@ fn preload_revocations(handle: &wsgate::ServerHandle, log_level: &str) {
         "note: {REVOCATIONS} revocation entries: +{grown} KiB RSS, {} bytes per entry",
         grown * 1024 / REVOCATIONS as u64
     );
-    wsgate::log::set_level(log_level.parse().unwrap());
+    wsgate::set_log_level(log_level.parse().unwrap());
 }
 
 /// Without the `tls` feature the TLS floor is never started; a stand-in type keeps
@@ -250,8 +248,8 @@ async fn floor_session<S>(
             UntrustedToken::<pasetors::token::Local, V4>::try_from(token).map_err(|_| deny())?;
         let opened = LocalToken::decrypt(key, &t, None, None).map_err(|_| deny())?;
         let c: Claims<'_> = serde_json::from_str(opened.payload()).map_err(|_| deny())?;
-        match wsgate::time::parse_rfc3339(&c.exp) {
-            Some(exp) if exp >= wsgate::time::unix_now() => Ok(resp),
+        match wsgate::internal::parse_rfc3339(&c.exp) {
+            Some(exp) if exp >= wsgate::unix_now() => Ok(resp),
             _ => Err(deny()),
         }
     };

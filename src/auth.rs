@@ -350,12 +350,13 @@ pub struct UnredeemedTicket {
 impl Identity {
     /// Takes the ticket that must be redeemed before this session starts (only with
     /// shared tickets; `None` otherwise, and after the first call).
-    pub fn take_unredeemed(&mut self) -> Option<UnredeemedTicket> {
+    #[cfg(feature = "redis")]
+    pub(crate) fn take_unredeemed(&mut self) -> Option<UnredeemedTicket> {
         self.unredeemed.take()
     }
 
     /// What revocation looks at.
-    pub fn facts(&self) -> TokenFacts<'_> {
+    pub(crate) fn facts(&self) -> TokenFacts<'_> {
         TokenFacts {
             sub: &self.sub,
             jti: self.jti.as_deref(),
@@ -518,7 +519,7 @@ struct Found<'a> {
 impl Gate {
     /// Builds the gate. Tickets are sealed with the first `k4.local` key; without one,
     /// with a random key made now (tickets then work only on this process).
-    /// Revocations: [`DEFAULT_REVOKE_TTL`], [`DEFAULT_REVOKE_CAPACITY`] (see
+    /// Revocations are kept a day, 100 000 at most (see
     /// [`Gate::set_revocation_limits`]).
     pub fn new(mut cfg: GateConfig) -> Result<Gate, KeyError> {
         let rules = cfg.verifier.rules().clone();
@@ -614,13 +615,15 @@ impl Gate {
     /// Tickets are redeemed elsewhere (in state shared by several nodes): a verified
     /// ticket is not spent here but comes back with [`Identity::take_unredeemed`],
     /// and minting records nothing here.
-    pub fn set_shared_tickets(&mut self, shared: bool) {
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_shared_tickets(&mut self, shared: bool) {
         self.shared_tickets = shared;
     }
 
     /// Adds an entry made on another node (revoked at `at`, forgotten at
     /// `forget_at`); see [`crate::revocation::Revocations::apply`].
-    pub fn apply_revocation(
+    #[cfg(feature = "redis")]
+    pub(crate) fn apply_revocation(
         &self,
         entry: &Revocation,
         at: i64,
@@ -631,17 +634,12 @@ impl Gate {
     }
 
     /// The revocation list, locked.
-    pub fn revocations(&self) -> std::sync::MutexGuard<'_, Revocations> {
+    pub(crate) fn revocations(&self) -> std::sync::MutexGuard<'_, Revocations> {
         self.revocations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn is_revoked(&self, facts: &TokenFacts<'_>, now: i64) -> bool {
         self.revocations().is_revoked(facts, now)
-    }
-
-    /// The replay cache (for metrics and tests).
-    pub fn replay_cache(&self) -> &ReplayCache {
-        &self.replay
     }
 
     /// Decides an upgrade request (the checks after 431/404/426/503, which belong to
@@ -1115,22 +1113,10 @@ pub fn random_id() -> Result<String, getrandom::Error> {
 
 /// Same origin (`docs/protocol.md#the-origin-rule`): Origin's authority (host and port,
 /// port implied by its scheme, case-insensitive) equals the `Host` header's (a `Host`
-/// without a port takes the default port of the Origin's scheme).
-pub fn same_origin(origin: &str, host: &str) -> bool {
-    same_origin_on(origin, host, false)
-}
-
-/// [`same_origin`] on a listener that speaks TLS when `tls`: then a `Host` without a port
-/// means 443 whatever the Origin's scheme, so an `http://` Origin is never the same origin
-/// unless its explicit port equals the `Host`'s (`docs/protocol.md#the-origin-rule`).
-///
-/// ```
-/// use wsgate::auth::same_origin_on;
-/// assert!(same_origin_on("https://a.example", "a.example", true));
-/// assert!(!same_origin_on("http://a.example", "a.example", true));
-/// assert!(same_origin_on("http://a.example", "a.example", false));
-/// assert!(same_origin_on("http://a.example:8443", "a.example:8443", true));
-/// ```
+/// without a port takes the default port of the Origin's scheme). On a listener that
+/// speaks TLS (`tls`), a `Host` without a port means 443 whatever the Origin's scheme,
+/// so an `http://` Origin is never the same origin unless its explicit port equals the
+/// `Host`'s.
 pub fn same_origin_on(origin: &str, host: &str, tls: bool) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else {
         return false;

@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use wsgate::config::{ConfigError, load_key_file, load_keys, parse_listen, parse_origin};
-use wsgate::log::Level;
-use wsgate::time::{Rfc3339, parse_duration, unix_now};
-use wsgate::{ClaimRules, Config, Handler, Key, Methods, Mode, Server, UntrustedToken, Verifier};
+use wsgate::internal::{
+    Rfc3339, load_key_file, load_keys, parse_duration, parse_listen, parse_origin,
+};
+use wsgate::{
+    ClaimRules, Config, ConfigError, Handler, Key, LogLevel as Level, Methods, Mode, Server,
+    UntrustedToken, Verifier, unix_now,
+};
 
 /// The binary's own modules (the library does not have them).
 mod cli {
@@ -105,7 +108,7 @@ struct Serve {
     ticket_ttl: String,
     /// most live tickets remembered (20 bytes each); POST /ticket answers 503 beyond
     /// [320000: 10000 a second for 30 s]
-    #[argh(option, default = "wsgate::tickets::DEFAULT_TICKET_CAPACITY")]
+    #[argh(option, default = "wsgate::internal::DEFAULT_TICKET_CAPACITY")]
     ticket_capacity: usize,
     /// serve files from this directory for plain GETs
     #[argh(option, long = "static")]
@@ -664,12 +667,12 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .log_level
         .parse()
         .map_err(|e| ConfigError::new("--log-level", e))?;
-    wsgate::log::set_level(level);
-    let format: wsgate::log::Format = s
+    wsgate::set_log_level(level);
+    let format: wsgate::LogFormat = s
         .log_format
         .parse()
         .map_err(|e| ConfigError::new("--log-format", e))?;
-    wsgate::log::set_format(format);
+    wsgate::set_log_format(format);
     let mut config = Config::default();
     config.listen = parse_listen(&s.listen)?;
     let env_key = if s.key.is_empty() {
@@ -746,7 +749,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     config.admin_listen = s
         .admin_listen
         .as_deref()
-        .map(|a| wsgate::config::parse_addr("--admin-listen", a))
+        .map(|a| wsgate::internal::parse_addr("--admin-listen", a))
         .transpose()?;
     config.revoke_ttl = seconds("--revoke-ttl", &s.revoke_ttl, 1)?;
     if s.revoke_capacity == 0 {
@@ -766,11 +769,11 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
                     .map_err(|e| ConfigError::new(format!("--trusted-proxy {r}"), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        config.trusted_proxies = wsgate::client_addr::TrustedProxies::new(ranges);
+        config.trusted_proxies = wsgate::TrustedProxies::new(ranges);
         config.proxy_protocol = s.proxy_protocol;
         if s.proxy_protocol && config.trusted_proxies.is_empty() {
             wsgate::log_event!(
-                wsgate::log::Level::Warn,
+                Level::Warn,
                 "config",
                 "detail" = "proxy_protocol_from_any_peer"
             );
@@ -795,10 +798,10 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             && !config
                 .keys
                 .iter()
-                .any(|k| k.purpose() == wsgate::token::Purpose::Local)
+                .any(|k| k.purpose() == wsgate::Purpose::Local)
         {
             wsgate::log_event!(
-                wsgate::log::Level::Warn,
+                Level::Warn,
                 "config",
                 "detail" = "no_local_key_tickets_work_on_this_node_only"
             );
@@ -836,7 +839,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     let mut demo_token = None;
     if config.keys.is_empty() {
         let key = Key::generate_local().map_err(|e| ConfigError::new("ephemeral key", e))?;
-        let claims = wsgate::token::claims_json("demo", unix_now(), 3600, None, None, None, &[]);
+        let claims = wsgate::claims_json("demo", unix_now(), 3600, None, None, None, &[]);
         demo_token = Some(
             key.issue(&claims)
                 .map_err(|e| ConfigError::new("demo token", e))?,
@@ -885,7 +888,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
 /// What SIGHUP reloads: the TLS certificate and key. Without the `tls` feature there
 /// is nothing (yet), and `--tls-cert` is refused.
 #[cfg(feature = "tls")]
-type Reloadable = Option<std::sync::Arc<wsgate::tls::Tls>>;
+type Reloadable = Option<std::sync::Arc<wsgate::Tls>>;
 #[cfg(not(feature = "tls"))]
 type Reloadable = Option<std::convert::Infallible>;
 
@@ -896,7 +899,7 @@ const NO_TLS: &str = "this build has no TLS (feature \"tls\")";
 fn tls_files(cert: Option<&Path>, key: Option<&Path>) -> Result<Reloadable, ConfigError> {
     #[cfg(feature = "tls")]
     match (cert, key) {
-        (Some(c), Some(k)) => Ok(Some(std::sync::Arc::new(wsgate::tls::Tls::load(c, k)?))),
+        (Some(c), Some(k)) => Ok(Some(std::sync::Arc::new(wsgate::Tls::load(c, k)?))),
         (None, None) => Ok(None),
         (Some(_), None) => Err(ConfigError::new("--tls-cert", "needs --tls-key too")),
         (None, Some(_)) => Err(ConfigError::new(
@@ -1084,7 +1087,7 @@ fn write_secret_file(path: &Path, content: &str) -> Result<(), ConfigError> {
         std::io::ErrorKind::AlreadyExists => {
             ConfigError::new(&what, "already exists and is not empty (not overwritten)")
         }
-        _ => ConfigError::new(&what, wsgate::config::io_reason(&e)),
+        _ => ConfigError::new(&what, wsgate::internal::io_reason(&e)),
     })?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .and_then(|_| f.write_all(content.as_bytes()))
@@ -1156,7 +1159,7 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
             .ok_or_else(|| ConfigError::new(format!("--claim {c}"), "expected k=v"))?;
-        if RESERVED.contains(&k) || k == wsgate::token::TICKET_CLAIM {
+        if RESERVED.contains(&k) || k == wsgate::internal::TICKET_CLAIM {
             return Err(ConfigError::new(
                 format!("--claim {c}"),
                 format!("`{k}` is set by its own option"),
@@ -1164,7 +1167,7 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
         }
         extra.push((k.to_owned(), v.to_owned()));
     }
-    let mut claims = wsgate::token::claims_json(
+    let mut claims = wsgate::claims_json(
         &i.sub,
         unix_now(),
         ttl.min(i64::MAX as u64) as i64,
@@ -1183,7 +1186,7 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
             .ok_or_else(|| ConfigError::new(what(), "expected k=<JSON value>"))?;
-        if RESERVED.contains(&k) || k == wsgate::token::TICKET_CLAIM {
+        if RESERVED.contains(&k) || k == wsgate::internal::TICKET_CLAIM {
             return Err(ConfigError::new(
                 what(),
                 format!("`{k}` is set by its own option"),

@@ -99,7 +99,7 @@ impl Tls {
     }
 
     /// An acceptor with the current configuration.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         let config = self
             .current
             .read()

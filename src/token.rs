@@ -216,8 +216,8 @@ impl Key {
         self.issue_with_footer(claims_json, Some(footer.as_bytes()))
     }
 
-    /// Mints a token with any footer (or none). For tests and interop.
-    pub fn issue_with_footer(
+    /// Mints a token with any footer (or none).
+    fn issue_with_footer(
         &self,
         claims_json: &str,
         footer: Option<&[u8]>,
@@ -290,7 +290,7 @@ impl Parsed {
 pub enum TokenError {
     /// Present but empty.
     Empty,
-    /// Longer than [`MAX_TOKEN_LEN`]; refused before any cryptography.
+    /// Longer than 8 KiB; refused before any cryptography.
     TooLong,
     /// Holds bytes outside visible ASCII.
     NotVisibleAscii,
@@ -476,7 +476,7 @@ pub struct Claims {
     /// `iat` in Unix seconds, if any.
     pub iat: Option<i64>,
     /// Present when the token is a wsgate ticket.
-    pub ticket: Option<TicketClaims>,
+    pub(crate) ticket: Option<TicketClaims>,
     /// The whole claims JSON object.
     pub json: String,
 }
@@ -592,7 +592,7 @@ impl Verifier {
     }
 
     /// Adds a key at the end of the try order.
-    pub fn push_key(&mut self, key: Key) {
+    pub(crate) fn push_key(&mut self, key: Key) {
         self.keys.push(key);
     }
 

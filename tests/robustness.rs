@@ -27,7 +27,7 @@ impl Rng {
 fn gate() -> (Gate, String) {
     let key = Key::generate_local().unwrap();
     let token = key
-        .issue(&wsgate::token::claims_json(
+        .issue(&wsgate::claims_json(
             "alice",
             NOW,
             600,

@@ -4,7 +4,7 @@
 
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER_PERMISSIVE};
 use serde_json::Value;
-use wsgate::token::{ClaimRules, Key, TokenError, UntrustedToken, Verifier};
+use wsgate::{ClaimRules, Key, TokenError, UntrustedToken, Verifier};
 
 fn load(name: &str) -> Vec<Value> {
     let path = format!("{}/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -15,8 +15,8 @@ use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::TcpStream;
 use smol::stream::StreamExt as _;
+use wsgate::BoxedConnection;
 use wsgate::client::{self, HandshakeError, Upgrade, WsUrl};
-use wsgate::session::BoxedConnection;
 
 use super::{BenchMethod, Credentials};
 
@@ -82,7 +82,7 @@ pub(super) struct Plan {
     pub(super) timeout: Duration,
     pub(super) ws_config: WebSocketConfig,
     #[cfg(feature = "tls")]
-    pub(super) tls: Option<wsgate::tls::TlsClient>,
+    pub(super) tls: Option<wsgate::internal::TlsClient>,
 }
 
 impl Plan {
@@ -90,9 +90,9 @@ impl Plan {
         match &self.credentials {
             Credentials::Token(t) => Ok(t.clone()),
             Credentials::Mint(key) => {
-                let claims = wsgate::token::claims_json(
+                let claims = wsgate::claims_json(
                     &self.sub,
-                    wsgate::time::unix_now(),
+                    wsgate::unix_now(),
                     self.ttl,
                     None,
                     None,
@@ -112,10 +112,9 @@ impl Plan {
         let _ = s.set_nodelay(true);
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
-            return tls
-                .connect(self.url.host(), s)
-                .await
-                .map_err(|e| Failure::new(format!("tls: {}", wsgate::tls::handshake_reason(&e))));
+            return tls.connect(self.url.host(), s).await.map_err(|e| {
+                Failure::new(format!("tls: {}", wsgate::internal::handshake_reason(&e)))
+            });
         }
         Ok(Box::new(s))
     }

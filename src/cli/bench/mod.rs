@@ -248,7 +248,7 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
     let addr = resolve(&opts.url)?;
     #[cfg(feature = "tls")]
     let tls = if opts.url.is_tls() {
-        let client = wsgate::tls::TlsClient::new(opts.ca.as_deref(), "--ca")
+        let client = wsgate::internal::TlsClient::new(opts.ca.as_deref(), "--ca")
             .map_err(|e| BenchError::Options(e.to_string()))?;
         Some(client)
     } else if opts.ca.is_some() {
