@@ -10,29 +10,15 @@ use std::net::IpAddr;
 
 use pasetors::token::UntrustedToken as PasetoToken;
 use pasetors::version4::LocalToken;
-use wsgate::{
-    ClaimRules, Decision, Gate, GateConfig, Key, Methods, UntrustedToken, Verifier, head,
-};
+use wsgate::{ClaimRules, Decision, Gate, GateConfig, Key, UntrustedToken, Verifier, head};
 
 const NOW: i64 = 2_000_000_000;
 
 fn gate(keys: Vec<Key>, origins: Vec<String>, capacity: usize) -> Gate {
-    Gate::new(GateConfig {
-        methods: Methods::default(),
-        cookie_name: "wsgate_token".into(),
-        allowed_origins: origins,
-        verifier: Verifier::new(
-            keys,
-            ClaimRules {
-                leeway: 60,
-                ..Default::default()
-            },
-        ),
-        ticket_ttl: 30,
-        ticket_capacity: capacity,
-        tls: false,
-    })
-    .unwrap()
+    let mut config = GateConfig::new(Verifier::new(keys, ClaimRules::new(60)));
+    config.allowed_origins = origins;
+    config.ticket_capacity = capacity;
+    Gate::new(config).unwrap()
 }
 
 fn upgrade_head(extra: &str) -> String {

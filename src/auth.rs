@@ -131,6 +131,7 @@ impl FromStr for Methods {
 /// Why a request or a first message was refused. Each maps to its HTTP status and
 /// close code in one `match`, straight from the tables of `docs/protocol.md#refusals`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejection {
     /// No token, and first-message authentication is disabled.
     MissingToken,
@@ -316,6 +317,7 @@ impl std::error::Error for Rejection {}
 
 /// Who a verified token says the client is: what a session handler sees.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Identity {
     /// The `sub` claim.
     pub sub: String,
@@ -409,25 +411,44 @@ pub enum Decision<'a> {
     },
 }
 
-/// The authentication configuration: what [`Gate`] decides with.
+/// The authentication configuration: what [`Gate`] decides with. Build it with
+/// [`GateConfig::new`] and set fields.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct GateConfig {
-    /// Enabled methods.
+    /// Enabled methods. Default `header,protocol,cookie,message`.
     pub methods: Methods,
-    /// Cookie that carries the token.
+    /// Cookie that carries the token. Default `wsgate_token`.
     pub cookie_name: String,
-    /// Exact origins allowed from browsers (lower-case, no trailing `/`).
+    /// Exact origins allowed from browsers (lower-case, no trailing `/`). Default none.
     pub allowed_origins: Vec<String>,
     /// Keys and claim rules. The gate takes the keys ([`Gate::verifier`]; replaced
     /// by [`Gate::set_keys`]) and leaves the rules here.
     pub verifier: Verifier,
-    /// Lifetime of minted tickets, seconds.
+    /// Lifetime of minted tickets, seconds. Default 30.
     pub ticket_ttl: i64,
-    /// Bound on live tickets.
+    /// Bound on live tickets. Default 100 000.
     pub ticket_capacity: usize,
     /// The listener speaks TLS: for the same-origin rule, a `Host` without a port
     /// means port 443, whatever the Origin's scheme (`docs/protocol.md#the-origin-rule`).
+    /// Default off.
     pub tls: bool,
+}
+
+impl GateConfig {
+    /// A configuration verifying with `verifier` and every other field at its
+    /// default, the same as [`Config`](crate::Config)'s.
+    pub fn new(verifier: Verifier) -> GateConfig {
+        GateConfig {
+            methods: Methods::default(),
+            cookie_name: "wsgate_token".into(),
+            allowed_origins: Vec::new(),
+            verifier,
+            ticket_ttl: 30,
+            ticket_capacity: crate::tickets::DEFAULT_TICKET_CAPACITY,
+            tls: false,
+        }
+    }
 }
 
 /// The decision core. Owns the keys, the ticket replay cache and the revocations.
@@ -481,6 +502,7 @@ pub const MAX_FIRST_MESSAGE: usize = 32 * 1024;
 
 /// A minted ticket, ready to send as `{"ticket":…,"expires_in":…}`. Its `Debug`
 /// shows no ticket bytes.
+#[non_exhaustive]
 pub struct Ticket {
     /// The `v4.local` ticket token.
     pub token: String,
@@ -492,6 +514,7 @@ pub struct Ticket {
 
 /// Why `POST /ticket` refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TicketRefusal {
     /// No valid token (or a ticket, which cannot mint a ticket): 401.
     Unauthorized(Rejection),

@@ -183,6 +183,7 @@ impl fmt::Display for WsUrl {
 
 /// Why a client handshake failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// The request target or `Host` holds a space or a control (or `Host` non-ASCII).
     Target,

@@ -163,6 +163,7 @@ impl Config {
 
 /// A configuration mistake, naming the option or file. `Display` is one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The option, file or variable at fault: `--key /etc/wsgate.key`, `WSGATE_KEY`.
     pub what: String,

@@ -22,23 +22,16 @@
 //! Deciding a request without any IO:
 //!
 //! ```
-//! use wsgate::{ClaimRules, Decision, Gate, GateConfig, Key, Method, Methods, Verifier, head};
+//! use wsgate::{ClaimRules, Decision, Gate, GateConfig, Key, Method, Verifier, head};
 //!
 //! let key = Key::generate_local().unwrap();
 //! let now = 2_000_000_000;
 //! let claims = wsgate::claims_json("alice", now, 900, None, None, None, &[]);
 //! let token = key.issue(&claims).unwrap();
 //!
-//! let gate = Gate::new(GateConfig {
-//!     methods: Methods::default(),
-//!     cookie_name: "wsgate_token".into(),
-//!     allowed_origins: vec![],
-//!     verifier: Verifier::new(vec![key], ClaimRules { leeway: 60, ..Default::default() }),
-//!     ticket_ttl: 30,
-//!     ticket_capacity: 1000,
-//!     tls: false,
-//! })
-//! .unwrap();
+//! let mut config = GateConfig::new(Verifier::new(vec![key], ClaimRules::new(60)));
+//! config.allowed_origins = vec!["https://app.example.com".into()];
+//! let gate = Gate::new(config).unwrap();
 //!
 //! let raw = format!(
 //!     "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -1237,13 +1237,7 @@ fn verify(v: Verify) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let verifier = Verifier::new(
-        vec![key],
-        ClaimRules {
-            leeway: leeway as i64,
-            ..ClaimRules::default()
-        },
-    );
+    let verifier = Verifier::new(vec![key], ClaimRules::new(leeway as i64));
     match verifier.verify(UntrustedToken(&token), unix_now()) {
         Ok(claims) => {
             println!("{}", claims.json);

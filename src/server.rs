@@ -49,6 +49,7 @@ pub const READ_BUFFER: usize = 1024;
 
 /// Why the server could not start or stopped.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// The configuration is unusable.
     Config(ConfigError),
