@@ -134,9 +134,7 @@ pub mod internal {
     pub use crate::auth::{MAX_FIRST_MESSAGE, random_id};
     #[cfg(feature = "load-balancer")]
     pub use crate::client_addr::{MAX_PROXY_HEADER, ProxyHeader, parse_proxy_header};
-    pub use crate::config::{
-        io_reason, load_key_file, load_keys, parse_addr, parse_listen, parse_origin,
-    };
+    pub use crate::config::io_reason;
     pub use crate::frames::FrameCursor;
     pub use crate::log::{Line as LogLine, enabled as log_enabled};
     pub use crate::relay::UpstreamUrl;

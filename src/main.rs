@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use wsgate::internal::{
-    Rfc3339, load_key_file, load_keys, parse_duration, parse_listen, parse_origin,
-};
+use cli::options::{load_key_file, load_keys, parse_addr, parse_listen, parse_origin};
+use wsgate::internal::{Rfc3339, parse_duration};
 use wsgate::{
     ClaimRules, Config, ConfigError, Handler, Key, LogLevel as Level, Methods, Mode, Server,
     UntrustedToken, Verifier, unix_now,
@@ -18,6 +17,7 @@ mod cli {
     /// `wsgate bench`, the load generator.
     #[cfg(feature = "bench")]
     pub mod bench;
+    pub mod options;
 }
 
 #[derive(FromArgs)]
@@ -749,7 +749,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     config.admin_listen = s
         .admin_listen
         .as_deref()
-        .map(|a| wsgate::internal::parse_addr("--admin-listen", a))
+        .map(|a| parse_addr("--admin-listen", a))
         .transpose()?;
     config.revoke_ttl = seconds("--revoke-ttl", &s.revoke_ttl, 1)?;
     if s.revoke_capacity == 0 {
