@@ -1,4 +1,5 @@
-//! Server configuration as a plain value, and the errors that name the bad option.
+//! Server configuration as a plain value, its checks, and the errors that name the bad
+//! setting.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -22,7 +23,8 @@ pub enum Mode {
     Exec(String),
 }
 
-/// Everything `serve` needs. Build with `Config::default()` and set fields.
+/// Everything `serve` needs. Build with `Config::default()` and set fields;
+/// [`Server::bind`](crate::Server::bind) checks them with [`Config::validate`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Config {
@@ -151,7 +153,96 @@ impl Default for Config {
     }
 }
 
+/// Whether `name` can be a cookie's name: an RFC 6265 token (visible ASCII without
+/// separators).
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
 impl Config {
+    /// Checks the values a server cannot run with: no key, a cookie name that is not
+    /// one, a `path` that does not start with `/`, a `static_dir` that is not a
+    /// directory, zero where zero would refuse or drop everything (connections,
+    /// message size, capacities, lifetimes, and under a second for `auth_timeout`,
+    /// `ping_interval`, `head_timeout`). The error's `what` is the field, then its
+    /// value where it has one (`path ws`); [`Server::bind`](crate::Server::bind)
+    /// calls this first.
+    ///
+    /// ```
+    /// let mut config = wsgate::Config::default();
+    /// config.keys.push(wsgate::Key::generate_local().unwrap());
+    /// assert!(config.validate().is_ok());
+    /// config.max_connections = 0;
+    /// assert_eq!(
+    ///     config.validate().unwrap_err().to_string(),
+    ///     "max_connections: must be at least 1"
+    /// );
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.keys.is_empty() {
+            return Err(ConfigError::new("keys", "no key given"));
+        }
+        if !is_cookie_name(&self.cookie_name) {
+            return Err(ConfigError::new(
+                format!("cookie_name {}", self.cookie_name),
+                "not a valid cookie name",
+            ));
+        }
+        // Zero would time every client out, ping (and drop) every session at once, let
+        // no ticket or revocation live; answer 503 to everything, close every message,
+        // or refuse every ticket or revocation.
+        const SECOND: &str = "must be at least 1s";
+        const ONE: &str = "must be at least 1";
+        let zero = |field: &str, why: &str| Err(ConfigError::new(field, why));
+        if self.auth_timeout.as_secs() == 0 {
+            return zero("auth_timeout", SECOND);
+        }
+        if self.ticket_ttl == 0 {
+            return zero("ticket_ttl", SECOND);
+        }
+        if self.ping_interval.as_secs() == 0 {
+            return zero("ping_interval", SECOND);
+        }
+        if self.head_timeout.as_secs() == 0 {
+            return zero("head_timeout", SECOND);
+        }
+        if self.revoke_ttl == 0 {
+            return zero("revoke_ttl", SECOND);
+        }
+        if self.max_connections == 0 {
+            return zero("max_connections", ONE);
+        }
+        if self.max_message == 0 {
+            return zero("max_message", ONE);
+        }
+        if self.ticket_capacity == 0 {
+            return zero("ticket_capacity", ONE);
+        }
+        if self.revoke_capacity == 0 {
+            return zero("revoke_capacity", ONE);
+        }
+        if let Some(p) = self.path.as_ref().filter(|p| !p.starts_with('/')) {
+            return Err(ConfigError::new(format!("path {p}"), "must start with /"));
+        }
+        if let Some(d) = self.static_dir.as_ref().filter(|d| !d.is_dir()) {
+            return Err(ConfigError::new(
+                format!("static_dir {}", d.display()),
+                "not a directory",
+            ));
+        }
+        #[cfg(feature = "redis")]
+        if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(char::is_control) {
+            return Err(ConfigError::new(
+                "redis_prefix",
+                "must be non-empty, without control characters",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the listener speaks TLS (always `false` without the `tls` feature).
     pub fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -161,11 +252,16 @@ impl Config {
     }
 }
 
-/// A configuration mistake, naming the option or file. `Display` is one line.
+/// A configuration mistake, naming the setting, option or file. `Display` is one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConfigError {
-    /// The option, file or variable at fault: `--key /etc/wsgate.key`, `WSGATE_KEY`.
+    /// What is at fault. From the library: the setting, as the library names it (a
+    /// [`Config`] field like `max_connections`, or a constructor's argument like
+    /// `upstream`, `exec`, `tls_cert`), then its value when it has one
+    /// (`path ws`, `tls_cert /etc/wsgate/cert.pem`). The `wsgate` binary turns those
+    /// into its flags (`--max-connections`); its own errors name the option, file or
+    /// variable (`--key /etc/wsgate.key`, `WSGATE_KEY`).
     pub what: String,
     /// What is wrong with it.
     pub why: String,
@@ -196,5 +292,92 @@ pub fn io_reason(e: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         std::io::ErrorKind::InvalidData => "not UTF-8 text".into(),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        let mut c = Config::default();
+        c.keys.push(Key::generate_local().unwrap());
+        c
+    }
+
+    /// Each rule of `validate`, with the error it gives: the field (and its value).
+    #[test]
+    fn validate_names_the_field() {
+        assert_eq!(valid().validate(), Ok(()));
+        let refused = |change: fn(&mut Config)| {
+            let mut c = valid();
+            change(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert_eq!(refused(|c| c.keys.clear()), "keys: no key given");
+        assert_eq!(
+            refused(|c| c.cookie_name = "a;b".into()),
+            "cookie_name a;b: not a valid cookie name"
+        );
+        assert_eq!(
+            refused(|c| c.cookie_name.clear()),
+            "cookie_name : not a valid cookie name"
+        );
+        assert_eq!(
+            refused(|c| c.ping_interval = Duration::from_millis(500)),
+            "ping_interval: must be at least 1s"
+        );
+        assert_eq!(
+            refused(|c| c.auth_timeout = Duration::ZERO),
+            "auth_timeout: must be at least 1s"
+        );
+        assert_eq!(
+            refused(|c| c.head_timeout = Duration::ZERO),
+            "head_timeout: must be at least 1s"
+        );
+        assert_eq!(
+            refused(|c| c.ticket_ttl = 0),
+            "ticket_ttl: must be at least 1s"
+        );
+        assert_eq!(
+            refused(|c| c.revoke_ttl = 0),
+            "revoke_ttl: must be at least 1s"
+        );
+        assert_eq!(
+            refused(|c| c.max_connections = 0),
+            "max_connections: must be at least 1"
+        );
+        assert_eq!(
+            refused(|c| c.max_message = 0),
+            "max_message: must be at least 1"
+        );
+        assert_eq!(
+            refused(|c| c.ticket_capacity = 0),
+            "ticket_capacity: must be at least 1"
+        );
+        assert_eq!(
+            refused(|c| c.revoke_capacity = 0),
+            "revoke_capacity: must be at least 1"
+        );
+        assert_eq!(
+            refused(|c| c.path = Some("ws".into())),
+            "path ws: must start with /"
+        );
+        assert_eq!(
+            refused(|c| c.static_dir = Some("/no/such/dir".into())),
+            "static_dir /no/such/dir: not a directory"
+        );
+        #[cfg(feature = "redis")]
+        assert_eq!(
+            refused(|c| c.redis_prefix.clear()),
+            "redis_prefix: must be non-empty, without control characters"
+        );
+        // What is allowed: a strict clock, no refresh notice, no grace.
+        let mut c = valid();
+        c.leeway = 0;
+        c.refresh_notice = Duration::ZERO;
+        c.shutdown_grace = Duration::ZERO;
+        c.path = Some("/ws".into());
+        assert_eq!(c.validate(), Ok(()));
     }
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use cli::options::{load_key_file, load_keys, parse_addr, parse_listen, parse_origin};
+use cli::options::{
+    as_flag, bind_error, load_key_file, load_keys, parse_addr, parse_listen, parse_origin,
+};
 use wsgate::internal::{Rfc3339, parse_duration};
 use wsgate::{
     ClaimRules, Config, ConfigError, Handler, Key, LogLevel as Level, Methods, Mode, Server,
@@ -685,45 +687,23 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .auth
         .parse::<Methods>()
         .map_err(|e| ConfigError::new(format!("--auth {}", s.auth), e))?;
-    if s.cookie.is_empty()
-        || !s
-            .cookie
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
-    {
-        return Err(ConfigError::new(
-            format!("--cookie {}", s.cookie),
-            "not a valid cookie name",
-        ));
-    }
     config.cookie_name = s.cookie;
     config.allowed_origins = s
         .allow_origin
         .iter()
         .map(|o| parse_origin(o))
         .collect::<Result<_, _>>()?;
+    // Zero, where it makes no sense, is refused by `Config::validate`.
     config.auth_timeout =
-        std::time::Duration::from_secs(seconds("--auth-timeout", &s.auth_timeout, 1)?);
-    let ticket_ttl = seconds("--ticket-ttl", &s.ticket_ttl, 1)?;
-    // 0 would drop every session at once: a ping must be answered by the next one.
-    let ping_interval = seconds("--ping-interval", &s.ping_interval, 1)?;
+        std::time::Duration::from_secs(seconds("--auth-timeout", &s.auth_timeout, 0)?);
+    let ticket_ttl = seconds("--ticket-ttl", &s.ticket_ttl, 0)?;
+    let ping_interval = seconds("--ping-interval", &s.ping_interval, 0)?;
     config.audience = s.audience;
     config.issuer = s.issuer;
     config.leeway = seconds("--leeway", &s.leeway, 0)?;
-    if s.max_connections == 0 {
-        return Err(ConfigError::new("--max-connections", "must be at least 1"));
-    }
     config.max_connections = s.max_connections;
     config.threads = s.threads;
-    if s.max_message == 0 {
-        return Err(ConfigError::new("--max-message", "must be at least 1"));
-    }
     config.max_message = s.max_message;
-    if let Some(p) = &s.path {
-        if !p.starts_with('/') {
-            return Err(ConfigError::new(format!("--path {p}"), "must start with /"));
-        }
-    }
     config.path = s.path;
     config.mode = match (s.upstream, s.exec) {
         (Some(_), Some(_)) => return Err(ConfigError::new("--upstream/--exec", "choose one")),
@@ -733,14 +713,6 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     };
     config.ticket_ttl = ticket_ttl;
     config.ticket_capacity = s.ticket_capacity.max(1);
-    if let Some(d) = &s.static_dir {
-        if !d.is_dir() {
-            return Err(ConfigError::new(
-                format!("--static {}", d.display()),
-                "not a directory",
-            ));
-        }
-    }
     config.static_dir = s.static_dir;
     config.ping_interval = std::time::Duration::from_secs(ping_interval);
     config.refresh = s.refresh;
@@ -751,10 +723,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .as_deref()
         .map(|a| parse_addr("--admin-listen", a))
         .transpose()?;
-    config.revoke_ttl = seconds("--revoke-ttl", &s.revoke_ttl, 1)?;
-    if s.revoke_capacity == 0 {
-        return Err(ConfigError::new("--revoke-capacity", "must be at least 1"));
-    }
+    config.revoke_ttl = seconds("--revoke-ttl", &s.revoke_ttl, 0)?;
     config.revoke_capacity = s.revoke_capacity;
     #[cfg(feature = "load-balancer")]
     {
@@ -781,12 +750,6 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     }
     #[cfg(feature = "redis")]
     {
-        if s.redis_prefix.is_empty() || s.redis_prefix.chars().any(char::is_control) {
-            return Err(ConfigError::new(
-                "--redis-prefix",
-                "must be non-empty, without control characters",
-            ));
-        }
         config.redis = s
             .redis
             .as_deref()
@@ -807,6 +770,18 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             );
         }
     }
+    let mut demo_token = None;
+    if config.keys.is_empty() {
+        let key = Key::generate_local().map_err(|e| ConfigError::new("ephemeral key", e))?;
+        let claims = wsgate::claims_json("demo", unix_now(), 3600, None, None, None, &[]);
+        demo_token = Some(
+            key.issue(&claims)
+                .map_err(|e| ConfigError::new("demo token", e))?,
+        );
+        config.keys.push(key);
+    }
+    // The checks of values (zero, cookie name, path, …) are the library's.
+    config.validate().map_err(as_flag)?;
     let key_files = s.key.clone();
     let tls = tls_files(s.tls_cert.as_deref(), s.tls_key.as_deref())?;
     #[cfg(feature = "tls")]
@@ -820,11 +795,11 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .collect();
-    // The constructors check their argument and name the option in the error.
+    // The constructors check their argument; their errors name the setting, shown as the flag.
     let handler = match &config.mode {
         Mode::Echo => Handler::echo(),
         Mode::Upstream(url) => upstream_handler(url, s.upstream_ca.as_deref())?,
-        Mode::Exec(cmd) => Handler::exec_passing(cmd, &passenv)?,
+        Mode::Exec(cmd) => Handler::exec_passing(cmd, &passenv).map_err(as_flag)?,
     };
     if !passenv.is_empty() && !matches!(config.mode, Mode::Exec(_)) {
         return Err(ConfigError::new("--passenv", "needs --exec"));
@@ -836,22 +811,9 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         ));
     }
 
-    let mut demo_token = None;
-    if config.keys.is_empty() {
-        let key = Key::generate_local().map_err(|e| ConfigError::new("ephemeral key", e))?;
-        let claims = wsgate::claims_json("demo", unix_now(), 3600, None, None, None, &[]);
-        demo_token = Some(
-            key.issue(&claims)
-                .map_err(|e| ConfigError::new("demo token", e))?,
-        );
-        config.keys.push(key);
-    }
-
     let is_tls = config.is_tls();
     smol::block_on(async {
-        let server = Server::bind(config, handler)
-            .await
-            .map_err(|e| ConfigError::new("serve", e))?;
+        let server = Server::bind(config, handler).await.map_err(bind_error)?;
         if let Some(token) = demo_token {
             let addr = server
                 .local_addr()
@@ -899,7 +861,9 @@ const NO_TLS: &str = "this build has no TLS (feature \"tls\")";
 fn tls_files(cert: Option<&Path>, key: Option<&Path>) -> Result<Reloadable, ConfigError> {
     #[cfg(feature = "tls")]
     match (cert, key) {
-        (Some(c), Some(k)) => Ok(Some(std::sync::Arc::new(wsgate::Tls::load(c, k)?))),
+        (Some(c), Some(k)) => Ok(Some(std::sync::Arc::new(
+            wsgate::Tls::load(c, k).map_err(as_flag)?,
+        ))),
         (None, None) => Ok(None),
         (Some(_), None) => Err(ConfigError::new("--tls-cert", "needs --tls-key too")),
         (None, Some(_)) => Err(ConfigError::new(
@@ -919,14 +883,14 @@ fn tls_files(cert: Option<&Path>, key: Option<&Path>) -> Result<Reloadable, Conf
 fn upstream_handler(url: &str, ca: Option<&Path>) -> Result<Handler, ConfigError> {
     #[cfg(feature = "tls")]
     {
-        Handler::upstream_with_ca(url, ca)
+        Handler::upstream_with_ca(url, ca).map_err(as_flag)
     }
     #[cfg(not(feature = "tls"))]
     {
         if ca.is_some() {
             return Err(ConfigError::new("--upstream-ca", NO_TLS));
         }
-        Handler::upstream(url)
+        Handler::upstream(url).map_err(as_flag)
     }
 }
 
@@ -950,7 +914,7 @@ async fn reload(handle: &wsgate::ServerHandle, key_files: &[PathBuf], tls: &Relo
         Some(tls) => match smol::unblock(move || tls.prepare()).await {
             Ok(p) => Some(p),
             Err(e) => {
-                wsgate::log_event!(Level::Error, "reload", "reason" = e);
+                wsgate::log_event!(Level::Error, "reload", "reason" = as_flag(e));
                 return;
             }
         },

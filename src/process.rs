@@ -84,9 +84,9 @@ pub struct ExecCommand {
 impl ExecCommand {
     /// Splits `cmd` like POSIX shell words (quotes and backslashes; no expansion,
     /// no pipes or redirections: those are refused) and checks that the program
-    /// exists. The error names `--exec`.
+    /// exists. The error names the setting `exec`.
     pub fn parse(cmd: &str) -> Result<ExecCommand, ConfigError> {
-        let bad = |why: &dyn fmt::Display| ConfigError::new(format!("--exec {cmd}"), why);
+        let bad = |why: &dyn fmt::Display| ConfigError::new(format!("exec {cmd}"), why);
         let argv = split_words(cmd).map_err(|e| bad(&e))?;
         let Some(program) = argv.first() else {
             return Err(bad(&"empty command"));
@@ -102,10 +102,11 @@ impl ExecCommand {
 
     /// Also passes these variables of wsgate's own environment to the process
     /// (`--passenv`; one that is unset is left out). The variables wsgate sets for
-    /// each session ([`SESSION_ENV`]) cannot be named. The error names `--passenv`.
+    /// each session ([`SESSION_ENV`]) cannot be named. The error names the setting
+    /// `passenv`.
     pub fn passing(mut self, names: &[&str]) -> Result<ExecCommand, ConfigError> {
         for &name in names {
-            let bad = |why: &str| ConfigError::new(format!("--passenv {name}"), why);
+            let bad = |why: &str| ConfigError::new(format!("passenv {name}"), why);
             if name.is_empty() || name.contains('=') || name.contains('\0') {
                 return Err(bad("not a variable name"));
             }

@@ -62,7 +62,7 @@ impl PartialEq for UpstreamUrl {
 }
 
 impl UpstreamUrl {
-    /// Parses and checks an upstream URL; the error names `--upstream`.
+    /// Parses and checks an upstream URL; the error names the setting `upstream`.
     pub fn parse(url: &str) -> Result<UpstreamUrl, ConfigError> {
         #[cfg(feature = "tls")]
         return UpstreamUrl::parse_with_ca(url, None);
@@ -71,7 +71,7 @@ impl UpstreamUrl {
     }
 
     fn parse_url(url: &str) -> Result<UpstreamUrl, ConfigError> {
-        let bad = |why: &str| ConfigError::new(format!("--upstream {url}"), why);
+        let bad = |why: &str| ConfigError::new(format!("upstream {url}"), why);
         let parsed = WsUrl::parse(url).map_err(bad)?;
         // The client's query is appended to the upstream path (`target_for`).
         if parsed.path().contains('?') {
@@ -94,10 +94,10 @@ impl UpstreamUrl {
     ) -> Result<UpstreamUrl, ConfigError> {
         let mut up = UpstreamUrl::parse_url(url)?;
         if up.url.is_tls() {
-            up.tls = Some(crate::tls::TlsClient::new(ca, "--upstream-ca")?);
+            up.tls = Some(crate::tls::TlsClient::new(ca, "upstream_ca")?);
         } else if ca.is_some() {
             return Err(ConfigError::new(
-                "--upstream-ca",
+                "upstream_ca",
                 "the upstream is ws:// (no TLS); use wss://",
             ));
         }
@@ -553,7 +553,7 @@ mod tests {
             "ws://[::1/",
         ] {
             let e = UpstreamUrl::parse(bad).unwrap_err();
-            assert!(e.what.starts_with("--upstream"), "{bad}: {e}");
+            assert!(e.what.starts_with("upstream "), "{bad}: {e}");
         }
     }
 

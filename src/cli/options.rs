@@ -1,10 +1,46 @@
-//! Reading the values of options: key files and `WSGATE_KEY`, addresses, origins.
+//! Reading the values of options: key files and `WSGATE_KEY`, addresses, origins; and
+//! naming the library's settings in errors by the flags users give.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use wsgate::internal::io_reason;
 use wsgate::{ConfigError, Key, Purpose};
+
+/// A library error names the setting at fault as the library does (`max_connections
+/// 0: …`, `upstream ws://…: …`, see [`ConfigError::what`]); users gave a flag, so it
+/// is shown as that flag (`--max-connections`, `--upstream ws://…`). `what` is the
+/// setting, then a space and its value when it has one.
+pub fn as_flag(mut e: ConfigError) -> ConfigError {
+    let end = e.what.find(' ').unwrap_or(e.what.len());
+    let (setting, value) = e.what.split_at(end);
+    let mut flag = String::from("--");
+    // The settings whose flag is not the field's name.
+    match setting {
+        "keys" => flag.push_str("key"),
+        "cookie_name" => flag.push_str("cookie"),
+        "static_dir" => flag.push_str("static"),
+        s => flag.push_str(&s.replace('_', "-")),
+    }
+    flag.push_str(value);
+    e.what = flag;
+    e
+}
+
+/// An error of [`wsgate::Server::bind`] (`listen 127.0.0.1:80: cannot bind: …`) as
+/// `serve: --listen 127.0.0.1:80: cannot bind: …`.
+pub fn bind_error(e: wsgate::Error) -> ConfigError {
+    let e = match e {
+        wsgate::Error::Config(e) => e,
+        // Each is `setting value: why`, as a `ConfigError` is.
+        e => {
+            let text = e.to_string();
+            let (what, why) = text.split_once(": ").unwrap_or(("serve", &text));
+            ConfigError::new(what, why)
+        }
+    };
+    ConfigError::new("serve", as_flag(e))
+}
 
 /// Reads a PASERK key file (trailing whitespace allowed). The error names the file
 /// and never shows its content.
@@ -133,5 +169,17 @@ mod tests {
         assert!(parse_listen("localhost:+8080").is_err());
         let e = parse_listen(":65536").unwrap_err().to_string();
         assert!(e.contains("out of range"), "{e}");
+    }
+
+    #[test]
+    fn library_settings_become_flags() {
+        let flag = |what: &str| as_flag(ConfigError::new(what, "why")).to_string();
+        assert_eq!(flag("max_connections"), "--max-connections: why");
+        assert_eq!(flag("path ws"), "--path ws: why");
+        assert_eq!(flag("cookie_name a b"), "--cookie a b: why");
+        assert_eq!(flag("static_dir /x_y"), "--static /x_y: why");
+        assert_eq!(flag("keys"), "--key: why");
+        assert_eq!(flag("upstream ws://h/a_b"), "--upstream ws://h/a_b: why");
+        assert_eq!(flag("tls_cert /etc/c.pem"), "--tls-cert /etc/c.pem: why");
     }
 }
