@@ -10,29 +10,15 @@ use std::net::IpAddr;
 
 use pasetors::token::UntrustedToken as PasetoToken;
 use pasetors::version4::LocalToken;
-use wsgate::{
-    ClaimRules, Decision, Gate, GateConfig, Key, Methods, UntrustedToken, Verifier, head,
-};
+use wsgate::{ClaimRules, Decision, Gate, GateConfig, Key, UntrustedToken, Verifier, head};
 
 const NOW: i64 = 2_000_000_000;
 
 fn gate(keys: Vec<Key>, origins: Vec<String>, capacity: usize) -> Gate {
-    Gate::new(GateConfig {
-        methods: Methods::default(),
-        cookie_name: "wsgate_token".into(),
-        allowed_origins: origins,
-        verifier: Verifier::new(
-            keys,
-            ClaimRules {
-                leeway: 60,
-                ..Default::default()
-            },
-        ),
-        ticket_ttl: 30,
-        ticket_capacity: capacity,
-        tls: false,
-    })
-    .unwrap()
+    let mut config = GateConfig::new(Verifier::new(keys, ClaimRules::new(60)));
+    config.allowed_origins = origins;
+    config.ticket_capacity = capacity;
+    Gate::new(config).unwrap()
 }
 
 fn upgrade_head(extra: &str) -> String {
@@ -58,11 +44,11 @@ fn main() {
     let local = Key::generate_local().unwrap();
     let local_paserk = local.to_paserk();
     let secret = Key::generate_secret().unwrap();
-    let claims = wsgate::token::claims_json("alice", NOW, 900, None, None, None, &[]);
+    let claims = wsgate::claims_json("alice", NOW, 900, None, None, None, &[]);
     let tok = local.issue(&claims).unwrap();
     let ptok = secret.issue(&claims).unwrap();
     let expired = local
-        .issue(&wsgate::token::claims_json(
+        .issue(&wsgate::claims_json(
             "alice",
             NOW - 7200,
             900,
@@ -100,7 +86,7 @@ fn main() {
             PasetoToken::<pasetors::token::Local, pasetors::version4::V4>::try_from(&tok).unwrap();
         let opened = LocalToken::decrypt(&pk, &t, None, None).unwrap();
         let m: Min<'_> = serde_json::from_str(opened.payload()).unwrap();
-        wsgate::time::parse_rfc3339(&m.exp).unwrap() > NOW && !m.sub.is_empty()
+        wsgate::internal::parse_rfc3339(&m.exp).unwrap() > NOW && !m.sub.is_empty()
     });
 
     // The same gate with a full revocation list that matches none of the tokens.

@@ -2,8 +2,8 @@
 //! each method against a real `wsgate::Server`, and the BASELINE floor in the same
 //! run: a minimal async-tungstenite echo server (`accept_hdr_async` with a pasetors
 //! cookie check and nothing else). Each server runs in a child process pinned to
-//! CPU 0; the load (`wsgate::bench`) runs here, pinned to CPU 1. The figure is the
-//! server's CPU time (getrusage, µs) per round trip at 64 concurrent clients, and
+//! CPU 0; the load (`wsgate bench`'s load generator, src/cli/bench/) runs here, pinned
+//! to CPU 1. The figure is the server's CPU time (getrusage, µs) per round trip at 64 concurrent clients, and
 //! every figure is printed as a ratio to the floor measured in the same round.
 //!
 //! `cargo bench --bench handshake`; `WSGATE_BENCH_N` round trips per measure
@@ -26,7 +26,7 @@
 //!
 //! With the `tls` feature (default), the same for TLS (issue 14): a CA and a leaf for
 //! 127.0.0.1 are made with rcgen at the start, in the bench's temporary directory;
-//! wsgate serves them through `Config::tls` (`wsgate::tls::Tls::load`, as
+//! wsgate serves them through `Config::tls` (`wsgate::Tls::load`, as
 //! `--tls-cert`/`--tls-key`) and the TLS floor, a futures-rustls `TlsAcceptor` (ring,
 //! rustls's defaults: TLS 1.3, its session cache) in front of the floor above, serves
 //! the same two files. The load connects to `wss://` trusting the CA, one rustls
@@ -36,6 +36,13 @@
 //! and the TLS rows.
 
 mod harness;
+// The load generator of `wsgate bench`, a module of the binary (not of the library),
+// included as it is: it is written against `wsgate::…` paths only. What the binary uses
+// of it and this bench does not (text and JSON reports, URL parsing, its unit tests) is
+// dead code here.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/cli/bench/mod.rs"]
+mod bench;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -45,8 +52,8 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use bench::{BenchMethod, Credentials, Options};
 use smol::stream::StreamExt as _;
-use wsgate::bench::{BenchMethod, Credentials, Options};
 use wsgate::{Config, Handler, Key, Server};
 
 const SERVER_CPU: usize = 0;
@@ -91,7 +98,7 @@ fn child(kind: &str, key_file: &str, log_level: &str) {
     match kind {
         "wsgate" | "wsgate-long" => {
             let long = kind == "wsgate-long";
-            wsgate::log::set_level(log_level.parse().unwrap());
+            wsgate::set_log_level(log_level.parse().unwrap());
             let mut config = Config::default();
             config.listen = addr;
             config.keys.push(Key::from_paserk(&paserk).unwrap());
@@ -112,14 +119,12 @@ fn child(kind: &str, key_file: &str, log_level: &str) {
         }
         #[cfg(feature = "tls")]
         "wsgate-tls" => {
-            wsgate::log::set_level(log_level.parse().unwrap());
+            wsgate::set_log_level(log_level.parse().unwrap());
             let (cert, key) = tls_files(key_file);
             let mut config = Config::default();
             config.listen = addr;
             config.keys.push(Key::from_paserk(&paserk).unwrap());
-            config.tls = Some(std::sync::Arc::new(
-                wsgate::tls::Tls::load(&cert, &key).unwrap(),
-            ));
+            config.tls = Some(std::sync::Arc::new(wsgate::Tls::load(&cert, &key).unwrap()));
             smol::block_on(async {
                 let server = Server::bind(config, Handler::echo()).await.unwrap();
                 println!("addr={}", server.local_addr().unwrap());
@@ -139,7 +144,7 @@ const REVOCATIONS: usize = 100_000;
 /// none) and prints what it cost in resident memory, as a `note:` line.
 fn preload_revocations(handle: &wsgate::ServerHandle, log_level: &str) {
     use wsgate::Revocation;
-    wsgate::log::set_level(wsgate::log::Level::Error);
+    wsgate::set_log_level(wsgate::LogLevel::Error);
     let before = harness::rss_kib();
     for i in 0..REVOCATIONS / 2 {
         handle
@@ -154,7 +159,7 @@ fn preload_revocations(handle: &wsgate::ServerHandle, log_level: &str) {
         "note: {REVOCATIONS} revocation entries: +{grown} KiB RSS, {} bytes per entry",
         grown * 1024 / REVOCATIONS as u64
     );
-    wsgate::log::set_level(log_level.parse().unwrap());
+    wsgate::set_log_level(log_level.parse().unwrap());
 }
 
 /// Without the `tls` feature the TLS floor is never started; a stand-in type keeps
@@ -243,8 +248,8 @@ async fn floor_session<S>(
             UntrustedToken::<pasetors::token::Local, V4>::try_from(token).map_err(|_| deny())?;
         let opened = LocalToken::decrypt(key, &t, None, None).map_err(|_| deny())?;
         let c: Claims<'_> = serde_json::from_str(opened.payload()).map_err(|_| deny())?;
-        match wsgate::time::parse_rfc3339(&c.exp) {
-            Some(exp) if exp >= wsgate::time::unix_now() => Ok(resp),
+        match wsgate::internal::parse_rfc3339(&c.exp) {
+            Some(exp) if exp >= wsgate::unix_now() => Ok(resp),
             _ => Err(deny()),
         }
     };
@@ -448,7 +453,7 @@ fn load(
 ) -> Options {
     let scheme = if server.ca.is_some() { "wss" } else { "ws" };
     let mut opts = Options::new(
-        format!("{scheme}://{}/", server.addr).parse().unwrap(),
+        wsgate::client::WsUrl::parse(&format!("{scheme}://{}/", server.addr)).unwrap(),
         Credentials::Mint(Key::from_paserk(paserk).unwrap()),
     );
     #[cfg(feature = "tls")]
@@ -481,7 +486,7 @@ fn key_in_temp_dir() -> (std::path::PathBuf, String, String) {
 fn measure(server: &mut ServerProc, key: &str, method: BenchMethod, n: u64, c: usize) -> Measure {
     let opts = load(server, key, method, n, c, Duration::from_secs(20));
     let before = server.cpu_us();
-    let report = wsgate::bench::run(&opts).unwrap();
+    let report = bench::run(&opts).unwrap();
     let after = server.cpu_us();
     let echo = report.phases.iter().find(|p| p.phase == "echo");
     Measure {
@@ -632,7 +637,7 @@ fn count_of(
     };
     let server = ServerProc::start_under(&wrapper, kind, key_file, "info");
     let opts = load(&server, paserk, method, n, c, Duration::from_secs(60));
-    let report = wsgate::bench::run(&opts).unwrap();
+    let report = bench::run(&opts).unwrap();
     assert_eq!(
         report.failed, 0,
         "{kind} {method:?}: round trips failed when counted"

@@ -11,8 +11,7 @@ mod harness;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use wsgate::auth::random_id;
-use wsgate::tickets::ReplayCache;
+use wsgate::internal::{ReplayCache, random_id};
 
 /// The system allocator, counting live bytes, their peak and the calls.
 struct Counting;

@@ -28,9 +28,9 @@ fn broadcast(room: &Room, line: &str) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = Key::generate_local()?;
-    let now = wsgate::time::unix_now();
+    let now = wsgate::unix_now();
     for sub in ["alice", "bob"] {
-        let claims = wsgate::token::claims_json(sub, now, 3600, None, None, None, &[]);
+        let claims = wsgate::claims_json(sub, now, 3600, None, None, None, &[]);
         let token = key.issue(&claims)?;
         println!("websocat -H='Authorization: Bearer {token}' ws://127.0.0.1:8080/");
     }

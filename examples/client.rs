@@ -38,8 +38,8 @@ const TOKEN_TTL_SECS: i64 = 300;
 
 /// A fresh token for `sub`, valid for [`TOKEN_TTL_SECS`]. Stands in for a token service.
 fn mint(key: &Key, sub: &str) -> Result<String, wsgate::TokenError> {
-    let now = wsgate::time::unix_now();
-    let claims = wsgate::token::claims_json(sub, now, TOKEN_TTL_SECS, None, None, None, &[]);
+    let now = wsgate::unix_now();
+    let claims = wsgate::claims_json(sub, now, TOKEN_TTL_SECS, None, None, None, &[]);
     key.issue(&claims)
 }
 
@@ -144,14 +144,17 @@ fn main() {
         std::process::exit(2);
     };
     let sub = args.get(3).map_or("device-1", String::as_str);
-    let key = match wsgate::config::load_key_file(key_file.as_ref()) {
+    let key = std::fs::read_to_string(key_file)
+        .map_err(|e| e.to_string())
+        .and_then(|text| Key::from_paserk(&text).map_err(|e| e.to_string()));
+    let key = match key {
         Ok(k) if k.can_issue() => k,
         Ok(_) => {
             eprintln!("error: {key_file}: a k4.public key cannot mint tokens");
             std::process::exit(2);
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {key_file}: {e}");
             std::process::exit(2);
         }
     };

@@ -18,9 +18,9 @@ use wsgate::{Config, Handler, Key, Message, Server};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = Key::generate_local()?;
-    let claims = wsgate::token::claims_json(
+    let claims = wsgate::claims_json(
         "embedded-demo",
-        wsgate::time::unix_now(),
+        wsgate::unix_now(),
         3600,
         None,
         None,

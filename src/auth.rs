@@ -131,6 +131,7 @@ impl FromStr for Methods {
 /// Why a request or a first message was refused. Each maps to its HTTP status and
 /// close code in one `match`, straight from the tables of `docs/protocol.md#refusals`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejection {
     /// No token, and first-message authentication is disabled.
     MissingToken,
@@ -316,6 +317,7 @@ impl std::error::Error for Rejection {}
 
 /// Who a verified token says the client is: what a session handler sees.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Identity {
     /// The `sub` claim.
     pub sub: String,
@@ -350,12 +352,13 @@ pub struct UnredeemedTicket {
 impl Identity {
     /// Takes the ticket that must be redeemed before this session starts (only with
     /// shared tickets; `None` otherwise, and after the first call).
-    pub fn take_unredeemed(&mut self) -> Option<UnredeemedTicket> {
+    #[cfg(feature = "redis")]
+    pub(crate) fn take_unredeemed(&mut self) -> Option<UnredeemedTicket> {
         self.unredeemed.take()
     }
 
     /// What revocation looks at.
-    pub fn facts(&self) -> TokenFacts<'_> {
+    pub(crate) fn facts(&self) -> TokenFacts<'_> {
         TokenFacts {
             sub: &self.sub,
             jti: self.jti.as_deref(),
@@ -408,25 +411,44 @@ pub enum Decision<'a> {
     },
 }
 
-/// The authentication configuration: what [`Gate`] decides with.
+/// The authentication configuration: what [`Gate`] decides with. Build it with
+/// [`GateConfig::new`] and set fields.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct GateConfig {
-    /// Enabled methods.
+    /// Enabled methods. Default `header,protocol,cookie,message`.
     pub methods: Methods,
-    /// Cookie that carries the token.
+    /// Cookie that carries the token. Default `wsgate_token`.
     pub cookie_name: String,
-    /// Exact origins allowed from browsers (lower-case, no trailing `/`).
+    /// Exact origins allowed from browsers (lower-case, no trailing `/`). Default none.
     pub allowed_origins: Vec<String>,
     /// Keys and claim rules. The gate takes the keys ([`Gate::verifier`]; replaced
     /// by [`Gate::set_keys`]) and leaves the rules here.
     pub verifier: Verifier,
-    /// Lifetime of minted tickets, seconds.
+    /// Lifetime of minted tickets, seconds. Default 30.
     pub ticket_ttl: i64,
-    /// Bound on live tickets.
+    /// Bound on live tickets. Default 100 000.
     pub ticket_capacity: usize,
     /// The listener speaks TLS: for the same-origin rule, a `Host` without a port
     /// means port 443, whatever the Origin's scheme (`docs/protocol.md#the-origin-rule`).
+    /// Default off.
     pub tls: bool,
+}
+
+impl GateConfig {
+    /// A configuration verifying with `verifier` and every other field at its
+    /// default, the same as [`Config`](crate::Config)'s.
+    pub fn new(verifier: Verifier) -> GateConfig {
+        GateConfig {
+            methods: Methods::default(),
+            cookie_name: "wsgate_token".into(),
+            allowed_origins: Vec::new(),
+            verifier,
+            ticket_ttl: 30,
+            ticket_capacity: crate::tickets::DEFAULT_TICKET_CAPACITY,
+            tls: false,
+        }
+    }
 }
 
 /// The decision core. Owns the keys, the ticket replay cache and the revocations.
@@ -480,6 +502,7 @@ pub const MAX_FIRST_MESSAGE: usize = 32 * 1024;
 
 /// A minted ticket, ready to send as `{"ticket":…,"expires_in":…}`. Its `Debug`
 /// shows no ticket bytes.
+#[non_exhaustive]
 pub struct Ticket {
     /// The `v4.local` ticket token.
     pub token: String,
@@ -491,6 +514,7 @@ pub struct Ticket {
 
 /// Why `POST /ticket` refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TicketRefusal {
     /// No valid token (or a ticket, which cannot mint a ticket): 401.
     Unauthorized(Rejection),
@@ -518,7 +542,7 @@ struct Found<'a> {
 impl Gate {
     /// Builds the gate. Tickets are sealed with the first `k4.local` key; without one,
     /// with a random key made now (tickets then work only on this process).
-    /// Revocations: [`DEFAULT_REVOKE_TTL`], [`DEFAULT_REVOKE_CAPACITY`] (see
+    /// Revocations are kept a day, 100 000 at most (see
     /// [`Gate::set_revocation_limits`]).
     pub fn new(mut cfg: GateConfig) -> Result<Gate, KeyError> {
         let rules = cfg.verifier.rules().clone();
@@ -614,13 +638,15 @@ impl Gate {
     /// Tickets are redeemed elsewhere (in state shared by several nodes): a verified
     /// ticket is not spent here but comes back with [`Identity::take_unredeemed`],
     /// and minting records nothing here.
-    pub fn set_shared_tickets(&mut self, shared: bool) {
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_shared_tickets(&mut self, shared: bool) {
         self.shared_tickets = shared;
     }
 
     /// Adds an entry made on another node (revoked at `at`, forgotten at
     /// `forget_at`); see [`crate::revocation::Revocations::apply`].
-    pub fn apply_revocation(
+    #[cfg(feature = "redis")]
+    pub(crate) fn apply_revocation(
         &self,
         entry: &Revocation,
         at: i64,
@@ -631,17 +657,12 @@ impl Gate {
     }
 
     /// The revocation list, locked.
-    pub fn revocations(&self) -> std::sync::MutexGuard<'_, Revocations> {
+    pub(crate) fn revocations(&self) -> std::sync::MutexGuard<'_, Revocations> {
         self.revocations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn is_revoked(&self, facts: &TokenFacts<'_>, now: i64) -> bool {
         self.revocations().is_revoked(facts, now)
-    }
-
-    /// The replay cache (for metrics and tests).
-    pub fn replay_cache(&self) -> &ReplayCache {
-        &self.replay
     }
 
     /// Decides an upgrade request (the checks after 431/404/426/503, which belong to
@@ -1115,22 +1136,10 @@ pub fn random_id() -> Result<String, getrandom::Error> {
 
 /// Same origin (`docs/protocol.md#the-origin-rule`): Origin's authority (host and port,
 /// port implied by its scheme, case-insensitive) equals the `Host` header's (a `Host`
-/// without a port takes the default port of the Origin's scheme).
-pub fn same_origin(origin: &str, host: &str) -> bool {
-    same_origin_on(origin, host, false)
-}
-
-/// [`same_origin`] on a listener that speaks TLS when `tls`: then a `Host` without a port
-/// means 443 whatever the Origin's scheme, so an `http://` Origin is never the same origin
-/// unless its explicit port equals the `Host`'s (`docs/protocol.md#the-origin-rule`).
-///
-/// ```
-/// use wsgate::auth::same_origin_on;
-/// assert!(same_origin_on("https://a.example", "a.example", true));
-/// assert!(!same_origin_on("http://a.example", "a.example", true));
-/// assert!(same_origin_on("http://a.example", "a.example", false));
-/// assert!(same_origin_on("http://a.example:8443", "a.example:8443", true));
-/// ```
+/// without a port takes the default port of the Origin's scheme). On a listener that
+/// speaks TLS (`tls`), a `Host` without a port means 443 whatever the Origin's scheme,
+/// so an `http://` Origin is never the same origin unless its explicit port equals the
+/// `Host`'s.
 pub fn same_origin_on(origin: &str, host: &str, tls: bool) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else {
         return false;

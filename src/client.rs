@@ -42,7 +42,7 @@ use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use ct_codecs::{Base64, Encoder as _};
 use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use crate::head::{MAX_HEAD, MAX_HEADERS, accept_key};
+use crate::head::{HeaderStorage, MAX_HEAD, accept_key, header_storage};
 
 /// Largest answer head read, status line through the blank line: the bound the
 /// server puts on request heads (`docs/protocol.md#order-of-checks`). A `101` takes
@@ -183,6 +183,7 @@ impl fmt::Display for WsUrl {
 
 /// Why a client handshake failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// The request target or `Host` holds a space or a control (or `Host` non-ASCII).
     Target,
@@ -195,7 +196,7 @@ pub enum HandshakeError {
     Io(std::io::Error),
     /// The stream ended before the answer head was complete.
     Closed,
-    /// The answer head is over [`MAX_ANSWER_HEAD`] bytes or [`MAX_HEADERS`] lines.
+    /// The answer head is over [`MAX_ANSWER_HEAD`] bytes or [`MAX_HEADERS`](crate::head::MAX_HEADERS) lines.
     TooLarge,
     /// The answer is not HTTP/1.x.
     Malformed,
@@ -303,31 +304,17 @@ impl Upgrade {
     /// shorter than that bound, so a caller that reads until an answer buffers at
     /// most [`MAX_ANSWER_HEAD`] bytes plus its last read.
     pub fn check_answer(&self, buf: &[u8]) -> Result<Option<usize>, HandshakeError> {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut answer = httparse::Response::new(&mut storage);
-        let len = match answer.parse(buf) {
-            Ok(httparse::Status::Complete(n)) if n <= MAX_ANSWER_HEAD => n,
-            Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER_HEAD => return Ok(None),
-            Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooLarge),
-            Err(_) => return Err(HandshakeError::Malformed),
+        let mut storage = header_storage();
+        let Some((answer, len)) = parse_answer(buf, &mut storage)? else {
+            return Ok(None);
         };
-        let Some(code) = answer.code else {
-            return Err(HandshakeError::Malformed);
-        };
-        if code != 101 {
-            return Err(HandshakeError::Status(code));
+        if answer.status != 101 {
+            return Err(HandshakeError::Status(answer.status));
         }
-        if answer.version != Some(1) {
+        if answer.minor_version != 1 {
             return Err(HandshakeError::Invalid("not HTTP/1.1"));
         }
-        let header = |name: &str| {
-            answer
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-                .map(str::trim)
-        };
+        let header = |name: &str| answer.header(name);
         if !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
             return Err(HandshakeError::Invalid("no `Upgrade: websocket`"));
         }
@@ -351,6 +338,57 @@ impl Upgrade {
         }
         Ok(Some(len))
     }
+}
+
+/// A parsed answer head, borrowing the bytes it was read from: what
+/// [`parse_answer`] returns.
+#[derive(Clone, Copy, Debug)]
+pub struct Answer<'a> {
+    /// The status code: `101`, `200`, `401`, …
+    pub status: u16,
+    /// The minor HTTP version: `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub minor_version: u8,
+    headers: &'a [httparse::Header<'a>],
+}
+
+impl<'a> Answer<'a> {
+    /// The first header named `name` (any case), trimmed; `None` if absent or not UTF-8.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+    }
+}
+
+/// Parses an HTTP/1.x answer head from the start of `buf`: `Ok(None)` until it is
+/// complete, then the answer and the number of bytes the head took (what follows is
+/// the body, or WebSocket data after a `101`). Bounded as [`Upgrade::check_answer`] is:
+/// [`MAX_ANSWER_HEAD`] bytes and [`MAX_HEADERS`](crate::head::MAX_HEADERS) lines.
+#[inline]
+pub fn parse_answer<'a>(
+    buf: &'a [u8],
+    storage: &'a mut HeaderStorage<'a>,
+) -> Result<Option<(Answer<'a>, usize)>, HandshakeError> {
+    let mut answer = httparse::Response::new(storage);
+    let len = match answer.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_ANSWER_HEAD => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER_HEAD => return Ok(None),
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooLarge),
+        Err(_) => return Err(HandshakeError::Malformed),
+    };
+    let (Some(status), Some(minor_version)) = (answer.code, answer.version) else {
+        return Err(HandshakeError::Malformed);
+    };
+    Ok(Some((
+        Answer {
+            status,
+            minor_version,
+            headers: answer.headers,
+        },
+        len,
+    )))
 }
 
 /// Shows no header: the request may carry credentials (the bench's `Authorization`,
@@ -590,7 +628,7 @@ mod tests {
             Err(HandshakeError::TooLarge)
         ));
         let mut many = b"HTTP/1.1 101 OK\r\n".to_vec();
-        for i in 0..=MAX_HEADERS {
+        for i in 0..=crate::head::MAX_HEADERS {
             many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");

@@ -1,8 +1,9 @@
-//! Server configuration as a plain value, and the errors that name the bad option.
+//! Server configuration as a plain value, its checks, and the errors that name the bad
+//! setting.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::Methods;
@@ -22,7 +23,8 @@ pub enum Mode {
     Exec(String),
 }
 
-/// Everything `serve` needs. Build with `Config::default()` and set fields.
+/// Everything `serve` needs. Build with `Config::default()` and set fields;
+/// [`Server::bind`](crate::Server::bind) checks them with [`Config::validate`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Config {
@@ -151,7 +153,96 @@ impl Default for Config {
     }
 }
 
+/// Whether `name` can be a cookie's name: an RFC 6265 token (visible ASCII without
+/// separators).
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
 impl Config {
+    /// Checks the values a server cannot run with: no key, a cookie name that is not
+    /// one, a `path` that does not start with `/`, a `static_dir` that is not a
+    /// directory, zero where zero would refuse or drop everything (connections,
+    /// message size, capacities, lifetimes, and under a second for `auth_timeout`,
+    /// `ping_interval`, `head_timeout`). The error's `what` is the field, then its
+    /// value where it has one (`path ws`); [`Server::bind`](crate::Server::bind)
+    /// calls this first.
+    ///
+    /// ```
+    /// let mut config = wsgate::Config::default();
+    /// config.keys.push(wsgate::Key::generate_local().unwrap());
+    /// assert!(config.validate().is_ok());
+    /// config.max_connections = 0;
+    /// assert_eq!(
+    ///     config.validate().unwrap_err().to_string(),
+    ///     "max_connections: must be at least 1"
+    /// );
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.keys.is_empty() {
+            return Err(ConfigError::new("keys", "no key given"));
+        }
+        if !is_cookie_name(&self.cookie_name) {
+            return Err(ConfigError::new(
+                format!("cookie_name {}", self.cookie_name),
+                "not a valid cookie name",
+            ));
+        }
+        // Zero would time every client out, ping (and drop) every session at once, let
+        // no ticket or revocation live; answer 503 to everything, close every message,
+        // or refuse every ticket or revocation.
+        const SECOND: &str = "must be at least 1s";
+        const ONE: &str = "must be at least 1";
+        let zero = |field: &str, why: &str| Err(ConfigError::new(field, why));
+        if self.auth_timeout.as_secs() == 0 {
+            return zero("auth_timeout", SECOND);
+        }
+        if self.ticket_ttl == 0 {
+            return zero("ticket_ttl", SECOND);
+        }
+        if self.ping_interval.as_secs() == 0 {
+            return zero("ping_interval", SECOND);
+        }
+        if self.head_timeout.as_secs() == 0 {
+            return zero("head_timeout", SECOND);
+        }
+        if self.revoke_ttl == 0 {
+            return zero("revoke_ttl", SECOND);
+        }
+        if self.max_connections == 0 {
+            return zero("max_connections", ONE);
+        }
+        if self.max_message == 0 {
+            return zero("max_message", ONE);
+        }
+        if self.ticket_capacity == 0 {
+            return zero("ticket_capacity", ONE);
+        }
+        if self.revoke_capacity == 0 {
+            return zero("revoke_capacity", ONE);
+        }
+        if let Some(p) = self.path.as_ref().filter(|p| !p.starts_with('/')) {
+            return Err(ConfigError::new(format!("path {p}"), "must start with /"));
+        }
+        if let Some(d) = self.static_dir.as_ref().filter(|d| !d.is_dir()) {
+            return Err(ConfigError::new(
+                format!("static_dir {}", d.display()),
+                "not a directory",
+            ));
+        }
+        #[cfg(feature = "redis")]
+        if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(char::is_control) {
+            return Err(ConfigError::new(
+                "redis_prefix",
+                "must be non-empty, without control characters",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the listener speaks TLS (always `false` without the `tls` feature).
     pub fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -161,10 +252,16 @@ impl Config {
     }
 }
 
-/// A configuration mistake, naming the option or file. `Display` is one line.
+/// A configuration mistake, naming the setting, option or file. `Display` is one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigError {
-    /// The option, file or variable at fault: `--key /etc/wsgate.key`, `WSGATE_KEY`.
+    /// What is at fault. From the library: the setting, as the library names it (a
+    /// [`Config`] field like `max_connections`, or a constructor's argument like
+    /// `upstream`, `exec`, `tls_cert`), then its value when it has one
+    /// (`path ws`, `tls_cert /etc/wsgate/cert.pem`). The `wsgate` binary turns those
+    /// into its flags (`--max-connections`); its own errors name the option, file or
+    /// variable (`--key /etc/wsgate.key`, `WSGATE_KEY`).
     pub what: String,
     /// What is wrong with it.
     pub why: String,
@@ -188,61 +285,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Reads a PASERK key file (trailing whitespace allowed). The error names the file
-/// and never shows its content.
-pub fn load_key_file(path: &Path) -> Result<Key, ConfigError> {
-    let what = format!("--key {}", path.display());
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| ConfigError::new(&what, io_reason(&e)))?,
-    );
-    Key::from_paserk(&text).map_err(|e| ConfigError::new(what, e))
-}
-
-/// Reads the keys of `serve`: every `--key` file, or else `WSGATE_KEY`. A gate only
-/// verifies: a `k4.secret` (Ed25519 signing) key is refused, since a gate holding it
-/// could mint tokens, which is what `v4.public` keeps it from doing.
-pub fn load_keys(paths: &[PathBuf], env: Option<&str>) -> Result<Vec<Key>, ConfigError> {
-    const SIGNING: &str =
-        "a k4.secret (signing) key: the server only verifies, give it the public key";
-    if !paths.is_empty() {
-        return paths
-            .iter()
-            .map(|p| {
-                let key = load_key_file(p)?;
-                if key.purpose() == crate::token::Purpose::Public && key.can_issue() {
-                    return Err(ConfigError::new(
-                        format!("--key {}", p.display()),
-                        format_args!(
-                            "{SIGNING} ({}.pub, from `wsgate keygen --public`)",
-                            p.display()
-                        ),
-                    ));
-                }
-                Ok(key)
-            })
-            .collect();
-    }
-    match env {
-        // It holds the key text; a path there is a common slip (the value is not shown:
-        // it may be a key).
-        Some(v) if !v.trim_start().starts_with("k4.") && v.contains('/') => Err(ConfigError::new(
-            "WSGATE_KEY",
-            "wants the key text, not a path: use --key FILE",
-        )),
-        Some(v) => {
-            let key = Key::from_paserk(v).map_err(|e| ConfigError::new("WSGATE_KEY", e))?;
-            if key.purpose() == crate::token::Purpose::Public && key.can_issue() {
-                return Err(ConfigError::new(
-                    "WSGATE_KEY",
-                    format_args!("{SIGNING} (k4.public.…)"),
-                ));
-            }
-            Ok(vec![key])
-        }
-        None => Ok(Vec::new()),
-    }
-}
-
 /// An IO error as a short phrase (`no such file`), without the OS error number.
 pub fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
@@ -253,77 +295,89 @@ pub fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// Reads a `--listen` value: `127.0.0.1:8080`, `[::1]:8080`, `localhost:8080` (the
-/// name is resolved now; an IPv4 address is preferred), or `:8080` (every IPv4
-/// interface, `0.0.0.0`).
-pub fn parse_listen(v: &str) -> Result<SocketAddr, ConfigError> {
-    parse_addr("--listen", v)
-}
-
-/// A socket address given to `option`, with the forms of [`parse_listen`].
-pub fn parse_addr(option: &str, v: &str) -> Result<SocketAddr, ConfigError> {
-    let err = |why: &str| ConfigError::new(format!("{option} {v}"), why);
-    if let Ok(a) = v.parse() {
-        return Ok(a);
-    }
-    let Some((host, port)) = v.rsplit_once(':') else {
-        return Err(err("expected HOST:PORT, :PORT or [IPv6]:PORT"));
-    };
-    let port = match crate::head::parse_port(port) {
-        Some(p) => p,
-        None if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            return Err(err("port out of range (0-65535)"));
-        }
-        None => return Err(err("expected a port number after the last `:`")),
-    };
-    if host.is_empty() {
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
-    }
-    if host.starts_with('[') || host.contains(':') {
-        return Err(err("not an IPv6 address ([::1]:8080)"));
-    }
-    // The (host, port) form: the one the upstream dialler links in already.
-    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
-        .map_err(|_| err("cannot resolve the host name"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| err("cannot resolve the host name"))
-}
-
-/// Normalises an `--allow-origin` value: `scheme://host[:port]`, lower-case, no `/`.
-pub fn parse_origin(o: &str) -> Result<String, ConfigError> {
-    let t = o.trim().trim_end_matches('/');
-    let ok = t.split_once("://").is_some_and(|(s, rest)| {
-        matches!(s.to_ascii_lowercase().as_str(), "http" | "https")
-            && !rest.is_empty()
-            && !rest.contains(['/', '?', '#', '@', ' '])
-    });
-    if !ok {
-        return Err(ConfigError::new(
-            format!("--allow-origin {o}"),
-            "expected an origin like https://app.example.com",
-        ));
-    }
-    Ok(t.to_ascii_lowercase())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn valid() -> Config {
+        let mut c = Config::default();
+        c.keys.push(Key::generate_local().unwrap());
+        c
+    }
+
+    /// Each rule of `validate`, with the error it gives: the field (and its value).
     #[test]
-    fn listen_ports_are_digits_only() {
+    fn validate_names_the_field() {
+        assert_eq!(valid().validate(), Ok(()));
+        let refused = |change: fn(&mut Config)| {
+            let mut c = valid();
+            change(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert_eq!(refused(|c| c.keys.clear()), "keys: no key given");
         assert_eq!(
-            parse_listen(":8080").unwrap(),
-            SocketAddr::from(([0, 0, 0, 0], 8080))
+            refused(|c| c.cookie_name = "a;b".into()),
+            "cookie_name a;b: not a valid cookie name"
         );
-        assert!(parse_listen(":+8080").is_err());
-        assert!(parse_listen("localhost:+8080").is_err());
-        let e = parse_listen(":65536").unwrap_err().to_string();
-        assert!(e.contains("out of range"), "{e}");
+        assert_eq!(
+            refused(|c| c.cookie_name.clear()),
+            "cookie_name : not a valid cookie name"
+        );
+        assert_eq!(
+            refused(|c| c.ping_interval = Duration::from_millis(500)),
+            "ping_interval: must be at least 1s"
+        );
+        assert_eq!(
+            refused(|c| c.auth_timeout = Duration::ZERO),
+            "auth_timeout: must be at least 1s"
+        );
+        assert_eq!(
+            refused(|c| c.head_timeout = Duration::ZERO),
+            "head_timeout: must be at least 1s"
+        );
+        assert_eq!(
+            refused(|c| c.ticket_ttl = 0),
+            "ticket_ttl: must be at least 1s"
+        );
+        assert_eq!(
+            refused(|c| c.revoke_ttl = 0),
+            "revoke_ttl: must be at least 1s"
+        );
+        assert_eq!(
+            refused(|c| c.max_connections = 0),
+            "max_connections: must be at least 1"
+        );
+        assert_eq!(
+            refused(|c| c.max_message = 0),
+            "max_message: must be at least 1"
+        );
+        assert_eq!(
+            refused(|c| c.ticket_capacity = 0),
+            "ticket_capacity: must be at least 1"
+        );
+        assert_eq!(
+            refused(|c| c.revoke_capacity = 0),
+            "revoke_capacity: must be at least 1"
+        );
+        assert_eq!(
+            refused(|c| c.path = Some("ws".into())),
+            "path ws: must start with /"
+        );
+        assert_eq!(
+            refused(|c| c.static_dir = Some("/no/such/dir".into())),
+            "static_dir /no/such/dir: not a directory"
+        );
+        #[cfg(feature = "redis")]
+        assert_eq!(
+            refused(|c| c.redis_prefix.clear()),
+            "redis_prefix: must be non-empty, without control characters"
+        );
+        // What is allowed: a strict clock, no refresh notice, no grace.
+        let mut c = valid();
+        c.leeway = 0;
+        c.refresh_notice = Duration::ZERO;
+        c.shutdown_grace = Duration::ZERO;
+        c.path = Some("/ws".into());
+        assert_eq!(c.validate(), Ok(()));
     }
 }

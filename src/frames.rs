@@ -136,7 +136,7 @@ impl<S> FrameAligned<S> {
     }
 
     /// A stand-in with no stream.
-    pub fn detached() -> FrameAligned<S> {
+    pub(crate) fn detached() -> FrameAligned<S> {
         FrameAligned {
             inner: None,
             cursor: FrameCursor::default(),

@@ -16,6 +16,7 @@ pub const MAX_HEADERS: usize = 100;
 
 /// Why a head could not be parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HeadError {
     /// Over [`MAX_HEAD`] bytes or [`MAX_HEADERS`] lines: 431.
     TooLarge,
@@ -231,6 +232,7 @@ impl<'a> Request<'a> {
 
 /// An upgrade request that is not a valid WebSocket handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UpgradeError {
     /// Not `GET`: 400.
     Method,

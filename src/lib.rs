@@ -7,34 +7,31 @@
 //!
 //! - a **sans-IO core** ([`Gate`], [`Verifier`], [`head`]): request parts,
 //!   configuration and `now` in, a [`Decision`] out; no sockets, no clock;
-//!   [`client`], the client side of the handshake (the relay's upstreams, the bench);
-//!   and [`frames::FrameCursor`], WebSocket frame boundaries in a byte stream;
-//! - a **smol server** ([`Server`]) around it, which hands each authenticated
-//!   [`Session`] to a [`Handler`];
+//!   and [`client`], the client side of the handshake (the relay's upstreams,
+//!   `wsgate bench`);
+//! - a **smol server** ([`Server`], reached from outside through a [`ServerHandle`])
+//!   around it, which hands each authenticated [`Session`] to a [`Handler`]: echo,
+//!   [`Handler::upstream`], [`Handler::exec`] or a function of your own;
 //! - the `wsgate` binary, a thin argh layer over both.
+//!
+//! The modules are private: the items at the crate root, [`head`] and [`client`] are
+//! the whole public API.
 //!
 //! # Examples
 //!
 //! Deciding a request without any IO:
 //!
 //! ```
-//! use wsgate::{ClaimRules, Decision, Gate, GateConfig, Key, Method, Methods, Verifier, head};
+//! use wsgate::{ClaimRules, Decision, Gate, GateConfig, Key, Method, Verifier, head};
 //!
 //! let key = Key::generate_local().unwrap();
 //! let now = 2_000_000_000;
-//! let claims = wsgate::token::claims_json("alice", now, 900, None, None, None, &[]);
+//! let claims = wsgate::claims_json("alice", now, 900, None, None, None, &[]);
 //! let token = key.issue(&claims).unwrap();
 //!
-//! let gate = Gate::new(GateConfig {
-//!     methods: Methods::default(),
-//!     cookie_name: "wsgate_token".into(),
-//!     allowed_origins: vec![],
-//!     verifier: Verifier::new(vec![key], ClaimRules { leeway: 60, ..Default::default() }),
-//!     ticket_ttl: 30,
-//!     ticket_capacity: 1000,
-//!     tls: false,
-//! })
-//! .unwrap();
+//! let mut config = GateConfig::new(Verifier::new(vec![key], ClaimRules::new(60)));
+//! config.allowed_origins = vec!["https://app.example.com".into()];
+//! let gate = Gate::new(config).unwrap();
 //!
 //! let raw = format!(
 //!     "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -74,40 +71,76 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod admin;
-pub mod auth;
-#[cfg(feature = "bench")]
-pub mod bench;
+// Every module is private; what an embedder uses is re-exported below, in one block,
+// and `head` and `client` are public as the sans-IO request and client-handshake APIs.
+mod admin;
+mod auth;
 pub mod client;
 #[cfg(feature = "load-balancer")]
-pub mod client_addr;
+mod client_addr;
 #[cfg(feature = "redis")]
-pub mod cluster;
-pub mod config;
+mod cluster;
+mod config;
 mod deadline;
-pub mod endpoints;
-pub mod frames;
+mod endpoints;
+mod frames;
 pub mod head;
-pub mod log;
-pub mod metrics;
-pub mod process;
-pub mod registry;
-pub mod relay;
-pub mod revocation;
-pub mod server;
-pub mod session;
+mod log;
+mod metrics;
+mod process;
+mod registry;
+mod relay;
+mod revocation;
+mod server;
+mod session;
 mod state;
-pub mod tickets;
-pub mod time;
+mod tickets;
+mod time;
 #[cfg(feature = "tls")]
-pub mod tls;
-pub mod token;
+mod tls;
+mod token;
 
 pub use async_tungstenite::tungstenite::Message;
-pub use auth::{Decision, Gate, GateConfig, Identity, Method, Methods, Rejection, Ticket};
+pub use auth::{
+    Decision, Gate, GateConfig, Identity, Method, Methods, Rejection, Ticket, TicketRefusal,
+};
+#[cfg(feature = "load-balancer")]
+pub use client_addr::{Cidr, TrustedProxies};
+#[cfg(feature = "redis")]
+pub use cluster::RedisUrl;
 pub use config::{Config, ConfigError, Mode};
+pub use frames::FrameAligned;
+pub use log::{
+    Format as LogFormat, Level as LogLevel, set_format as set_log_format,
+    set_level as set_log_level,
+};
+pub use metrics::Metrics;
 pub use registry::SessionInfo;
-pub use revocation::Revocation;
+pub use revocation::{Full as RevocationsFull, Revocation};
 pub use server::{Error, RevokeError, Server, ServerHandle, ShutdownHandle};
-pub use session::{BoxedConnection, Connection, Handler, Race, Session};
-pub use token::{ClaimRules, Claims, Key, KeyError, TokenError, UntrustedToken, Verifier};
+pub use session::{BoxedConnection, Connection, Handler, Race, Session, WsStream};
+pub use time::unix_now;
+#[cfg(feature = "tls")]
+pub use tls::{Prepared as PreparedTls, Tls};
+pub use token::{
+    ClaimRules, Claims, Key, KeyError, Purpose, TokenError, UntrustedToken, Verifier, claims_json,
+};
+
+/// Not public API: what the `wsgate` binary, the fuzz targets, the benches and the
+/// tests need beyond the items above (rustls keeps such things the same way). It
+/// follows the code, not semver.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::auth::{MAX_FIRST_MESSAGE, random_id};
+    #[cfg(feature = "load-balancer")]
+    pub use crate::client_addr::{MAX_PROXY_HEADER, ProxyHeader, parse_proxy_header};
+    pub use crate::config::io_reason;
+    pub use crate::frames::FrameCursor;
+    pub use crate::log::{Line as LogLine, enabled as log_enabled};
+    pub use crate::relay::UpstreamUrl;
+    pub use crate::tickets::{DEFAULT_TICKET_CAPACITY, ReplayCache};
+    pub use crate::time::{Rfc3339, parse_duration, parse_rfc3339};
+    #[cfg(feature = "tls")]
+    pub use crate::tls::{TlsClient, handshake_reason};
+    pub use crate::token::TICKET_CLAIM;
+}

@@ -207,8 +207,8 @@ fn push_json_string(buf: &mut String, s: &str) {
 #[doc(hidden)]
 macro_rules! log_event {
     ($level:expr, $event:expr $(, $k:literal = $v:expr)* $(,)?) => {
-        if $crate::log::enabled($level) {
-            $crate::log::Line::new($level, $event)$(.kv($k, $v))*.emit();
+        if $crate::internal::log_enabled($level) {
+            $crate::internal::LogLine::new($level, $event)$(.kv($k, $v))*.emit();
         }
     };
 }

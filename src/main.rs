@@ -5,10 +5,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use wsgate::config::{ConfigError, load_key_file, load_keys, parse_listen, parse_origin};
-use wsgate::log::Level;
-use wsgate::time::{Rfc3339, parse_duration, unix_now};
-use wsgate::{ClaimRules, Config, Handler, Key, Methods, Mode, Server, UntrustedToken, Verifier};
+use cli::options::{
+    as_flag, bind_error, load_key_file, load_keys, parse_addr, parse_listen, parse_origin,
+};
+use wsgate::internal::{Rfc3339, parse_duration};
+use wsgate::{
+    ClaimRules, Config, ConfigError, Handler, Key, LogLevel as Level, Methods, Mode, Server,
+    UntrustedToken, Verifier, unix_now,
+};
+
+/// The binary's own modules (the library does not have them).
+mod cli {
+    /// `wsgate bench`, the load generator.
+    #[cfg(feature = "bench")]
+    pub mod bench;
+    pub mod options;
+}
 
 #[derive(FromArgs)]
 /// Authenticate WebSocket connections with PASETO v4 tokens.
@@ -98,7 +110,7 @@ struct Serve {
     ticket_ttl: String,
     /// most live tickets remembered (20 bytes each); POST /ticket answers 503 beyond
     /// [320000: 10000 a second for 30 s]
-    #[argh(option, default = "wsgate::tickets::DEFAULT_TICKET_CAPACITY")]
+    #[argh(option, default = "wsgate::internal::DEFAULT_TICKET_CAPACITY")]
     ticket_capacity: usize,
     /// serve files from this directory for plain GETs
     #[argh(option, long = "static")]
@@ -296,9 +308,9 @@ struct Bench {
 /// `wsgate bench`: exit 0 when every connection succeeded, 1 when some failed,
 /// 2 for bad arguments.
 fn bench(b: Bench) -> ExitCode {
-    use wsgate::bench::{BenchMethod, Credentials, Options, WsUrl};
+    use cli::bench::{BenchMethod, Credentials, Options};
     let prepared = (|| -> Result<(Options, Vec<BenchMethod>), String> {
-        let url: WsUrl = b.url.parse().map_err(|e| format!("{e}"))?;
+        let url = cli::bench::parse_url(&b.url).map_err(|e| e.to_string())?;
         let methods = b
             .method
             .split(',')
@@ -355,7 +367,7 @@ fn bench(b: Bench) -> ExitCode {
     let mut reports = Vec::new();
     for method in methods {
         opts.method = method;
-        match wsgate::bench::run(&opts) {
+        match cli::bench::run(&opts) {
             Ok(report) => {
                 if !b.json {
                     if !reports.is_empty() {
@@ -389,9 +401,9 @@ fn bench(b: Bench) -> ExitCode {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
         let doc = if html {
-            wsgate::bench::plot::html(&reports)
+            cli::bench::plot::html(&reports)
         } else {
-            wsgate::bench::plot::svg(&reports)
+            cli::bench::plot::svg(&reports)
         };
         if let Err(e) = std::fs::write(path, doc) {
             eprintln!("error: --plot {}: {e}", path.display());
@@ -657,12 +669,12 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .log_level
         .parse()
         .map_err(|e| ConfigError::new("--log-level", e))?;
-    wsgate::log::set_level(level);
-    let format: wsgate::log::Format = s
+    wsgate::set_log_level(level);
+    let format: wsgate::LogFormat = s
         .log_format
         .parse()
         .map_err(|e| ConfigError::new("--log-format", e))?;
-    wsgate::log::set_format(format);
+    wsgate::set_log_format(format);
     let mut config = Config::default();
     config.listen = parse_listen(&s.listen)?;
     let env_key = if s.key.is_empty() {
@@ -675,45 +687,23 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .auth
         .parse::<Methods>()
         .map_err(|e| ConfigError::new(format!("--auth {}", s.auth), e))?;
-    if s.cookie.is_empty()
-        || !s
-            .cookie
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
-    {
-        return Err(ConfigError::new(
-            format!("--cookie {}", s.cookie),
-            "not a valid cookie name",
-        ));
-    }
     config.cookie_name = s.cookie;
     config.allowed_origins = s
         .allow_origin
         .iter()
         .map(|o| parse_origin(o))
         .collect::<Result<_, _>>()?;
+    // Zero, where it makes no sense, is refused by `Config::validate`.
     config.auth_timeout =
-        std::time::Duration::from_secs(seconds("--auth-timeout", &s.auth_timeout, 1)?);
-    let ticket_ttl = seconds("--ticket-ttl", &s.ticket_ttl, 1)?;
-    // 0 would drop every session at once: a ping must be answered by the next one.
-    let ping_interval = seconds("--ping-interval", &s.ping_interval, 1)?;
+        std::time::Duration::from_secs(seconds("--auth-timeout", &s.auth_timeout, 0)?);
+    let ticket_ttl = seconds("--ticket-ttl", &s.ticket_ttl, 0)?;
+    let ping_interval = seconds("--ping-interval", &s.ping_interval, 0)?;
     config.audience = s.audience;
     config.issuer = s.issuer;
     config.leeway = seconds("--leeway", &s.leeway, 0)?;
-    if s.max_connections == 0 {
-        return Err(ConfigError::new("--max-connections", "must be at least 1"));
-    }
     config.max_connections = s.max_connections;
     config.threads = s.threads;
-    if s.max_message == 0 {
-        return Err(ConfigError::new("--max-message", "must be at least 1"));
-    }
     config.max_message = s.max_message;
-    if let Some(p) = &s.path {
-        if !p.starts_with('/') {
-            return Err(ConfigError::new(format!("--path {p}"), "must start with /"));
-        }
-    }
     config.path = s.path;
     config.mode = match (s.upstream, s.exec) {
         (Some(_), Some(_)) => return Err(ConfigError::new("--upstream/--exec", "choose one")),
@@ -723,14 +713,6 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     };
     config.ticket_ttl = ticket_ttl;
     config.ticket_capacity = s.ticket_capacity.max(1);
-    if let Some(d) = &s.static_dir {
-        if !d.is_dir() {
-            return Err(ConfigError::new(
-                format!("--static {}", d.display()),
-                "not a directory",
-            ));
-        }
-    }
     config.static_dir = s.static_dir;
     config.ping_interval = std::time::Duration::from_secs(ping_interval);
     config.refresh = s.refresh;
@@ -739,12 +721,9 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     config.admin_listen = s
         .admin_listen
         .as_deref()
-        .map(|a| wsgate::config::parse_addr("--admin-listen", a))
+        .map(|a| parse_addr("--admin-listen", a))
         .transpose()?;
-    config.revoke_ttl = seconds("--revoke-ttl", &s.revoke_ttl, 1)?;
-    if s.revoke_capacity == 0 {
-        return Err(ConfigError::new("--revoke-capacity", "must be at least 1"));
-    }
+    config.revoke_ttl = seconds("--revoke-ttl", &s.revoke_ttl, 0)?;
     config.revoke_capacity = s.revoke_capacity;
     #[cfg(feature = "load-balancer")]
     {
@@ -759,11 +738,11 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
                     .map_err(|e| ConfigError::new(format!("--trusted-proxy {r}"), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        config.trusted_proxies = wsgate::client_addr::TrustedProxies::new(ranges);
+        config.trusted_proxies = wsgate::TrustedProxies::new(ranges);
         config.proxy_protocol = s.proxy_protocol;
         if s.proxy_protocol && config.trusted_proxies.is_empty() {
             wsgate::log_event!(
-                wsgate::log::Level::Warn,
+                Level::Warn,
                 "config",
                 "detail" = "proxy_protocol_from_any_peer"
             );
@@ -771,12 +750,6 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     }
     #[cfg(feature = "redis")]
     {
-        if s.redis_prefix.is_empty() || s.redis_prefix.chars().any(char::is_control) {
-            return Err(ConfigError::new(
-                "--redis-prefix",
-                "must be non-empty, without control characters",
-            ));
-        }
         config.redis = s
             .redis
             .as_deref()
@@ -788,15 +761,27 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             && !config
                 .keys
                 .iter()
-                .any(|k| k.purpose() == wsgate::token::Purpose::Local)
+                .any(|k| k.purpose() == wsgate::Purpose::Local)
         {
             wsgate::log_event!(
-                wsgate::log::Level::Warn,
+                Level::Warn,
                 "config",
                 "detail" = "no_local_key_tickets_work_on_this_node_only"
             );
         }
     }
+    let mut demo_token = None;
+    if config.keys.is_empty() {
+        let key = Key::generate_local().map_err(|e| ConfigError::new("ephemeral key", e))?;
+        let claims = wsgate::claims_json("demo", unix_now(), 3600, None, None, None, &[]);
+        demo_token = Some(
+            key.issue(&claims)
+                .map_err(|e| ConfigError::new("demo token", e))?,
+        );
+        config.keys.push(key);
+    }
+    // The checks of values (zero, cookie name, path, …) are the library's.
+    config.validate().map_err(as_flag)?;
     let key_files = s.key.clone();
     let tls = tls_files(s.tls_cert.as_deref(), s.tls_key.as_deref())?;
     #[cfg(feature = "tls")]
@@ -810,11 +795,11 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .collect();
-    // The constructors check their argument and name the option in the error.
+    // The constructors check their argument; their errors name the setting, shown as the flag.
     let handler = match &config.mode {
         Mode::Echo => Handler::echo(),
         Mode::Upstream(url) => upstream_handler(url, s.upstream_ca.as_deref())?,
-        Mode::Exec(cmd) => Handler::exec_passing(cmd, &passenv)?,
+        Mode::Exec(cmd) => Handler::exec_passing(cmd, &passenv).map_err(as_flag)?,
     };
     if !passenv.is_empty() && !matches!(config.mode, Mode::Exec(_)) {
         return Err(ConfigError::new("--passenv", "needs --exec"));
@@ -826,22 +811,9 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         ));
     }
 
-    let mut demo_token = None;
-    if config.keys.is_empty() {
-        let key = Key::generate_local().map_err(|e| ConfigError::new("ephemeral key", e))?;
-        let claims = wsgate::token::claims_json("demo", unix_now(), 3600, None, None, None, &[]);
-        demo_token = Some(
-            key.issue(&claims)
-                .map_err(|e| ConfigError::new("demo token", e))?,
-        );
-        config.keys.push(key);
-    }
-
     let is_tls = config.is_tls();
     smol::block_on(async {
-        let server = Server::bind(config, handler)
-            .await
-            .map_err(|e| ConfigError::new("serve", e))?;
+        let server = Server::bind(config, handler).await.map_err(bind_error)?;
         if let Some(token) = demo_token {
             let addr = server
                 .local_addr()
@@ -878,7 +850,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
 /// What SIGHUP reloads: the TLS certificate and key. Without the `tls` feature there
 /// is nothing (yet), and `--tls-cert` is refused.
 #[cfg(feature = "tls")]
-type Reloadable = Option<std::sync::Arc<wsgate::tls::Tls>>;
+type Reloadable = Option<std::sync::Arc<wsgate::Tls>>;
 #[cfg(not(feature = "tls"))]
 type Reloadable = Option<std::convert::Infallible>;
 
@@ -889,7 +861,9 @@ const NO_TLS: &str = "this build has no TLS (feature \"tls\")";
 fn tls_files(cert: Option<&Path>, key: Option<&Path>) -> Result<Reloadable, ConfigError> {
     #[cfg(feature = "tls")]
     match (cert, key) {
-        (Some(c), Some(k)) => Ok(Some(std::sync::Arc::new(wsgate::tls::Tls::load(c, k)?))),
+        (Some(c), Some(k)) => Ok(Some(std::sync::Arc::new(
+            wsgate::Tls::load(c, k).map_err(as_flag)?,
+        ))),
         (None, None) => Ok(None),
         (Some(_), None) => Err(ConfigError::new("--tls-cert", "needs --tls-key too")),
         (None, Some(_)) => Err(ConfigError::new(
@@ -909,14 +883,14 @@ fn tls_files(cert: Option<&Path>, key: Option<&Path>) -> Result<Reloadable, Conf
 fn upstream_handler(url: &str, ca: Option<&Path>) -> Result<Handler, ConfigError> {
     #[cfg(feature = "tls")]
     {
-        Handler::upstream_with_ca(url, ca)
+        Handler::upstream_with_ca(url, ca).map_err(as_flag)
     }
     #[cfg(not(feature = "tls"))]
     {
         if ca.is_some() {
             return Err(ConfigError::new("--upstream-ca", NO_TLS));
         }
-        Handler::upstream(url)
+        Handler::upstream(url).map_err(as_flag)
     }
 }
 
@@ -940,7 +914,7 @@ async fn reload(handle: &wsgate::ServerHandle, key_files: &[PathBuf], tls: &Relo
         Some(tls) => match smol::unblock(move || tls.prepare()).await {
             Ok(p) => Some(p),
             Err(e) => {
-                wsgate::log_event!(Level::Error, "reload", "reason" = e);
+                wsgate::log_event!(Level::Error, "reload", "reason" = as_flag(e));
                 return;
             }
         },
@@ -1077,7 +1051,7 @@ fn write_secret_file(path: &Path, content: &str) -> Result<(), ConfigError> {
         std::io::ErrorKind::AlreadyExists => {
             ConfigError::new(&what, "already exists and is not empty (not overwritten)")
         }
-        _ => ConfigError::new(&what, wsgate::config::io_reason(&e)),
+        _ => ConfigError::new(&what, wsgate::internal::io_reason(&e)),
     })?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .and_then(|_| f.write_all(content.as_bytes()))
@@ -1149,7 +1123,7 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
             .ok_or_else(|| ConfigError::new(format!("--claim {c}"), "expected k=v"))?;
-        if RESERVED.contains(&k) || k == wsgate::token::TICKET_CLAIM {
+        if RESERVED.contains(&k) || k == wsgate::internal::TICKET_CLAIM {
             return Err(ConfigError::new(
                 format!("--claim {c}"),
                 format!("`{k}` is set by its own option"),
@@ -1157,7 +1131,7 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
         }
         extra.push((k.to_owned(), v.to_owned()));
     }
-    let mut claims = wsgate::token::claims_json(
+    let mut claims = wsgate::claims_json(
         &i.sub,
         unix_now(),
         ttl.min(i64::MAX as u64) as i64,
@@ -1176,7 +1150,7 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
             .ok_or_else(|| ConfigError::new(what(), "expected k=<JSON value>"))?;
-        if RESERVED.contains(&k) || k == wsgate::token::TICKET_CLAIM {
+        if RESERVED.contains(&k) || k == wsgate::internal::TICKET_CLAIM {
             return Err(ConfigError::new(
                 what(),
                 format!("`{k}` is set by its own option"),
@@ -1227,13 +1201,7 @@ fn verify(v: Verify) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let verifier = Verifier::new(
-        vec![key],
-        ClaimRules {
-            leeway: leeway as i64,
-            ..ClaimRules::default()
-        },
-    );
+    let verifier = Verifier::new(vec![key], ClaimRules::new(leeway as i64));
     match verifier.verify(UntrustedToken(&token), unix_now()) {
         Ok(claims) => {
             println!("{}", claims.json);

@@ -105,19 +105,19 @@ pub struct Metrics {
 impl Metrics {
     /// Sets the `wsgate_redis_up` gauge (shown from the first call on).
     #[cfg(feature = "redis")]
-    pub fn set_redis_up(&self, up: bool) {
+    pub(crate) fn set_redis_up(&self, up: bool) {
         self.redis_up
             .get_or_init(Default::default)
             .store(up, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Adds `d` (±1) to the open TCP connections gauge.
-    pub fn connections_add(&self, d: i64) {
+    pub(crate) fn connections_add(&self, d: i64) {
         self.connections.fetch_add(d, Relaxed);
     }
 
     /// Adds `d` (±1) to the authenticated sessions gauge.
-    pub fn sessions_add(&self, d: i64) {
+    pub(crate) fn sessions_add(&self, d: i64) {
         self.sessions.fetch_add(d, Relaxed);
     }
 
@@ -132,7 +132,7 @@ impl Metrics {
     }
 
     /// Counts a successful authentication and its latency.
-    pub fn handshake(&self, method: Method, took: Duration) {
+    pub(crate) fn handshake(&self, method: Method, took: Duration) {
         self.handshakes[method as usize].fetch_add(1, Relaxed);
         let us = took.as_micros().min(u128::from(u64::MAX)) as u64;
         if let Some(i) = BUCKETS_US.iter().position(|b| us <= *b) {
@@ -143,7 +143,7 @@ impl Metrics {
     }
 
     /// Counts a refusal.
-    pub fn failure(&self, r: Rejection) {
+    pub(crate) fn failure(&self, r: Rejection) {
         if r == Rejection::Busy {
             // A full ticket cache is the server's limit, not the client's failure.
             return;
@@ -157,17 +157,17 @@ impl Metrics {
     }
 
     /// Counts an in-band refresh.
-    pub fn refresh(&self, r: RefreshResult) {
+    pub(crate) fn refresh(&self, r: RefreshResult) {
         self.refreshes[r as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts a revocation (`kind`: `jti` or `sub`).
-    pub fn revocation(&self, kind: &str) {
+    pub(crate) fn revocation(&self, kind: &str) {
         self.revocations[usize::from(kind == "sub")].fetch_add(1, Relaxed);
     }
 
     /// Counts a ticket event.
-    pub fn ticket(&self, e: TicketEvent) {
+    pub(crate) fn ticket(&self, e: TicketEvent) {
         self.tickets[e as usize].fetch_add(1, Relaxed);
     }
 

@@ -84,15 +84,9 @@ pub struct ExecCommand {
 impl ExecCommand {
     /// Splits `cmd` like POSIX shell words (quotes and backslashes; no expansion,
     /// no pipes or redirections: those are refused) and checks that the program
-    /// exists. The error names `--exec`.
-    ///
-    /// ```
-    /// let c = wsgate::process::ExecCommand::parse("cat -u 'a b'").unwrap();
-    /// assert_eq!(c.argv(), ["cat", "-u", "a b"]);
-    /// assert!(wsgate::process::ExecCommand::parse("cat | grep x").is_err());
-    /// ```
+    /// exists. The error names the setting `exec`.
     pub fn parse(cmd: &str) -> Result<ExecCommand, ConfigError> {
-        let bad = |why: &dyn fmt::Display| ConfigError::new(format!("--exec {cmd}"), why);
+        let bad = |why: &dyn fmt::Display| ConfigError::new(format!("exec {cmd}"), why);
         let argv = split_words(cmd).map_err(|e| bad(&e))?;
         let Some(program) = argv.first() else {
             return Err(bad(&"empty command"));
@@ -108,17 +102,11 @@ impl ExecCommand {
 
     /// Also passes these variables of wsgate's own environment to the process
     /// (`--passenv`; one that is unset is left out). The variables wsgate sets for
-    /// each session ([`SESSION_ENV`]) cannot be named. The error names `--passenv`.
-    ///
-    /// ```
-    /// use wsgate::process::ExecCommand;
-    /// let c = ExecCommand::parse("cat").unwrap().passing(&["TZ", "LC_ALL"]).unwrap();
-    /// assert_eq!(c.passenv(), ["TZ", "LC_ALL"]);
-    /// assert!(ExecCommand::parse("cat").unwrap().passing(&["WSGATE_SUB"]).is_err());
-    /// ```
+    /// each session ([`SESSION_ENV`]) cannot be named. The error names the setting
+    /// `passenv`.
     pub fn passing(mut self, names: &[&str]) -> Result<ExecCommand, ConfigError> {
         for &name in names {
-            let bad = |why: &str| ConfigError::new(format!("--passenv {name}"), why);
+            let bad = |why: &str| ConfigError::new(format!("passenv {name}"), why);
             if name.is_empty() || name.contains('=') || name.contains('\0') {
                 return Err(bad("not a variable name"));
             }
@@ -130,16 +118,6 @@ impl ExecCommand {
             }
         }
         Ok(self)
-    }
-
-    /// The program and its arguments.
-    pub fn argv(&self) -> &[String] {
-        &self.argv
-    }
-
-    /// The variables passed on by [`ExecCommand::passing`].
-    pub fn passenv(&self) -> &[String] {
-        &self.passenv
     }
 }
 
@@ -240,8 +218,9 @@ impl Handler {
     }
 
     /// Process mode that also passes the named variables of wsgate's own environment
-    /// to each process, as `wsgate serve --exec CMD --passenv TZ,LANG` does (see
-    /// [`ExecCommand::passing`]).
+    /// to each process, as `wsgate serve --exec CMD --passenv TZ,LANG` does. A variable
+    /// that is unset is left out; those wsgate sets for each session (`WSGATE_SUB`,
+    /// `REMOTE_ADDR`, …) cannot be named.
     ///
     /// ```
     /// let handler = wsgate::Handler::exec_passing("cat", &["TZ"]).unwrap();
@@ -675,6 +654,25 @@ fn bounded<T>(f: impl Future<Output = T>) -> impl Future<Output = Option<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the docs of `ExecCommand::parse` and `passing` say, as examples.
+    #[test]
+    fn exec_command_examples() {
+        let c = ExecCommand::parse("cat -u 'a b'").unwrap();
+        assert_eq!(c.argv, ["cat", "-u", "a b"]);
+        assert!(ExecCommand::parse("cat | grep x").is_err());
+        let c = ExecCommand::parse("cat")
+            .unwrap()
+            .passing(&["TZ", "LC_ALL"])
+            .unwrap();
+        assert_eq!(c.passenv, ["TZ", "LC_ALL"]);
+        assert!(
+            ExecCommand::parse("cat")
+                .unwrap()
+                .passing(&["WSGATE_SUB"])
+                .is_err()
+        );
+    }
 
     fn words(s: &str) -> Vec<String> {
         split_words(s).unwrap()

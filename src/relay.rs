@@ -62,13 +62,7 @@ impl PartialEq for UpstreamUrl {
 }
 
 impl UpstreamUrl {
-    /// Parses and checks an upstream URL; the error names `--upstream`.
-    ///
-    /// ```
-    /// let u = wsgate::relay::UpstreamUrl::parse("ws://127.0.0.1:9000/app").unwrap();
-    /// assert_eq!(u.target_for("/room?x=1"), "/app/room?x=1");
-    /// assert!(wsgate::relay::UpstreamUrl::parse("http://example.com/").is_err());
-    /// ```
+    /// Parses and checks an upstream URL; the error names the setting `upstream`.
     pub fn parse(url: &str) -> Result<UpstreamUrl, ConfigError> {
         #[cfg(feature = "tls")]
         return UpstreamUrl::parse_with_ca(url, None);
@@ -77,7 +71,7 @@ impl UpstreamUrl {
     }
 
     fn parse_url(url: &str) -> Result<UpstreamUrl, ConfigError> {
-        let bad = |why: &str| ConfigError::new(format!("--upstream {url}"), why);
+        let bad = |why: &str| ConfigError::new(format!("upstream {url}"), why);
         let parsed = WsUrl::parse(url).map_err(bad)?;
         // The client's query is appended to the upstream path (`target_for`).
         if parsed.path().contains('?') {
@@ -100,10 +94,10 @@ impl UpstreamUrl {
     ) -> Result<UpstreamUrl, ConfigError> {
         let mut up = UpstreamUrl::parse_url(url)?;
         if up.url.is_tls() {
-            up.tls = Some(crate::tls::TlsClient::new(ca, "--upstream-ca")?);
+            up.tls = Some(crate::tls::TlsClient::new(ca, "upstream_ca")?);
         } else if ca.is_some() {
             return Err(ConfigError::new(
-                "--upstream-ca",
+                "upstream_ca",
                 "the upstream is ws:// (no TLS); use wss://",
             ));
         }
@@ -114,14 +108,6 @@ impl UpstreamUrl {
     /// no `.` or `..` segment, plain or percent-encoded (`%2e`), and no encoded slash
     /// or backslash (`%2f`, `%5c`) or backslash, which an upstream may decode into a
     /// separator. Such targets are refused (400) before the upgrade.
-    ///
-    /// ```
-    /// let u = wsgate::relay::UpstreamUrl::parse("ws://127.0.0.1:9000/app").unwrap();
-    /// assert!(u.confines("/room/1?x=../y"));
-    /// assert!(!u.confines("/../admin"));
-    /// assert!(!u.confines("/%2E%2e/admin"));
-    /// assert!(!u.confines("/a%2f..%2fadmin"));
-    /// ```
     pub fn confines(&self, client_target: &str) -> bool {
         let path = client_target
             .split(['?', '#'])
@@ -312,13 +298,6 @@ async fn dial(
 /// `sub` as the value of `X-Wsgate-Sub`: as it is when it is visible ASCII without
 /// `%` (the usual case), else percent-encoded byte by byte (UTF-8): every byte outside
 /// visible ASCII, and `%` itself. `X-Wsgate-Claims` carries it exactly.
-///
-/// ```
-/// # use wsgate::relay::sub_header;
-/// assert_eq!(sub_header("alice@example.com"), "alice@example.com");
-/// assert_eq!(sub_header("Zoë Smith"), "Zo%C3%AB%20Smith");
-/// assert_eq!(sub_header("100%"), "100%25");
-/// ```
 pub fn sub_header(sub: &str) -> std::borrow::Cow<'_, str> {
     let plain = |b: u8| b.is_ascii_graphic() && b != b'%';
     if sub.bytes().all(plain) {
@@ -528,6 +507,21 @@ async fn drain(rx: &mut UpRx) {
 mod tests {
     use super::*;
 
+    /// What the docs of `parse`, `confines` and `sub_header` say, as examples.
+    #[test]
+    fn examples() {
+        let u = UpstreamUrl::parse("ws://127.0.0.1:9000/app").unwrap();
+        assert_eq!(u.target_for("/room?x=1"), "/app/room?x=1");
+        assert!(UpstreamUrl::parse("http://example.com/").is_err());
+        assert!(u.confines("/room/1?x=../y"));
+        assert!(!u.confines("/../admin"));
+        assert!(!u.confines("/%2E%2e/admin"));
+        assert!(!u.confines("/a%2f..%2fadmin"));
+        assert_eq!(sub_header("alice@example.com"), "alice@example.com");
+        assert_eq!(sub_header("Zoë Smith"), "Zo%C3%AB%20Smith");
+        assert_eq!(sub_header("100%"), "100%25");
+    }
+
     #[test]
     fn parses_and_rejects() {
         let u = UpstreamUrl::parse("ws://127.0.0.1:9000/base").unwrap();
@@ -559,7 +553,7 @@ mod tests {
             "ws://[::1/",
         ] {
             let e = UpstreamUrl::parse(bad).unwrap_err();
-            assert!(e.what.starts_with("--upstream"), "{bad}: {e}");
+            assert!(e.what.starts_with("upstream "), "{bad}: {e}");
         }
     }
 

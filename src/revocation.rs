@@ -43,7 +43,7 @@ impl Revocation {
 
     /// Whether this entry, made at `at` (Unix seconds, whole), refuses a token with
     /// these claims.
-    pub fn matches(&self, at: i64, token: &TokenFacts<'_>) -> bool {
+    pub(crate) fn matches(&self, at: i64, token: &TokenFacts<'_>) -> bool {
         match self {
             Revocation::Jti(j) => token.jti == Some(j.as_str()),
             Revocation::Sub(s) => token.sub == s && issued_by(at, token),
@@ -128,6 +128,7 @@ impl Revocations {
     }
 
     /// The lifetime of an entry made now, seconds.
+    #[cfg(feature = "redis")]
     pub fn ttl(&self) -> i64 {
         self.ttl
     }

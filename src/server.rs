@@ -49,6 +49,7 @@ pub const READ_BUFFER: usize = 1024;
 
 /// Why the server could not start or stopped.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// The configuration is unusable.
     Config(ConfigError),
@@ -72,10 +73,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::AdminBind { addr, source } => {
-                write!(f, "--admin-listen {addr}: cannot bind: {source}")
+                write!(f, "admin_listen {addr}: cannot bind: {source}")
             }
             Error::Config(e) => e.fmt(f),
-            Error::Bind { addr, source } => write!(f, "--listen {addr}: cannot bind: {source}"),
+            Error::Bind { addr, source } => write!(f, "listen {addr}: cannot bind: {source}"),
         }
     }
 }
@@ -228,15 +229,10 @@ impl Drop for ConnGuard {
 }
 
 impl Server {
-    /// Binds `config.listen` and prepares to serve `handler` for each session.
+    /// Checks `config` ([`Config::validate`]), binds `config.listen` and prepares to
+    /// serve `handler` for each session.
     pub async fn bind(mut config: Config, handler: Handler) -> Result<Server, Error> {
-        if config.keys.is_empty() {
-            return Err(ConfigError::new("--key", "no key given").into());
-        }
-        // Zero would ping (and drop) every session at once, in a loop.
-        if config.ping_interval.is_zero() {
-            return Err(ConfigError::new("--ping-interval", "must be at least 1s").into());
-        }
+        config.validate()?;
         let rules = ClaimRules {
             leeway: config.leeway.min(i64::MAX as u64) as i64,
             audience: config.audience.clone(),
@@ -251,7 +247,7 @@ impl Server {
             ticket_capacity: config.ticket_capacity,
             tls: config.is_tls(),
         })
-        .map_err(|e| ConfigError::new("ticket key", e))?;
+        .map_err(|e| ConfigError::new("keys", format_args!("no ticket key: {e}")))?;
         gate.set_revocation_limits(config.revoke_ttl, config.revoke_capacity);
         #[cfg(feature = "redis")]
         let cluster = config.redis.clone().map(|url| {

@@ -40,7 +40,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> Connection for T
 pub type BoxedConnection = Box<dyn Connection>;
 
 /// The WebSocket stream of a session: over a [`FrameAligned`] connection, so that
-/// its buffers can be renewed after a large message (see [`crate::frames`]).
+/// its buffers can be renewed after a large message.
 pub type WsStream = WebSocketStream<FrameAligned<BoxedConnection>>;
 
 /// A data message of more than this many bytes, received or sent, makes the session

@@ -73,11 +73,6 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset)
 }
 
-/// Formats Unix seconds as RFC 3339 in UTC: `2039-01-01T00:00:00Z`.
-pub fn format_rfc3339(t: i64) -> String {
-    Rfc3339(t).to_string()
-}
-
 /// A `Display` adapter that writes Unix seconds as RFC 3339 UTC without allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rfc3339(pub i64);
@@ -169,6 +164,10 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn format_rfc3339(t: i64) -> String {
+        Rfc3339(t).to_string()
+    }
 
     #[test]
     fn parses_utc_offsets_and_fractions() {

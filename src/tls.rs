@@ -69,7 +69,7 @@ pub struct Prepared(Arc<ServerConfig>);
 
 impl Tls {
     /// Reads `cert` (PEM chain) and `key` (PEM private key) and checks that they match.
-    /// The error names the option and the file at fault.
+    /// The error names the setting (`tls_cert`, `tls_key`) and the file at fault.
     pub fn load(cert: &Path, key: &Path) -> Result<Tls, ConfigError> {
         let config = server_config(cert, key)?;
         Ok(Tls {
@@ -99,7 +99,7 @@ impl Tls {
     }
 
     /// An acceptor with the current configuration.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         let config = self
             .current
             .read()
@@ -114,8 +114,8 @@ impl Tls {
     }
 }
 
-fn read_pem(flag: &str, path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, ConfigError> {
-    let what = || format!("{flag} {}", path.display());
+fn read_pem(setting: &str, path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, ConfigError> {
+    let what = || format!("{setting} {}", path.display());
     let len = std::fs::metadata(path)
         .map_err(|e| ConfigError::new(what(), io_reason(&e)))?
         .len();
@@ -138,15 +138,15 @@ fn pem_reason(e: &pem::Error) -> &'static str {
     }
 }
 
-/// The certificates of a PEM file given to `flag`; `expected` ends the message for
+/// The certificates of a PEM file given to `setting`; `expected` ends the message for
 /// a file that holds none.
 fn load_certs(
-    flag: &str,
+    setting: &str,
     path: &Path,
     expected: &str,
 ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let what = || format!("{flag} {}", path.display());
-    let bytes = read_pem(flag, path)?;
+    let what = || format!("{setting} {}", path.display());
+    let bytes = read_pem(setting, path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError::new(what(), pem_reason(&e)))?;
@@ -162,8 +162,8 @@ fn load_certs(
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    let what = || format!("--tls-key {}", path.display());
-    let bytes = read_pem("--tls-key", path)?;
+    let what = || format!("tls_key {}", path.display());
+    let bytes = read_pem("tls_key", path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
         let why = match e {
             pem::Error::NoItemsFound => {
@@ -176,12 +176,12 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
 }
 
 fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, ConfigError> {
-    let certs = load_certs("--tls-cert", cert, ", leaf first")?;
+    let certs = load_certs("tls_cert", cert, ", leaf first")?;
     let private = load_key(key)?;
-    let key_what = || format!("--tls-key {}", key.display());
+    let key_what = || format!("tls_key {}", key.display());
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ConfigError::new("--tls-cert", e))?
+        .map_err(|e| ConfigError::new("tls_cert", e))?
         .with_no_client_auth();
     let mut config = builder
         .with_single_cert(certs, private)
@@ -192,7 +192,7 @@ fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, ConfigError> {
             ),
             rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
                 ConfigError::new(
-                    format!("--tls-cert {}", cert.display()),
+                    format!("tls_cert {}", cert.display()),
                     "not a usable X.509 certificate",
                 )
             }
@@ -219,18 +219,18 @@ impl fmt::Debug for TlsClient {
 }
 
 impl TlsClient {
-    /// Trusts the system's roots and the certificates in `extra_ca` (PEM). `flag`
-    /// names the option in errors (`--upstream-ca`, `--ca`). Without any root at
+    /// Trusts the system's roots and the certificates in `extra_ca` (PEM); errors name
+    /// `setting` (`upstream_ca`; `wsgate bench` gives its `--ca`). Without any root at
     /// all (no system store, no file) it is an error: nothing could be verified.
-    pub fn new(extra_ca: Option<&Path>, flag: &str) -> Result<TlsClient, ConfigError> {
+    pub fn new(extra_ca: Option<&Path>, setting: &str) -> Result<TlsClient, ConfigError> {
         let mut roots = RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {
             // A system root rustls cannot parse is skipped, as browsers do.
             let _ = roots.add(cert);
         }
         if let Some(path) = extra_ca {
-            let what = || format!("{flag} {}", path.display());
-            for cert in load_certs(flag, path, "")? {
+            let what = || format!("{setting} {}", path.display());
+            for cert in load_certs(setting, path, "")? {
                 roots
                     .add(cert)
                     .map_err(|_| ConfigError::new(what(), "not a usable CA certificate"))?;
@@ -238,13 +238,13 @@ impl TlsClient {
         }
         if roots.is_empty() {
             return Err(ConfigError::new(
-                flag,
+                setting,
                 "no trusted root certificates on this system: give a CA file",
             ));
         }
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| ConfigError::new(flag, e))?
+            .map_err(|e| ConfigError::new(setting, e))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![ALPN.to_vec()];

@@ -63,6 +63,7 @@ impl fmt::Display for UntrustedToken<'_> {
 
 /// Why a key could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyError {
     /// Not a `k4.local.`, `k4.public.` or `k4.secret.` PASERK.
     UnknownType,
@@ -216,8 +217,8 @@ impl Key {
         self.issue_with_footer(claims_json, Some(footer.as_bytes()))
     }
 
-    /// Mints a token with any footer (or none). For tests and interop.
-    pub fn issue_with_footer(
+    /// Mints a token with any footer (or none).
+    fn issue_with_footer(
         &self,
         claims_json: &str,
         footer: Option<&[u8]>,
@@ -287,10 +288,11 @@ impl Parsed {
 /// Why a token was refused. `Display` is the operator's one-line reason; it never
 /// contains the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TokenError {
     /// Present but empty.
     Empty,
-    /// Longer than [`MAX_TOKEN_LEN`]; refused before any cryptography.
+    /// Longer than 8 KiB; refused before any cryptography.
     TooLong,
     /// Holds bytes outside visible ASCII.
     NotVisibleAscii,
@@ -466,6 +468,7 @@ pub struct TicketClaims {
 
 /// Claims of a verified token. `json` is the payload exactly as signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Claims {
     /// `sub`: the identity.
     pub sub: String,
@@ -476,7 +479,7 @@ pub struct Claims {
     /// `iat` in Unix seconds, if any.
     pub iat: Option<i64>,
     /// Present when the token is a wsgate ticket.
-    pub ticket: Option<TicketClaims>,
+    pub(crate) ticket: Option<TicketClaims>,
     /// The whole claims JSON object.
     pub json: String,
 }
@@ -484,6 +487,7 @@ pub struct Claims {
 /// The rules a token's claims must meet. `leeway` applies to `exp`, `nbf`, `iat`
 /// of ordinary tokens; tickets get none on their own `exp` (the server minted them).
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct ClaimRules {
     /// Allowed clock skew in seconds.
     pub leeway: i64,
@@ -501,6 +505,15 @@ fn time_claim(v: &Option<Cow<'_, str>>) -> Result<Option<i64>, TokenError> {
 }
 
 impl ClaimRules {
+    /// Rules with `leeway` seconds of clock skew and no `aud` or `iss` required (set
+    /// [`ClaimRules::audience`] and [`ClaimRules::issuer`] for those).
+    pub fn new(leeway: i64) -> ClaimRules {
+        ClaimRules {
+            leeway,
+            ..ClaimRules::default()
+        }
+    }
+
     /// Parses `payload` and applies the rules at `now` (Unix seconds).
     pub fn check(&self, payload: String, now: i64) -> Result<Claims, TokenError> {
         // serde would also read a struct from a JSON array: claims must be an object.
@@ -592,7 +605,7 @@ impl Verifier {
     }
 
     /// Adds a key at the end of the try order.
-    pub fn push_key(&mut self, key: Key) {
+    pub(crate) fn push_key(&mut self, key: Key) {
         self.keys.push(key);
     }
 

@@ -1,5 +1,5 @@
 //! Before a client is authenticated it may send little: the first message is bounded
-//! by `wsgate::auth::MAX_FIRST_MESSAGE` (32 KiB, four times the 8 KiB token), not by
+//! by `wsgate::internal::MAX_FIRST_MESSAGE` (32 KiB, four times the 8 KiB token), not by
 //! `--max-message`, so token-less connections cannot make the server hold a megabyte
 //! each. Real sockets, raw frames.
 
@@ -9,7 +9,7 @@ use common::*;
 use std::io::Write;
 use std::net::TcpStream;
 
-use wsgate::auth::MAX_FIRST_MESSAGE;
+use wsgate::internal::MAX_FIRST_MESSAGE;
 
 /// A frame announced over the bound (but within `--max-message`) is refused as soon
 /// as its header arrives: 4401 `invalid token`, with a log line; over

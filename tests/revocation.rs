@@ -398,7 +398,7 @@ fn embedders_revoke_and_list_through_the_server_handle_and_see_refreshed_expiry(
         let later = now() + 7200;
         let fresh = s
             .key
-            .issue(&wsgate::token::claims_json(
+            .issue(&wsgate::claims_json(
                 "bob",
                 now(),
                 7200,

@@ -27,7 +27,7 @@ impl Rng {
 fn gate() -> (Gate, String) {
     let key = Key::generate_local().unwrap();
     let token = key
-        .issue(&wsgate::token::claims_json(
+        .issue(&wsgate::claims_json(
             "alice",
             NOW,
             600,
@@ -37,24 +37,13 @@ fn gate() -> (Gate, String) {
             &[],
         ))
         .unwrap();
-    let gate = Gate::new(GateConfig {
-        methods: "header,protocol,cookie,query,message"
-            .parse::<Methods>()
-            .unwrap(),
-        cookie_name: "wsgate_token".into(),
-        allowed_origins: vec!["https://app.example.com".into()],
-        verifier: Verifier::new(
-            vec![key],
-            ClaimRules {
-                leeway: 60,
-                ..ClaimRules::default()
-            },
-        ),
-        ticket_ttl: 30,
-        ticket_capacity: 64,
-        tls: false,
-    })
-    .unwrap();
+    let mut config = GateConfig::new(Verifier::new(vec![key], ClaimRules::new(60)));
+    config.methods = "header,protocol,cookie,query,message"
+        .parse::<Methods>()
+        .unwrap();
+    config.allowed_origins = vec!["https://app.example.com".into()];
+    config.ticket_capacity = 64;
+    let gate = Gate::new(config).unwrap();
     (gate, token)
 }
 

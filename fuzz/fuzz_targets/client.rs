@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use wsgate::client::{MAX_ANSWER_HEAD, Upgrade, WsUrl};
 use wsgate::head::{self, MAX_HEAD, MAX_HEADERS};
-use wsgate::relay::UpstreamUrl;
+use wsgate::internal::UpstreamUrl;
 
 /// Stands for the expected `Sec-WebSocket-Accept` in an answer.
 const ACCEPT_MARK: &[u8] = b"@@";

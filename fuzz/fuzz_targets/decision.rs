@@ -12,16 +12,12 @@ use wsgate::{ClaimRules, Decision, Gate, GateConfig, Key, Verifier};
 fn gate() -> &'static Gate {
     static GATE: OnceLock<Gate> = OnceLock::new();
     GATE.get_or_init(|| {
-        Gate::new(GateConfig {
-            methods: "header,protocol,cookie,query,message".parse().unwrap(),
-            cookie_name: "wsgate_token".into(),
-            allowed_origins: vec!["https://app.example.com".into()],
-            verifier: Verifier::new(vec![Key::generate_local().unwrap()], ClaimRules::default()),
-            ticket_ttl: 30,
-            ticket_capacity: 1024,
-            tls: false,
-        })
-        .unwrap()
+        let key = Key::generate_local().unwrap();
+        let mut config = GateConfig::new(Verifier::new(vec![key], ClaimRules::default()));
+        config.methods = "header,protocol,cookie,query,message".parse().unwrap();
+        config.allowed_origins = vec!["https://app.example.com".into()];
+        config.ticket_capacity = 1024;
+        Gate::new(config).unwrap()
     })
 }
 

@@ -3,7 +3,7 @@
 //! finds frame ends (so no read ever crosses one).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wsgate::frames::FrameCursor;
+use wsgate::internal::FrameCursor;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the chunk size the bytes arrive in.

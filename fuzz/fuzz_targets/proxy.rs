@@ -3,7 +3,8 @@
 //! a prefix of the input that parsed keeps parsing the same with more bytes after it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wsgate::client_addr::{MAX_PROXY_HEADER, ProxyHeader, TrustedProxies, parse_proxy_header};
+use wsgate::TrustedProxies;
+use wsgate::internal::{MAX_PROXY_HEADER, ProxyHeader, parse_proxy_header};
 
 fuzz_target!(|data: &[u8]| {
     match parse_proxy_header(data) {
@@ -21,6 +22,6 @@ fuzz_target!(|data: &[u8]| {
             ["10.0.0.0/8", "fd00::/8"].iter().map(|r| r.parse().unwrap()).collect(),
         );
         let _ = trusted.client_ip("10.1.1.1".parse().unwrap(), text.split('\n'));
-        let _ = text.parse::<wsgate::client_addr::Cidr>();
+        let _ = text.parse::<wsgate::Cidr>();
     }
 });

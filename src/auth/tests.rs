@@ -411,6 +411,7 @@ fn same_origin_is_always_allowed() {
         ("Origin", "http://WSGATE.example:8080"),
         ("Cookie", &format!("wsgate_token={t}")),
     ]));
+    let same_origin = |o, h| same_origin_on(o, h, false);
     assert!(same_origin("https://a.example", "a.example"));
     assert!(same_origin("https://a.example", "a.example:443"));
     assert!(same_origin("http://a.example:80", "a.example"));
@@ -422,6 +423,14 @@ fn same_origin_is_always_allowed() {
     assert!(!same_origin("http://a.example", "a.example:+80"));
     assert!(!same_origin("null", "a.example"));
     assert!(!same_origin("http://a.example.evil.com", "a.example"));
+    // On a TLS listener.
+    assert!(same_origin_on("https://a.example", "a.example", true));
+    assert!(!same_origin_on("http://a.example", "a.example", true));
+    assert!(same_origin_on(
+        "http://a.example:8443",
+        "a.example:8443",
+        true
+    ));
 }
 
 /// On a TLS listener a `Host` without a port means 443 whatever the Origin's scheme

@@ -59,7 +59,7 @@ pub fn now() -> i64 {
 
 /// Unix seconds → `YYYY-MM-DDTHH:MM:SSZ` (the crate's own formatter).
 pub fn rfc3339(t: i64) -> String {
-    wsgate::time::Rfc3339(t).to_string()
+    wsgate::internal::Rfc3339(t).to_string()
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` → unix seconds (fraction dropped).
@@ -1054,7 +1054,7 @@ impl LibServer {
     /// Starts it; `tweak` adjusts the configuration (listen and key are set).
     pub fn start(handler: wsgate::Handler, tweak: impl FnOnce(&mut wsgate::Config)) -> LibServer {
         let key = wsgate::Key::generate_local().unwrap();
-        let claims = wsgate::token::claims_json("bob", now(), 600, None, None, None, &[]);
+        let claims = wsgate::claims_json("bob", now(), 600, None, None, None, &[]);
         let token = key.issue(&claims).unwrap();
         let copy = wsgate::Key::from_paserk(&key.to_paserk()).unwrap();
         let mut config = wsgate::Config::default();
