@@ -66,7 +66,8 @@ instructions() {
     # Every held session closed before the shutdown, so that both runs do the same
     # closing work (a shutdown that still finds some would close them otherwise).
     for _ in $(seq 3000); do
-      [ "$(metric "$addr" wsgate_connections_active)" = "0" ] && break
+      # (the /metrics request itself is one)
+      [ "$(metric "$addr" wsgate_connections_active)" = "1" ] && break
       sleep 0.2
     done
   fi
