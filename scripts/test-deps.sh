@@ -16,40 +16,40 @@ browser_dir="$root/tests/browser"
 log() { printf 'test-deps: %s\n' "$*" >&2; }
 die() { printf 'test-deps: error: %s\n' "$*" >&2; exit 1; }
 
+# apt_install PACKAGE: Debian's package, as root or through sudo (apt-get update once).
+apt_updated=""
+apt_install() {
+  command -v apt-get >/dev/null || die "$1 missing and no apt-get: install Debian's $1 package"
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "installing $1 needs root (or sudo)"
+    sudo="sudo"
+  fi
+  log "installing Debian $1 (apt-get)"
+  if [ -z "$apt_updated" ]; then
+    $sudo apt-get update -qq || die "apt-get update failed"
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$1" \
+    || die "apt-get install $1 failed"
+}
+
 # --- Chromium (Debian package) ---
 if [ -x /usr/bin/chromium ]; then
   log "chromium present: $(/usr/bin/chromium --version 2>/dev/null || echo '?')"
 else
-  command -v apt-get >/dev/null || die "/usr/bin/chromium missing and no apt-get: install Debian's chromium package"
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || die "installing chromium needs root (or sudo)"
-    sudo="sudo"
-  fi
-  log "installing Debian chromium (apt-get)"
-  $sudo apt-get update -qq || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium \
-    || die "apt-get install chromium failed"
+  apt_install chromium
   [ -x /usr/bin/chromium ] || die "chromium installed but /usr/bin/chromium is missing"
   log "installed: $(/usr/bin/chromium --version 2>/dev/null || echo '?')"
 fi
 
 # --- redis-server (Debian package): the cluster tests start their own on free ports ---
+# (The package's service is not wanted; on a machine without systemd its post-install
+# step cannot start it anyway.)
 if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
   log "redis-server present: $(redis-server --version | cut -d' ' -f1-3)"
 else
-  command -v apt-get >/dev/null || die "redis-server missing and no apt-get: install Debian's redis-server package"
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || die "installing redis-server needs root (or sudo)"
-    sudo="sudo"
-  fi
-  log "installing Debian redis-server (apt-get)"
-  $sudo apt-get update -qq || die "apt-get update failed"
-  # The package's service is not wanted (tests start their own); on a machine without
-  # systemd the post-install step cannot start it anyway.
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server \
-    || die "apt-get install redis-server failed"
+  apt_install redis-server
   command -v redis-server >/dev/null || die "redis-server installed but not on PATH"
   log "installed: $(redis-server --version | cut -d' ' -f1-3)"
 fi

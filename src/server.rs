@@ -113,6 +113,12 @@ impl ServerHandle {
     pub fn revoke(&self, entry: &Revocation) -> Result<usize, RevocationsFull> {
         let now = unix_now();
         self.0.gate.revoke(entry, now)?;
+        Ok(self.close_revoked(entry, now))
+    }
+
+    /// Closes the live sessions that `entry` (stored, made at `now`) matches; counts
+    /// and logs the revocation. How many it closed.
+    fn close_revoked(&self, entry: &Revocation, now: i64) -> usize {
         let closed = self.0.registry.revoke(entry, now);
         self.0.metrics.revocation(entry.kind());
         crate::log_event!(
@@ -121,7 +127,7 @@ impl ServerHandle {
             "kind" = entry.kind(),
             "closed" = closed,
         );
-        Ok(closed)
+        closed
     }
 
     /// Revokes as [`ServerHandle::revoke`] does, on every node when the server shares
@@ -147,15 +153,7 @@ impl ServerHandle {
                 .gate
                 .apply_revocation(entry, now, forget_at, now)
                 .map_err(|_| RevokeError::Full)?;
-            let closed = self.0.registry.revoke(entry, now);
-            self.0.metrics.revocation(entry.kind());
-            crate::log_event!(
-                Level::Info,
-                "revoke",
-                "kind" = entry.kind(),
-                "closed" = closed,
-            );
-            return Ok(closed);
+            return Ok(self.close_revoked(entry, now));
         }
         self.revoke(entry).map_err(|_| RevokeError::Full)
     }
