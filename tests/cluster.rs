@@ -38,6 +38,15 @@ fn node(k: &LocalKey, url: &str, extra: &[&str], ready: bool) -> Server {
     s
 }
 
+/// A Redis and two ready nodes sharing a key.
+fn two_nodes() -> (Redis, LocalKey, Server, Server) {
+    let redis = Redis::start();
+    let k = LocalKey::generate();
+    let a = node(&k, &redis.url(), &[], true);
+    let b = node(&k, &redis.url(), &[], true);
+    (redis, k, a, b)
+}
+
 fn token(k: &LocalKey, sub: &str) -> String {
     k.token(&Claims::new(sub).exp_in(600))
 }
@@ -78,10 +87,7 @@ fn a_ticket_minted_on_one_node_is_used_once_on_any() {
     if !supported() {
         return;
     }
-    let redis = Redis::start();
-    let k = LocalKey::generate();
-    let a = node(&k, &redis.url(), &[], true);
-    let b = node(&k, &redis.url(), &[], true);
+    let (_redis, k, a, b) = two_nodes();
     let t = token(&k, "alice");
     let tk = ticket(&a, &t);
     assert_eq!(present(&b, &tk).status, 101);
@@ -116,10 +122,7 @@ fn fifty_parallel_redemptions_across_two_nodes_open_exactly_one_session() {
     if !supported() {
         return;
     }
-    let redis = Redis::start();
-    let k = LocalKey::generate();
-    let a = node(&k, &redis.url(), &[], true);
-    let b = node(&k, &redis.url(), &[], true);
+    let (_redis, k, a, b) = two_nodes();
     let tk = ticket(&a, &token(&k, "alice"));
     let nodes = [a.addr, b.addr];
     let hosts = [a.host(), b.host()];
@@ -152,10 +155,7 @@ fn a_revocation_on_one_node_closes_sessions_on_the_others_and_refuses_everywhere
     if !supported() {
         return;
     }
-    let redis = Redis::start();
-    let k = LocalKey::generate();
-    let a = node(&k, &redis.url(), &[], true);
-    let b = node(&k, &redis.url(), &[], true);
+    let (redis, k, a, b) = two_nodes();
     let t = k.token(&Claims::new("alice").exp_in(600).set("jti", "j-1"));
     let bob = token(&k, "bob");
     run(async {
