@@ -1,4 +1,4 @@
-//! Several nodes as one (README "Running several nodes"): single-use tickets and
+//! Several nodes as one (`docs/operations.md#several-nodes-redis`): single-use tickets and
 //! revocations shared through Redis (or anything speaking its protocol: Valkey).
 //!
 //! - A ticket is redeemed with one atomic command, `SET <prefix>ticket:<jti> 1 NX PX

@@ -102,8 +102,8 @@ pub struct Config {
     /// connection without a valid one is closed without an answer. Default off.
     #[cfg(feature = "load-balancer")]
     pub proxy_protocol: bool,
-    /// Share tickets and revocations with the other nodes on this Redis (README
-    /// "Running several nodes"). Default none.
+    /// Share tickets and revocations with the other nodes on this Redis
+    /// (`docs/operations.md#several-nodes-redis`). Default none.
     #[cfg(feature = "redis")]
     pub redis: Option<crate::cluster::RedisUrl>,
     /// Prefix of every Redis key and channel. Default `wsgate:`.

@@ -1,4 +1,4 @@
-//! Several nodes as one (README "Running several nodes"), against a real
+//! Several nodes as one (`docs/operations.md#several-nodes-redis`), against a real
 //! `redis-server` started by each test on a free loopback port and two or three real
 //! `wsgate serve` processes sharing one `k4.local` key: tickets single-use across
 //! nodes, revocations reaching every node, readiness, Redis killed, restarted and
