@@ -91,14 +91,16 @@ impl FromStr for RedisUrl {
                 "expected redis://[user:password@]host[:port][/db]".to_owned()
             }
         })?;
+        // The credentials first, up to the last `@`: a password may hold `/`, `?`,
+        // `#` or `:` unencoded, and no error below may quote a piece of it.
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((u, r)) => (Some(u), r),
+            None => (None, rest),
+        };
         if rest.contains(['?', '#']) {
             return Err("a query or fragment is not supported".into());
         }
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
+        let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
         let decode = |part: &str, what: &str| {
             crate::head::percent_decode(part)
                 .map(|c| c.into_owned())
@@ -626,6 +628,22 @@ mod tests {
         assert_eq!(u.password.as_deref(), Some("s@cret"));
         assert_eq!(u.port, 6379);
         assert_eq!(u.to_string(), "redis://app:***@redis.internal:6379/0");
+        // A password with `/`, `?`, `#`, `:` or `@` unencoded is taken whole, and no
+        // error quotes it.
+        let u: RedisUrl = "redis://app:p/a?s#s:w@rd@h:7/1".parse().unwrap();
+        assert_eq!(u.password.as_deref(), Some("p/a?s#s:w@rd"));
+        assert_eq!((u.host.as_str(), u.port, u.db), ("h", 7, 1));
+        for bad in [
+            "redis://u:pa/ss@h:x",
+            "redis://u:se:cret@h/db",
+            "redis://u:sec?ret@",
+        ] {
+            let e = bad.parse::<RedisUrl>().unwrap_err();
+            assert!(
+                !e.contains("pa/ss") && !e.contains("se:cret") && !e.contains("sec?ret"),
+                "{e}"
+            );
+        }
         let u: RedisUrl = "redis://:pw@[::1]:7000".parse().unwrap();
         assert_eq!(
             (u.user.as_deref(), u.host.as_str(), u.port),
