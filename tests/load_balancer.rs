@@ -259,3 +259,41 @@ fn bad_ranges_are_configuration_errors() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn a_header_that_stalls_half_way_holds_its_slot_only_until_the_head_deadline() {
+    if !supported() {
+        return;
+    }
+    let k = LocalKey::generate();
+    let s = serve(&k, &["--proxy-protocol", "--max-connections", "1"]);
+    let v1 = format!("PROXY TCP4 {CLIENT} 127.0.0.1 41000 8080\r\n");
+    let healthz = request_bytes(&s.host(), "GET", "/healthz", &[]);
+    // A client that leaves half-way through its header frees its slot at once.
+    let mut leaver = TcpStream::connect(s.addr).unwrap();
+    leaver.write_all(&v1.as_bytes()[..10]).unwrap();
+    drop(leaver);
+    eventually("the leaver's slot is free", IO_TIMEOUT, || {
+        exchange(&s, v1.as_bytes(), &healthz).status == 200
+    });
+    // One that stalls half-way holds the one slot: the next client gets 503.
+    let mut staller = TcpStream::connect(s.addr).unwrap();
+    staller.write_all(&v1.as_bytes()[..20]).unwrap();
+    eventually("the staller holds the slot", IO_TIMEOUT, || {
+        exchange(&s, v1.as_bytes(), &healthz).status == 503
+    });
+    // Dropped without an answer at the deadline (10 s after accept), bounded wait.
+    staller
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    match staller.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the staller was not dropped: {e}"),
+    }
+    assert_eq!(got, b"", "the staller got an answer");
+    eventually("its slot is free again", IO_TIMEOUT, || {
+        exchange(&s, v1.as_bytes(), &healthz).status == 200
+    });
+}
