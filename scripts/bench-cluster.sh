@@ -13,52 +13,33 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 n1="${1:-100}"
 n2="${2:-1100}"
-command -v valgrind >/dev/null || { echo "bench-cluster: valgrind is needed" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "bench-cluster: redis-server is needed" >&2; exit 1; }
-cargo build --quiet --release --bin wsgate
-bin="${CARGO_TARGET_DIR:-$root/target}/release/wsgate"
-work="$(mktemp -d)"
+# shellcheck source=scripts/callgrind-serve.sh
+. "$root/scripts/callgrind-serve.sh"
 redis_pid=""
-cleanup() {
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+cg_cleanup_extra() { [ -n "$redis_pid" ] && kill "$redis_pid"; }
+cg_setup bench-cluster
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 rport="$(free_port)"
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
 redis_pid=$!
 for _ in $(seq 100); do redis-cli -p "$rport" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-"$bin" keygen --out "$work/key" 2>/dev/null
 
 # instructions <method> <n> [serve options…]: total user-space instructions of a server
 # that served n round trips.
 instructions() {
   local method="$1" n="$2"
   shift 2
-  local out="$work/cg.out" log="$work/serve.log"
-  rm -f "$out"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --key "$work/key" \
-    --listen 127.0.0.1:0 --log-level error "$@" 2>"$log" &
-  local pid=$! addr=""
-  # The listen line is at info; with --log-level error, find the port from /proc.
-  for _ in $(seq 300); do
-    addr="$(ss -ltnpH 2>/dev/null | awk -v p="pid=$pid," '$0 ~ p {print $4; exit}')"
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "bench-cluster: the server did not listen" >&2; cat "$log" >&2; exit 1; }
+  cg_start "$@"
   if [ "$#" -gt 0 ]; then
     for _ in $(seq 300); do
-      curl -s -o /dev/null -w '%{http_code}' "http://$addr/healthz" | grep -q 200 && break
+      curl -s -o /dev/null -w '%{http_code}' "http://$cg_addr/healthz" | grep -q 200 && break
       sleep 0.1
     done
   fi
-  "$bin" bench "ws://$addr/" --key "$work/key" --method "$method" -n "$n" -c 1 >/dev/null
-  kill -TERM "$pid"
-  wait "$pid" || true
-  awk '/^(summary|totals):/ {print $2; exit}' "$out"
+  "$bin" bench "ws://$cg_addr/" --key "$work/key" --method "$method" -n "$n" -c 1 >/dev/null
+  cg_stop
 }
 
 per_trip() {

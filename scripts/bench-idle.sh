@@ -15,19 +15,13 @@ cd "$root"
 held="${1:-15000}"
 n1="${2:-100}"
 n2="${3:-1100}"
-command -v valgrind >/dev/null || { echo "bench-idle: valgrind is needed" >&2; exit 1; }
 ulimit -n "$((held + 1000))" 2>/dev/null || true
 [ "$(ulimit -n)" -gt "$held" ] || { echo "bench-idle: the file limit ($(ulimit -n)) is below $held" >&2; exit 1; }
-cargo build --quiet --release --bin wsgate
-bin="${CARGO_TARGET_DIR:-$root/target}/release/wsgate"
-work="$(mktemp -d)"
+# shellcheck source=scripts/callgrind-serve.sh
+. "$root/scripts/callgrind-serve.sh"
 holder=""
-cleanup() {
-  [ -n "$holder" ] && kill "$holder" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-"$bin" keygen --out "$work/key" 2>/dev/null
+cg_cleanup_extra() { [ -n "$holder" ] && kill "$holder"; }
+cg_setup bench-idle
 
 metric() { curl -s "http://$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 
@@ -35,18 +29,8 @@ metric() { curl -s "http://$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 # <held> idle sessions while it served <n> cookie round trips.
 instructions() {
   local hold="$1" n="$2"
-  local out="$work/cg.out" log="$work/serve.log"
-  rm -f "$out"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --key "$work/key" \
-    --listen 127.0.0.1:0 --log-level error --max-connections "$((held + 100))" \
-    --ping-interval 1h 2>"$log" &
-  local pid=$! addr=""
-  for _ in $(seq 300); do
-    addr="$(ss -ltnpH 2>/dev/null | awk -v p="pid=$pid," '$0 ~ p {print $4; exit}')"
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "bench-idle: the server did not listen" >&2; cat "$log" >&2; exit 1; }
+  cg_start --max-connections "$((held + 100))" --ping-interval 1h
+  local addr="$cg_addr"
   if [ "$hold" -gt 0 ]; then
     "$bin" bench "ws://$addr/" --key "$work/key" --method cookie --hold "$hold" \
       --hold-for 1h -c 64 --timeout 120s >/dev/null 2>&1 &
@@ -71,9 +55,7 @@ instructions() {
       sleep 0.2
     done
   fi
-  kill -TERM "$pid"
-  wait "$pid" || true
-  awk '/^(summary|totals):/ {print $2; exit}' "$out"
+  cg_stop
 }
 
 per_trip() {

@@ -12,6 +12,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
+use crate::auth::canonical;
+
 /// An address range, `10.0.0.0/8`, `fd00::/8`, or one address (`192.0.2.7`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
@@ -169,14 +171,6 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
     }
     let inner = entry.strip_prefix('[')?.strip_suffix(']')?;
     inner.parse().ok()
-}
-
-/// IPv4-mapped IPv6 addresses as IPv4.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// Longest PROXY header taken: a v1 line is at most 107 bytes; a v2 header is 16

@@ -201,7 +201,7 @@ fn a_node_started_before_redis_is_not_ready_until_it_has_loaded() {
     if !supported() {
         return;
     }
-    let port = Redis::free_port();
+    let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let k = LocalKey::generate();
     let a = node(&k, &url, &[], false);
@@ -368,7 +368,7 @@ fn a_password_in_the_url_authenticates_and_is_never_logged() {
     if !supported() {
         return;
     }
-    let port = Redis::free_port();
+    let port = free_port();
     let _redis = Redis::start_on(port, &["--requirepass", "s3cret-pw"]);
     let k = LocalKey::generate();
     let good = node(
@@ -417,7 +417,7 @@ fn bad_redis_options_are_configuration_errors() {
     }
     // An unreachable Redis is not a configuration error: the node waits for it.
     let k = LocalKey::generate();
-    let url = format!("redis://127.0.0.1:{}", Redis::free_port());
+    let url = format!("redis://127.0.0.1:{}", free_port());
     let s = node(&k, &url, &[], false);
     assert_eq!(healthz(&s).status, 503);
 }

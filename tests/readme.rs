@@ -143,15 +143,6 @@ fn sh_blocks(readme: &str, heading: &str) -> Vec<String> {
         .collect()
 }
 
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// How the test feeds a websocat client run in the foreground.
 #[derive(Clone, Copy)]
 enum Input {

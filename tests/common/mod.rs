@@ -1267,6 +1267,15 @@ pub fn assert_still_serves(server: &Server, token: &str) {
     });
 }
 
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A real `redis-server` (Debian's package; scripts/test-deps.sh installs it) on a
 /// free loopback port, without persistence, stopped (and reaped) on drop.
 pub struct Redis {
@@ -1294,17 +1303,8 @@ impl Redis {
         ok
     }
 
-    /// A port nobody listens on now.
-    pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     pub fn start() -> Redis {
-        Redis::start_on(Redis::free_port(), &[])
+        Redis::start_on(free_port(), &[])
     }
 
     /// Starts on `port` with extra arguments (`--requirepass`, …); waits until it
