@@ -25,11 +25,7 @@ pub fn is_endpoint(req: &Request<'_>, config: &Config) -> bool {
 /// `None` for any other path.
 pub(crate) fn health_or_metrics(shared: &Shared, req: &Request<'_>) -> Option<Vec<u8>> {
     let head_only = req.method == "HEAD";
-    #[cfg(feature = "redis")]
-    if req.path() == "/healthz"
-        && matches!(req.method, "GET" | "HEAD")
-        && shared.cluster.as_ref().is_some_and(|c| !c.is_up())
-    {
+    if req.path() == "/healthz" && matches!(req.method, "GET" | "HEAD") && !shared.redis_up() {
         return Some(response(
             503,
             &[
@@ -99,8 +95,7 @@ fn ticket(shared: &Shared, req: &Request<'_>, peer: SocketAddr) -> Vec<u8> {
             }
             response(204, &cors, b"", false)
         }
-        #[cfg(feature = "redis")]
-        "POST" if shared.cluster.as_ref().is_some_and(|c| !c.is_up()) => {
+        "POST" if !shared.redis_up() => {
             // A ticket could not be redeemed now (and before the first load, no one
             // may be let in).
             crate::log_event!(

@@ -818,8 +818,7 @@ async fn handshake(
             return Next::Done;
         }
     };
-    #[cfg(feature = "redis")]
-    if shared.cluster.as_ref().is_some_and(|c| !c.is_ready()) {
+    if !shared.redis_ready() {
         // A node that has never seen the revocations lets no one in.
         log_refusal(peer, 503, "redis_not_ready");
         respond(

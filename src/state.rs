@@ -47,6 +47,26 @@ impl Shared {
         self.ws_config
     }
 
+    /// With `--redis`, whether Redis is connected and the revocations loaded (tickets
+    /// can be redeemed); always `true` on a single node.
+    pub(crate) fn redis_up(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(c) = &self.cluster {
+            return c.is_up();
+        }
+        true
+    }
+
+    /// With `--redis`, whether the revocations were loaded at least once (a node that
+    /// never saw them lets no one in); always `true` on a single node.
+    pub(crate) fn redis_ready(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(c) = &self.cluster {
+            return c.is_ready();
+        }
+        true
+    }
+
     /// Counts and logs an authenticated client.
     pub(crate) fn auth_ok(&self, peer: SocketAddr, identity: &Identity, accepted: Instant) {
         let took = accepted.elapsed();
