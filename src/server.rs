@@ -747,14 +747,13 @@ async fn handshake(
     };
     #[cfg(feature = "load-balancer")]
     {
+        // The peer itself unless it is a trusted proxy (checked first, in there).
         let trusted = &shared.config.trusted_proxies;
-        if trusted.contains(peer.ip()) {
-            let client = trusted.client_ip(peer.ip(), req.headers_named("x-forwarded-for"));
-            if client != peer.ip() {
-                // The port the client used is not known: 0.
-                peer = SocketAddr::new(client, 0);
-                *peer_slot = peer;
-            }
+        let client = trusted.client_ip(peer.ip(), req.headers_named("x-forwarded-for"));
+        if client != peer.ip() {
+            // The port the client used is not known: 0.
+            peer = SocketAddr::new(client, 0);
+            *peer_slot = peer;
         }
     }
     let upgrade = req.is_upgrade();
