@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use ct_codecs::{Base64, Decoder as _, Encoder as _};
+use ct_codecs::{Base64, Encoder as _};
 use sha1::{Digest as _, Sha1};
 
 /// Largest request head accepted, request line through the blank line
@@ -219,15 +219,25 @@ impl<'a> Request<'a> {
             return Err(UpgradeError::Version);
         }
         match self.header("sec-websocket-key").map(str::trim) {
-            Some(k)
-                if k.len() == 24
-                    && Base64::decode(&mut [0u8; 16], k, None).is_ok_and(|b| b.len() == 16) =>
-            {
-                Ok(k)
-            }
+            Some(k) if is_key(k) => Ok(k),
             _ => Err(UpgradeError::Key),
         }
     }
+}
+
+/// Whether `k` is the base64 of 16 bytes, as RFC 6455 §4.1 wants the key: 22
+/// characters of the standard alphabet, the last of which carries no bit past the
+/// 128th (`A`, `Q`, `g` or `w`), then `==`. Checked, not decoded (the key is public;
+/// the decoder is constant-time and costs ~1 800 instructions a handshake); the
+/// unit test `key_check_agrees_with_the_decoder` holds the two together.
+fn is_key(k: &str) -> bool {
+    let b = k.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+        && matches!(b[21], b'A' | b'Q' | b'g' | b'w')
 }
 
 /// An upgrade request that is not a valid WebSocket handshake.
@@ -494,6 +504,40 @@ mod tests {
                 None => assert_eq!(got, Ok(()), "{extra:?}"),
             }
         }
+    }
+
+    /// [`is_key`] accepts exactly what decoding to 16 bytes accepts: every
+    /// character in every position of a valid key, and the lengths and paddings
+    /// around it.
+    #[test]
+    fn key_check_agrees_with_the_decoder() {
+        use ct_codecs::Decoder as _;
+        let decodes = |k: &str| {
+            k.len() == 24 && Base64::decode(&mut [0u8; 16], k, None).is_ok_and(|b| b.len() == 16)
+        };
+        let valid = *b"dGhlIHNhbXBsZSBub25jZQ==";
+        let mut cases = vec![
+            String::new(),
+            "dGhlIHNhbXBsZSBub25jZQ=".into(),
+            "dGhlIHNhbXBsZSBub25jZQ===".into(),
+            "dGhlIHNhbXBsZSBub25jZQ".into(),
+            "dGhlIHNhbXBsZSBub25jZQAA".into(),
+            "dGhlIHNhbXBsZSBub25jZQ=A".into(),
+            "dGhlIHNhbXBsZSBub25jZ===".into(),
+        ];
+        for pos in 0..24 {
+            for c in 0u8..=255 {
+                let mut k = valid;
+                k[pos] = c;
+                if let Ok(k) = std::str::from_utf8(&k) {
+                    cases.push(k.to_owned());
+                }
+            }
+        }
+        for k in &cases {
+            assert_eq!(is_key(k), decodes(k), "{k:?}");
+        }
+        assert!(cases.iter().filter(|k| is_key(k)).count() > 24 * 3);
     }
 
     #[test]
