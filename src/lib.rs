@@ -85,6 +85,7 @@ mod deadline;
 mod endpoints;
 mod frames;
 pub mod head;
+mod listener;
 mod log;
 mod metrics;
 mod process;
@@ -136,7 +137,9 @@ pub mod internal {
     pub use crate::client_addr::{MAX_PROXY_HEADER, ProxyHeader, parse_proxy_header};
     pub use crate::config::io_reason;
     pub use crate::frames::FrameCursor;
-    pub use crate::log::{Line as LogLine, enabled as log_enabled};
+    pub use crate::log::{
+        Line as LogLine, enabled as log_enabled, flush_for_panic as flush_log_for_panic,
+    };
     pub use crate::relay::UpstreamUrl;
     pub use crate::tickets::{DEFAULT_TICKET_CAPACITY, ReplayCache};
     pub use crate::time::{Rfc3339, parse_duration, parse_rfc3339};

@@ -3,10 +3,20 @@
 //! a line stays one line and parses back unambiguously. With `--log-format json`, one JSON
 //! object per line with the same fields (`level`, `event`, then each key), every value a
 //! string. Tokens and key bytes are never passed in here.
+//!
+//! While a server runs ([`Batch`]), the lines of one executor turn are written together:
+//! each line is appended to one process-wide buffer, and the server's flusher task
+//! writes the buffer in one `write` once the turn's other tasks have run. The buffer
+//! is flushed when the last batch ends and, by the binary's panic hook, before a
+//! panic is reported, so a session that panics or a server that stops loses no line
+//! (`docs/performance.md#system-calls`).
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use event_listener::{Event, EventListener};
 
 /// How much to log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -177,7 +187,83 @@ impl Line {
             self.buf.push('}');
         }
         self.buf.push('\n');
-        let _ = std::io::stderr().lock().write_all(self.buf.as_bytes());
+        if BATCHES.load(Ordering::Acquire) == 0 {
+            let _ = std::io::stderr().lock().write_all(self.buf.as_bytes());
+            return;
+        }
+        let mut pending = pending();
+        let first = pending.is_empty();
+        pending.extend_from_slice(self.buf.as_bytes());
+        if pending.len() >= FLUSH_AT {
+            write_out(&mut pending);
+        }
+        drop(pending);
+        if first {
+            FIRST_PENDING.notify(1);
+        }
+    }
+}
+
+/// Lines waiting for the flusher while a [`Batch`] is on.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Batches on (running servers); with none, each line is written at once.
+static BATCHES: AtomicUsize = AtomicUsize::new(0);
+/// Notified when a line arrives in an empty buffer.
+static FIRST_PENDING: Event = Event::new();
+/// A buffer this large is written at once, without waiting for the flusher.
+const FLUSH_AT: usize = 64 * 1024;
+
+fn pending() -> MutexGuard<'static, Vec<u8>> {
+    PENDING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes the buffer (under its lock, so lines keep their order) and empties it.
+fn write_out(pending: &mut Vec<u8>) {
+    if !pending.is_empty() {
+        let _ = std::io::stderr().lock().write_all(pending);
+        pending.clear();
+    }
+}
+
+/// Lines are batched while one of these lives (a running server holds one and runs a
+/// flusher: [`flush_wanted`], then [`flush`] once the turn's other tasks have run).
+/// Dropping the last one flushes.
+pub struct Batch(());
+
+impl Batch {
+    pub fn begin() -> Batch {
+        BATCHES.fetch_add(1, Ordering::AcqRel);
+        Batch(())
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        BATCHES.fetch_sub(1, Ordering::AcqRel);
+        flush();
+    }
+}
+
+/// Resolves once a line waits in the buffer (at once if one already does).
+pub async fn flush_wanted() {
+    loop {
+        let listener: EventListener = FIRST_PENDING.listen();
+        if !pending().is_empty() {
+            return;
+        }
+        listener.await;
+    }
+}
+
+/// Writes the lines waiting, if any.
+pub fn flush() {
+    write_out(&mut pending());
+}
+
+/// [`flush`] for a panic hook: skipped if this thread panicked while holding the buffer.
+pub fn flush_for_panic() {
+    if let Ok(mut pending) = PENDING.try_lock() {
+        write_out(&mut pending);
     }
 }
 

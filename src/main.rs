@@ -418,6 +418,13 @@ fn bench(b: Bench) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Log lines wait for the end of an executor turn (`docs/performance.md#system-calls`):
+    // write those before a panic is reported (the router build aborts on panic).
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        wsgate::internal::flush_log_for_panic();
+        report(info);
+    }));
     let args: Vec<String> = std::env::args().collect();
     let name = Path::new(args.first().map(String::as_str).unwrap_or("wsgate"))
         .file_name()

@@ -27,6 +27,7 @@ use crate::config::{Config, ConfigError};
 use crate::deadline::{instant_after, until, within};
 use crate::endpoints;
 use crate::head::{self, HeadError, HeaderStorage, MAX_HEAD, Request, UpgradeError};
+use crate::listener::Listener;
 use crate::log::Level;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, SessionInfo};
@@ -199,7 +200,7 @@ impl std::error::Error for RevokeError {}
 
 /// A bound wsgate server.
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     /// The operators' listener, when configured.
     admin: Option<TcpListener>,
     shared: Arc<Shared>,
@@ -252,12 +253,10 @@ impl Server {
             gate.set_shared_tickets(true);
             crate::cluster::Cluster::new(url, config.redis_prefix.clone())
         });
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = Listener::bind(config.listen).map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let admin = match config.admin_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -335,7 +334,20 @@ impl Server {
             shared,
             handler,
         } = self;
+        // Declared before the executor, dropped after it: the lines its tasks write as
+        // they are dropped are flushed too.
+        let _batch = crate::log::Batch::begin();
         let ex = Arc::new(smol::Executor::new());
+        // The lines of one turn in one write: woken by the first line, the flusher
+        // yields once so that the turn's other tasks run (and log) first.
+        ex.spawn(async {
+            loop {
+                crate::log::flush_wanted().await;
+                smol::future::yield_now().await;
+                crate::log::flush();
+            }
+        })
+        .detach();
         let threads = match shared.config.threads {
             // The cores this process may run on (its affinity mask).
             0 => rustix::thread::sched_getaffinity(None).map_or(1, |s| s.count().max(1) as usize),
@@ -380,7 +392,6 @@ impl Server {
                         // Boxed before the spawn: the task's own allocation then holds two
                         // pointers, and the connection future is freed before the session
                         // runs (only the handler's boxed future stays for the session).
-                        let _ = stream.set_nodelay(true);
                         let accepted = Instant::now();
                         #[cfg(feature = "load-balancer")]
                         let task: ConnectionTask = if shared.config.proxy_protocol {

@@ -393,7 +393,7 @@ struct LogState {
 pub struct SharedLog(Arc<(Mutex<LogState>, Condvar)>);
 
 impl SharedLog {
-    fn spawn_reader(&self, r: impl Read + Send + 'static) {
+    pub fn spawn_reader(&self, r: impl Read + Send + 'static) {
         let me = self.clone();
         std::thread::spawn(move || {
             let mut r = BufReader::new(r);

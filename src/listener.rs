@@ -1,0 +1,53 @@
+//! The main listener: a TCP listener whose accepted connections come non-blocking and
+//! without Nagle's delay, in one system call each.
+//!
+//! `smol::net::TcpListener::accept` makes three per connection: `accept4`, an
+//! `ioctl(FIONBIO)` to make the socket non-blocking, and our `setsockopt(TCP_NODELAY)`.
+//! Here `accept4` is asked for a non-blocking socket (`SOCK_NONBLOCK`), and on Linux
+//! the accepted socket inherits `TCP_NODELAY` from the listener, where it is set once
+//! (`docs/performance.md#system-calls`). Elsewhere it is set per connection, as before.
+
+use std::io;
+use std::net::SocketAddr;
+
+use rustix::net::{SocketFlags, acceptfrom_with};
+use smol::Async;
+use smol::net::TcpStream;
+
+/// A bound TCP listener, registered with the reactor.
+pub(crate) struct Listener(Async<std::net::TcpListener>);
+
+/// Set on the listener (and inherited) where the kernel passes it on to accepted
+/// sockets; set on each accepted socket elsewhere.
+const NODELAY_INHERITED: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+impl Listener {
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Listener> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        if NODELAY_INHERITED {
+            rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
+        }
+        Ok(Listener(Async::new(listener)?))
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
+    /// The next connection and its peer's address.
+    pub(crate) async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+        let (fd, peer) = self
+            .0
+            .read_with(|l| acceptfrom_with(l, flags).map_err(io::Error::from))
+            .await?;
+        let stream = std::net::TcpStream::from(fd);
+        if !NODELAY_INHERITED {
+            stream.set_nodelay(true)?;
+        }
+        let peer = peer
+            .and_then(|a| SocketAddr::try_from(a).ok())
+            .ok_or_else(|| io::Error::other("accepted a connection without an IP address"))?;
+        Ok((TcpStream::from(Async::new_nonblocking(stream)?), peer))
+    }
+}
