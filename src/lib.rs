@@ -87,6 +87,7 @@ mod frames;
 pub mod head;
 mod log;
 mod metrics;
+mod outbox;
 mod process;
 mod registry;
 mod relay;
