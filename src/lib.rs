@@ -88,6 +88,7 @@ pub mod head;
 mod listener;
 mod log;
 mod metrics;
+mod outbox;
 mod process;
 mod registry;
 mod relay;

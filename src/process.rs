@@ -11,9 +11,9 @@
 //!   binary if it is not UTF-8; a line longer than `--max-message` is sent in pieces.
 //! - Each stderr line is logged: `event=exec_stderr peer=… sub=… line=…`.
 //! - Backpressure as in [`crate::relay`]: a client message is read only once the
-//!   previous one is written to stdin, a stdout line only once the previous one was
-//!   sent; stdout keeps being read while stdin is blocked, so a busy process cannot
-//!   deadlock the session.
+//!   previous one is written to stdin (an [`Outbox`]), a stdout line only once the
+//!   previous one was sent; stdout keeps being read while stdin is blocked, so a busy
+//!   process cannot deadlock the session.
 //! - The process exiting closes the session with 1000 (a non-zero status: 1011);
 //!   the session ending (client gone, expiry, shutdown) kills the process (SIGKILL)
 //!   and reaps it, so no zombies are left.
@@ -33,7 +33,6 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +44,7 @@ use smol::{Async, Timer};
 
 use crate::config::ConfigError;
 use crate::log::Level;
+use crate::outbox::Outbox;
 use crate::session::{Handler, Race, Session};
 
 /// Longest stderr line logged; the rest of a longer line comes as further lines.
@@ -485,10 +485,9 @@ fn exit_fd(_: &Child) -> Option<Async<std::os::fd::OwnedFd>> {
     None
 }
 
-type Writing = Pin<Box<dyn Future<Output = (Async<ChildStdin>, io::Result<()>)> + Send>>;
-
 enum Ev {
-    Written(Async<ChildStdin>, io::Result<()>),
+    /// A write to stdin is over; if it failed, stdin is gone (the outbox dropped it).
+    Written,
     Line(io::Result<Option<Vec<u8>>>),
     Exit(io::Result<ExitStatus>),
     /// The process exited [`EXIT_WAIT`] ago and its stdout is still open.
@@ -503,24 +502,18 @@ async fn bridge<R: AsyncBufRead + Unpin>(
     max_line: usize,
 ) -> Outcome {
     let mut status = std::pin::pin!(status);
-    let mut idle = Some(stdin);
-    let mut writing: Option<Writing> = None;
+    let mut stdin = Outbox::new(stdin);
     let mut line = Vec::new();
     let mut stdout_open = true;
     // Set once the process exited: its status, and until when the rest of its output
     // is still relayed (a background child may hold stdout open for ever).
     let mut exited: Option<(Option<ExitStatus>, Instant)> = None;
     loop {
-        let holding = writing.is_some();
+        let holding = stdin.is_busy();
         let process = async {
             let written = async {
-                match writing.as_mut() {
-                    Some(f) => {
-                        let (w, r) = f.await;
-                        Ev::Written(w, r)
-                    }
-                    None => std::future::pending().await,
-                }
+                let _ = stdin.finished().await;
+                Ev::Written
             };
             let output = async {
                 if stdout_open {
@@ -562,24 +555,18 @@ async fn bridge<R: AsyncBufRead + Unpin>(
                     Message::Binary(b) => b.to_vec(),
                     _ => continue,
                 };
-                // A process that closed its stdin gets no more input; messages are dropped.
-                if let Some(mut w) = idle.take() {
-                    writing = Some(Box::pin(async move {
-                        let r = match w.write_all(&bytes).await {
-                            Ok(()) => w.flush().await,
-                            Err(e) => Err(e),
-                        };
-                        (w, r)
-                    }));
-                }
+                // A process that closed its stdin gets no more input: once a write
+                // failed the outbox refuses, and the message is dropped.
+                stdin.start(|mut w| async move {
+                    let r = match w.write_all(&bytes).await {
+                        Ok(()) => w.flush().await,
+                        Err(e) => Err(e),
+                    };
+                    (w, r)
+                });
             }
             Race::Closed => return Outcome::SessionOver,
-            Race::Other(Ev::Written(w, r)) => {
-                writing = None;
-                if r.is_ok() {
-                    idle = Some(w);
-                }
-            }
+            Race::Other(Ev::Written) => {}
             Race::Other(Ev::Line(Ok(Some(bytes)))) => {
                 let msg = match String::from_utf8(bytes) {
                     Ok(t) => Message::text(t),

@@ -8,8 +8,9 @@
 //! - The client's path and query are appended to the upstream path (a client on `/`
 //!   gets the upstream path itself); a `token` query parameter is never passed on.
 //! - Backpressure: a message is read from one side only once the previous one was
-//!   written to the other side, so each direction holds at most one message. The two
-//!   directions are independent, so an upstream that echoes cannot deadlock the relay.
+//!   written to the other side, so each direction holds at most one message (client →
+//!   upstream: an [`Outbox`]). The two directions are independent, so an upstream that
+//!   echoes cannot deadlock the relay.
 //! - Memory: after a message over 4 KiB either way, the upstream WebSocket is rebuilt
 //!   with fresh buffers between messages, as the client's is ([`Session`]); its
 //!   stream is [`FrameAligned`] for that.
@@ -18,8 +19,6 @@
 //!   server shutdown (1001) close both sides, through [`Session::recv_or`].
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +36,7 @@ use crate::config::ConfigError;
 use crate::deadline::within;
 use crate::frames::FrameAligned;
 use crate::log::Level;
+use crate::outbox::Outbox;
 use crate::session::{
     BoxedConnection, Handler, RENEW_BUFFERS_ABOVE, Race, Session, close_frame, within_close_wait,
 };
@@ -329,11 +329,9 @@ fn log_error(session: &Session, up: &UpstreamUrl, stage: &str, reason: &str) {
 type UpStream = FrameAligned<BoxedConnection>;
 type UpTx = WebSocketSender<UpStream>;
 type UpRx = WebSocketReceiver<UpStream>;
-/// An upstream write in flight; it owns the sender and gives it back when done.
-type Sending = Pin<Box<dyn Future<Output = (UpTx, Result<(), WsError>)> + Send>>;
 
 enum Up {
-    Sent(UpTx, Result<(), WsError>),
+    Sent(Result<(), WsError>),
     Msg(Option<Result<Message, WsError>>),
 }
 
@@ -353,31 +351,22 @@ async fn pump(
     tx: UpTx,
     mut rx: UpRx,
 ) {
-    let mut idle = Some(tx);
-    let mut sending: Option<Sending> = None;
+    let mut tx = Outbox::new(tx);
     // A large message went through the upstream WebSocket: renew its buffers once
     // nothing is in flight.
     let mut renew = false;
     let end = loop {
-        if renew && sending.is_none() {
-            if let Some(t) = idle.take() {
+        if renew {
+            if let Some(t) = tx.take_idle() {
                 let (t, r, renewed) = renew_buffers(t, rx, config).await;
-                (idle, rx, renew) = (Some(t), r, !renewed);
+                (tx, rx, renew) = (Outbox::new(t), r, !renewed);
             }
         }
         // While a message to the upstream is in flight the client is not read
         // (`hold_or`), but the upstream still is: each direction waits only for itself.
-        let holding = sending.is_some();
+        let holding = tx.is_busy();
         let up = async {
-            let sent = async {
-                match sending.as_mut() {
-                    Some(f) => {
-                        let (t, r) = f.await;
-                        Up::Sent(t, r)
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            let sent = async { Up::Sent(tx.finished().await) };
             let read = async { Up::Msg(rx.next().await) };
             sent.or(read).await
         };
@@ -389,21 +378,19 @@ async fn pump(
         match race {
             Race::Client(m) => {
                 renew |= m.len() > RENEW_BUFFERS_ABOVE;
-                let Some(mut t) = idle.take() else {
-                    break End::UpstreamBroken("sender lost".into());
-                };
-                sending = Some(Box::pin(async move {
+                let started = tx.start(|mut t| async move {
                     let r = t.send(m).await;
                     (t, r)
-                }));
+                });
+                if !started {
+                    break End::UpstreamBroken("sender lost".into());
+                }
             }
             Race::Closed => break End::Client,
-            Race::Other(Up::Sent(t, r)) => {
-                sending = None;
+            Race::Other(Up::Sent(r)) => {
                 if let Err(e) = r {
                     break End::UpstreamBroken(format!("write: {e}"));
                 }
-                idle = Some(t);
             }
             Race::Other(Up::Msg(Some(Ok(m)))) => match m {
                 Message::Close(f) => break End::UpstreamClosed(f),
@@ -424,10 +411,7 @@ async fn pump(
     match end {
         End::Client => {
             // Finish the write in flight (bounded), then pass the client's close on.
-            let tx = match sending.take() {
-                Some(f) => within_close_wait(f).await.map(|(t, _)| t),
-                None => idle.take(),
-            };
+            let tx = within_close_wait(tx.into_writer()).await.flatten();
             close_upstream(session, tx, &mut rx).await;
         }
         // A protocol error between wsgate and the upstream (the upstream broke the
