@@ -226,6 +226,22 @@ impl Drop for ConnGuard {
     }
 }
 
+impl ConnGuard {
+    /// Counts one more connection of the main listener (`--max-connections`) until
+    /// the guard drops; with whether it is over the limit (answered 503). `None` past
+    /// [`OVERFLOW_SLACK`] more: the connection is to be closed at once, uncounted.
+    fn admit(shared: &Arc<Shared>) -> Option<(ConnGuard, bool)> {
+        let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        shared.metrics.connections_add(1);
+        let guard = ConnGuard(shared.clone());
+        let max = shared.config.max_connections;
+        if n > max.saturating_add(OVERFLOW_SLACK) {
+            return None;
+        }
+        Some((guard, n > max))
+    }
+}
+
 impl Server {
     /// Checks `config` ([`Config::validate`]), binds `config.listen` and prepares to
     /// serve `handler` for each session.
@@ -370,13 +386,9 @@ impl Server {
                 match shared.shutdown.unless_begun(listener.accept()).await {
                     None => break,
                     Some(Ok((stream, peer))) => {
-                        let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
-                        shared.metrics.connections_add(1);
-                        let guard = ConnGuard(shared.clone());
-                        let max = shared.config.max_connections;
-                        if n > max.saturating_add(OVERFLOW_SLACK) {
+                        let Some((guard, over_limit)) = ConnGuard::admit(&shared) else {
                             continue;
-                        }
+                        };
                         // Boxed before the spawn: the task's own allocation then holds two
                         // pointers, and the connection future is freed before the session
                         // runs (only the handler's boxed future stays for the session).
@@ -389,14 +401,14 @@ impl Server {
                                 handler.clone(),
                                 stream,
                                 peer,
-                                n > max,
+                                over_limit,
                                 accepted,
                             ))
                         } else {
-                            dispatch(&shared, &handler, stream, peer, n > max, accepted)
+                            dispatch(&shared, &handler, stream, peer, over_limit, accepted)
                         };
                         #[cfg(not(feature = "load-balancer"))]
-                        let task = dispatch(&shared, &handler, stream, peer, n > max, accepted);
+                        let task = dispatch(&shared, &handler, stream, peer, over_limit, accepted);
                         spawn_connection(&ex, task, Some(guard), peer);
                     }
                     Some(Err(e)) => {
@@ -588,18 +600,21 @@ pub(crate) fn spawn_connection(
     guard: Option<ConnGuard>,
     peer: SocketAddr,
 ) {
-    ex.spawn(async move {
-        let _guard = guard;
-        let run = match AssertUnwindSafe(task).catch_unwind().await {
-            Ok(Some(run)) => AssertUnwindSafe(run).catch_unwind().await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if run.is_err() {
-            crate::log_event!(Level::Error, "panic", "peer" = peer);
-        }
-    })
-    .detach();
+    ex.spawn(run_connection(task, guard, peer)).detach();
+}
+
+/// Runs a connection task and its session to their end, holding `guard` until then;
+/// a panic ends this connection only, logged with its peer.
+async fn run_connection(task: ConnectionTask, guard: Option<ConnGuard>, peer: SocketAddr) {
+    let _guard = guard;
+    let run = match AssertUnwindSafe(task).catch_unwind().await {
+        Ok(Some(run)) => AssertUnwindSafe(run).catch_unwind().await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if run.is_err() {
+        crate::log_event!(Level::Error, "panic", "peer" = peer);
+    }
 }
 
 /// Reads a request head within the deadline and parses it, once. `Ok(Some((req,
