@@ -90,7 +90,8 @@ impl From<ConfigError> for Error {
 }
 
 /// Reaches a running [`Server`] from outside: stops it, revokes tokens and closes
-/// the sessions they opened, lists the live sessions, replaces the keys.
+/// the sessions they opened, lists the live sessions, replaces the keys, serves a
+/// connection accepted elsewhere.
 #[derive(Clone)]
 pub struct ServerHandle(pub(crate) Arc<Shared>);
 
@@ -167,6 +168,43 @@ impl ServerHandle {
     /// live sessions keep running. Nothing changes on error.
     pub fn set_keys(&self, keys: Vec<crate::token::Key>) -> Result<(), crate::token::KeyError> {
         self.0.gate.set_keys(keys)
+    }
+
+    /// Serves one connection accepted elsewhere as the listener serves its own: for
+    /// a transport of your own (a Unix socket, a TLS stream you terminated) or an
+    /// in-process test's pipe. The same path from the request head on: the head
+    /// deadline, the refusals, the `101`, authentication, then `handler`'s session
+    /// (the handle does not hold the server's handler: pass it, or another). It
+    /// counts against `max_connections` (503 over it), ends at shutdown like any
+    /// connection (which `Server::run` waits for), and a panic in it ends this
+    /// connection only. The future ends with the connection; it needs no
+    /// `Server::run`. `peer` is the client's address as the gate and the logs see it.
+    pub fn serve_connection<S: crate::session::Connection>(
+        &self,
+        handler: &Handler,
+        stream: S,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // Boxed at once: what follows is compiled once, whatever the transport.
+        self.serve_boxed(handler, Box::new(stream), peer)
+    }
+
+    fn serve_boxed(
+        &self,
+        handler: &Handler,
+        stream: BoxedConnection,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let admitted = ConnGuard::admit(&self.0);
+        let (shared, handler) = (self.0.clone(), handler.clone());
+        async move {
+            let Some((guard, over_limit)) = admitted else {
+                return;
+            };
+            let accepted = Instant::now();
+            let task = connection(shared, handler, stream, peer, over_limit, accepted);
+            run_connection(Box::pin(task), Some(guard), peer).await;
+        }
     }
 }
 
