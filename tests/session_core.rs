@@ -27,6 +27,8 @@ struct InProcess {
     server: wsgate::Server,
     /// A copy of the server's key, to mint tokens.
     key: wsgate::Key,
+    /// A token for "alice", valid for ten minutes.
+    alice: String,
     handler: wsgate::Handler,
 }
 
@@ -47,8 +49,10 @@ impl InProcess {
         config.keys.push(key);
         tweak(&mut config);
         let server = smol::block_on(wsgate::Server::bind(config, handler.clone())).unwrap();
+        let alice = wsgate::claims_json("alice", now(), 600, None, None, None, &[]);
         InProcess {
             server,
+            alice: copy.issue(&alice).unwrap(),
             key: copy,
             handler,
         }
@@ -133,9 +137,8 @@ async fn close(mut ws: PipeWs, task: smol::Task<()>, server: &InProcess) {
 #[test]
 fn an_idle_client_is_pinged_and_one_that_answers_stays_open() {
     let s = InProcess::start(|c| c.ping_interval = Duration::from_secs(1));
-    let (t, _) = s.token("alice", 600);
     run(async {
-        let (mut ws, task) = s.session(&t).await;
+        let (mut ws, task) = s.session(&s.alice).await;
         // Reading answers each ping (the pong goes out with the next read or write).
         // A pong counts as activity: the check after it sends no ping, the next one
         // does, so two pings span three intervals.
@@ -154,9 +157,8 @@ fn an_idle_client_is_pinged_and_one_that_answers_stays_open() {
 #[test]
 fn a_client_that_never_answers_is_dropped_without_a_close_frame() {
     let s = InProcess::start(|c| c.ping_interval = Duration::from_secs(1));
-    let (t, _) = s.token("alice", 600);
     run(async {
-        let (mut ws, task) = s.session(&t).await;
+        let (mut ws, task) = s.session(&s.alice).await;
         // Nothing read, so nothing answered: the server drops the connection when
         // the interval after its ping ends.
         ends(task, &s).await;
@@ -275,9 +277,8 @@ fn a_refresh_after_the_notice_moves_the_session_to_the_new_token() {
 #[test]
 fn after_large_messages_later_messages_echo_exact() {
     let s = InProcess::start(|_| {});
-    let (t, _) = s.token("alice", 600);
     run(async {
-        let (mut ws, task) = s.session(&t).await;
+        let (mut ws, task) = s.session(&s.alice).await;
         let big: Vec<u8> = (0..(1 << 20) - 16).map(|i| (i % 251) as u8).collect();
         ws.send(Message::binary(big.clone())).await.unwrap();
         match recv_data(&mut ws).await {
@@ -317,9 +318,8 @@ fn after_large_messages_later_messages_echo_exact() {
 #[test]
 fn shutdown_closes_sessions_with_1001_and_ends_their_futures() {
     let s = InProcess::start(|_| {});
-    let (t, _) = s.token("alice", 600);
     run(async {
-        let (mut a, a_task) = s.session(&t).await;
+        let (mut a, a_task) = s.session(&s.alice).await;
         assert_echo(&mut a).await;
         // Upgraded, its first message not sent yet.
         let (waiting, waiting_task) = s.upgrade(&[]).await;
@@ -343,16 +343,15 @@ fn shutdown_closes_sessions_with_1001_and_ends_their_futures() {
 #[test]
 fn served_connections_count_against_max_connections() {
     let s = InProcess::start(|c| c.max_connections = 1);
-    let (t, _) = s.token("alice", 600);
     run(async {
-        let (ws, task) = s.session(&t).await;
+        let (ws, task) = s.session(&s.alice).await;
         assert_eq!(s.connections(), 1);
-        let (over, over_task) = s.upgrade(&[("Authorization", &bearer(&t))]).await;
+        let (over, over_task) = s.upgrade(&[("Authorization", &bearer(&s.alice))]).await;
         assert!(matches!(over, Err(HandshakeError::Status(503))), "{over:?}");
         finished(over_task).await;
         close(ws, task, &s).await;
         // The slot is free again.
-        let (ws, task) = s.session(&t).await;
+        let (ws, task) = s.session(&s.alice).await;
         close(ws, task, &s).await;
     });
 }
@@ -413,9 +412,8 @@ fn a_client_that_vanishes_mid_head_ends_its_connection() {
 #[test]
 fn a_client_that_vanishes_mid_frame_ends_its_session() {
     let s = InProcess::start(|_| {});
-    let (t, _) = s.token("alice", 600);
     run(async {
-        let (mut ws, task) = s.session(&t).await;
+        let (mut ws, task) = s.session(&s.alice).await;
         // After an echo the session is surely registered (the 101 comes before).
         assert_echo(&mut ws).await;
         assert_eq!(s.server.handle().sessions(None).len(), 1);
@@ -443,11 +441,10 @@ fn a_panicking_handler_ends_its_connection_only() {
     });
     let s = InProcess::with_handler(handler, |_| {});
     let (bad, _) = s.token("panics", 600);
-    let (good, _) = s.token("alice", 600);
     run(async {
         let (_ws, task) = s.session(&bad).await;
         ends(task, &s).await;
-        let (mut ws, task) = s.session(&good).await;
+        let (mut ws, task) = s.session(&s.alice).await;
         assert_echo(&mut ws).await;
         close(ws, task, &s).await;
     });
