@@ -91,7 +91,8 @@ impl From<ConfigError> for Error {
 }
 
 /// Reaches a running [`Server`] from outside: stops it, revokes tokens and closes
-/// the sessions they opened, lists the live sessions, replaces the keys.
+/// the sessions they opened, lists the live sessions, replaces the keys, serves a
+/// connection accepted elsewhere.
 #[derive(Clone)]
 pub struct ServerHandle(pub(crate) Arc<Shared>);
 
@@ -169,6 +170,43 @@ impl ServerHandle {
     pub fn set_keys(&self, keys: Vec<crate::token::Key>) -> Result<(), crate::token::KeyError> {
         self.0.gate.set_keys(keys)
     }
+
+    /// Serves one connection accepted elsewhere as the listener serves its own: for
+    /// a transport of your own (a Unix socket, a TLS stream you terminated) or an
+    /// in-process test's pipe. The same path from the request head on: the head
+    /// deadline, the refusals, the `101`, authentication, then `handler`'s session
+    /// (the handle does not hold the server's handler: pass it, or another). It
+    /// counts against `max_connections` (503 over it), ends at shutdown like any
+    /// connection (which `Server::run` waits for), and a panic in it ends this
+    /// connection only. The future ends with the connection; it needs no
+    /// `Server::run`. `peer` is the client's address as the gate and the logs see it.
+    pub fn serve_connection<S: crate::session::Connection>(
+        &self,
+        handler: &Handler,
+        stream: S,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // Boxed at once: what follows is compiled once, whatever the transport.
+        self.serve_boxed(handler, Box::new(stream), peer)
+    }
+
+    fn serve_boxed(
+        &self,
+        handler: &Handler,
+        stream: BoxedConnection,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let admitted = ConnGuard::admit(&self.0);
+        let (shared, handler) = (self.0.clone(), handler.clone());
+        async move {
+            let Some((guard, over_limit)) = admitted else {
+                return;
+            };
+            let accepted = Instant::now();
+            let task = connection(shared, handler, stream, peer, over_limit, accepted);
+            run_connection(Box::pin(task), Some(guard), peer).await;
+        }
+    }
 }
 
 impl fmt::Debug for ServerHandle {
@@ -224,6 +262,22 @@ impl Drop for ConnGuard {
         if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify(usize::MAX);
         }
+    }
+}
+
+impl ConnGuard {
+    /// Counts one more connection of the main listener (`--max-connections`) until
+    /// the guard drops; with whether it is over the limit (answered 503). `None` past
+    /// [`OVERFLOW_SLACK`] more: the connection is to be closed at once, uncounted.
+    fn admit(shared: &Arc<Shared>) -> Option<(ConnGuard, bool)> {
+        let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        shared.metrics.connections_add(1);
+        let guard = ConnGuard(shared.clone());
+        let max = shared.config.max_connections;
+        if n > max.saturating_add(OVERFLOW_SLACK) {
+            return None;
+        }
+        Some((guard, n > max))
     }
 }
 
@@ -382,13 +436,9 @@ impl Server {
                 match shared.shutdown.unless_begun(listener.accept()).await {
                     None => break,
                     Some(Ok((stream, peer))) => {
-                        let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
-                        shared.metrics.connections_add(1);
-                        let guard = ConnGuard(shared.clone());
-                        let max = shared.config.max_connections;
-                        if n > max.saturating_add(OVERFLOW_SLACK) {
+                        let Some((guard, over_limit)) = ConnGuard::admit(&shared) else {
                             continue;
-                        }
+                        };
                         // Boxed before the spawn: the task's own allocation then holds two
                         // pointers, and the connection future is freed before the session
                         // runs (only the handler's boxed future stays for the session).
@@ -400,14 +450,14 @@ impl Server {
                                 handler.clone(),
                                 stream,
                                 peer,
-                                n > max,
+                                over_limit,
                                 accepted,
                             ))
                         } else {
-                            dispatch(&shared, &handler, stream, peer, n > max, accepted)
+                            dispatch(&shared, &handler, stream, peer, over_limit, accepted)
                         };
                         #[cfg(not(feature = "load-balancer"))]
-                        let task = dispatch(&shared, &handler, stream, peer, n > max, accepted);
+                        let task = dispatch(&shared, &handler, stream, peer, over_limit, accepted);
                         spawn_connection(&ex, task, Some(guard), peer);
                     }
                     Some(Err(e)) => {
@@ -599,18 +649,21 @@ pub(crate) fn spawn_connection(
     guard: Option<ConnGuard>,
     peer: SocketAddr,
 ) {
-    ex.spawn(async move {
-        let _guard = guard;
-        let run = match AssertUnwindSafe(task).catch_unwind().await {
-            Ok(Some(run)) => AssertUnwindSafe(run).catch_unwind().await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if run.is_err() {
-            crate::log_event!(Level::Error, "panic", "peer" = peer);
-        }
-    })
-    .detach();
+    ex.spawn(run_connection(task, guard, peer)).detach();
+}
+
+/// Runs a connection task and its session to their end, holding `guard` until then;
+/// a panic ends this connection only, logged with its peer.
+async fn run_connection(task: ConnectionTask, guard: Option<ConnGuard>, peer: SocketAddr) {
+    let _guard = guard;
+    let run = match AssertUnwindSafe(task).catch_unwind().await {
+        Ok(Some(run)) => AssertUnwindSafe(run).catch_unwind().await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if run.is_err() {
+        crate::log_event!(Level::Error, "panic", "peer" = peer);
+    }
 }
 
 /// Reads a request head within the deadline and parses it, once. `Ok(Some((req,

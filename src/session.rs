@@ -30,8 +30,9 @@ use crate::registry::Control;
 use crate::state::Shared;
 
 /// The byte stream of a client connection: TCP, TLS over TCP, or anything else that
-/// reads and writes (a test's in-memory pipe). Every connection goes through the same
-/// code whatever its transport, behind one box.
+/// reads and writes (a test's in-memory pipe, through
+/// [`ServerHandle::serve_connection`](crate::ServerHandle::serve_connection)). Every
+/// connection goes through the same code whatever its transport, behind one box.
 pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> Connection for T {}

@@ -43,6 +43,12 @@ pub fn bin() -> String {
 /// A client WebSocket over a smol TCP stream.
 pub type Ws = WebSocketStream<smol::net::TcpStream>;
 
+/// What a client WebSocket runs over: a TCP stream, or an in-process pipe
+/// (`smol::net::unix::UnixStream::pair`) served by `ServerHandle::serve_connection`.
+pub trait Transport: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin {}
+
+impl<T: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin> Transport for T {}
+
 // ---------------------------------------------------------------------------
 // Time
 //
@@ -1173,7 +1179,7 @@ pub async fn ws_client(
 }
 
 /// Next message (pings/pongs included), bounded by [`IO_TIMEOUT`].
-pub async fn recv(ws: &mut Ws) -> Message {
+pub async fn recv(ws: &mut WebSocketStream<impl Transport>) -> Message {
     match timeout(IO_TIMEOUT, ws.next()).await {
         None => panic!("no message within {IO_TIMEOUT:?}"),
         Some(None) => panic!("stream ended"),
@@ -1183,7 +1189,7 @@ pub async fn recv(ws: &mut Ws) -> Message {
 }
 
 /// Next data or close message, skipping pings and pongs.
-pub async fn recv_data(ws: &mut Ws) -> Message {
+pub async fn recv_data(ws: &mut WebSocketStream<impl Transport>) -> Message {
     loop {
         match recv(ws).await {
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -1192,14 +1198,14 @@ pub async fn recv_data(ws: &mut Ws) -> Message {
     }
 }
 
-pub async fn recv_text(ws: &mut Ws) -> String {
+pub async fn recv_text(ws: &mut WebSocketStream<impl Transport>) -> String {
     match recv_data(ws).await {
         Message::Text(t) => t.to_string(),
         m => panic!("expected a text message, got {m:?}"),
     }
 }
 
-pub async fn send_text(ws: &mut Ws, text: &str) {
+pub async fn send_text(ws: &mut WebSocketStream<impl Transport>, text: &str) {
     ws.send(Message::text(text.to_owned()))
         .await
         .expect("send text");
@@ -1207,7 +1213,10 @@ pub async fn send_text(ws: &mut Ws, text: &str) {
 
 /// Waits (bounded by `limit`) for the close frame; panics if a data message
 /// comes first. Returns (code, reason) and lets the close handshake finish.
-pub async fn expect_close_within(ws: &mut Ws, limit: Duration) -> (u16, String) {
+pub async fn expect_close_within(
+    ws: &mut WebSocketStream<impl Transport>,
+    limit: Duration,
+) -> (u16, String) {
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -1230,12 +1239,15 @@ pub async fn expect_close_within(ws: &mut Ws, limit: Duration) -> (u16, String) 
     }
 }
 
-pub async fn expect_close(ws: &mut Ws) -> (u16, String) {
+pub async fn expect_close(ws: &mut WebSocketStream<impl Transport>) -> (u16, String) {
     expect_close_within(ws, IO_TIMEOUT).await
 }
 
 /// Sends `first` as the first message and expects the `authenticated` frame.
-pub async fn first_message_ok(ws: &mut Ws, first: &str) -> serde_json::Value {
+pub async fn first_message_ok(
+    ws: &mut WebSocketStream<impl Transport>,
+    first: &str,
+) -> serde_json::Value {
     send_text(ws, first).await;
     let t = recv_text(ws).await;
     let v: serde_json::Value =
@@ -1245,7 +1257,7 @@ pub async fn first_message_ok(ws: &mut Ws, first: &str) -> serde_json::Value {
 }
 
 /// Text and binary echo round trip.
-pub async fn assert_echo(ws: &mut Ws) {
+pub async fn assert_echo(ws: &mut WebSocketStream<impl Transport>) {
     send_text(ws, "hello wsgate").await;
     assert_eq!(recv_text(ws).await, "hello wsgate");
     ws.send(Message::binary(vec![0u8, 1, 2, 255]))
