@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The import rule of CONTRIBUTING.md ("Architecture"): the sans-IO core and the plain
+# The import rules of CONTRIBUTING.md ("Architecture"): the sans-IO core and the plain
 # shared state never use the async runtime, the WebSocket stream or TLS (smol and its
-# parts, async-tungstenite, async-io, futures-rustls). Only the server layer may.
+# parts, async-tungstenite, async-io, futures-rustls). Only the server layer may. And
+# `server` is the top of the library: no module names it but lib.rs (its re-exports).
 # Run by scripts/test beside fmt and clippy; exits 1 naming each offending line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,3 +33,13 @@ if hits=$(grep -nE "(^|[^A-Za-z0-9_])($crates)(::|;|[[:space:]]+as[[:space:]])" 
   exit 1
 fi
 echo "check-layers: the core modules import no IO crate (${#core[@]} files)"
+
+# `server` → `admin` → `conn`, `state`: nothing imports back up (comments included, so
+# that a doc link does not hide a dependency either).
+if hits=$(grep -rnE 'crate::server([^A-Za-z0-9_]|$)' src --include='*.rs' \
+  | grep -vE '^src/(server|lib)\.rs:'); then
+  echo "check-layers: only src/lib.rs may name crate::server (it imports the other modules, not the reverse):" >&2
+  echo "$hits" >&2
+  exit 1
+fi
+echo "check-layers: no module names crate::server but lib.rs"

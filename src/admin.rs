@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 use smol::io::AsyncReadExt as _;
 use smol::net::TcpListener;
 
+use crate::conn::{log_http, read_head, respond, spawn_connection, status_of};
 use crate::deadline::{instant_after, until};
 use crate::endpoints;
 use crate::head::{self, HeadError, Request, percent_decode, response, text_response};
 use crate::log::Level;
 use crate::revocation::Revocation;
-use crate::server::{ServerHandle, read_head, respond, spawn_connection};
 use crate::session::BoxedConnection;
-use crate::state::Shared;
+use crate::state::{RevokeError, Shared};
 use crate::time::Rfc3339;
 
 /// Admin connections served at once; more are closed at accept.
@@ -86,7 +86,7 @@ async fn connection(shared: Arc<Shared>, mut stream: BoxedConnection, peer: Sock
         Ok(Some((req, rest))) => {
             let body_start = rest.to_vec();
             let answer = route(&shared, &req, &mut stream, body_start, deadline, peer).await;
-            crate::server::log_http(peer, &req, crate::server::status_of(&answer));
+            log_http(peer, &req, status_of(&answer));
             answer
         }
         Ok(None) => return,
@@ -190,12 +190,12 @@ async fn revoke(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr) -> Vec<u8> 
             return text_response(400, &[], &format!("bad request: {why}\n"));
         }
     };
-    match ServerHandle(shared.clone()).revoke_everywhere(&entry).await {
+    match shared.revoke_everywhere(&entry).await {
         Ok(closed) => {
             let body = format!(r#"{{"revoked":"{}","closed":{closed}}}"#, entry.kind());
             json_response(200, &body)
         }
-        Err(crate::server::RevokeError::Unavailable) => {
+        Err(RevokeError::Unavailable) => {
             crate::log_event!(
                 Level::Error,
                 "revoke_refused",

@@ -81,6 +81,7 @@ mod client_addr;
 #[cfg(feature = "redis")]
 mod cluster;
 mod config;
+mod conn;
 mod deadline;
 mod endpoints;
 mod frames;
@@ -119,8 +120,9 @@ pub use log::{
 pub use metrics::Metrics;
 pub use registry::SessionInfo;
 pub use revocation::{Full as RevocationsFull, Revocation};
-pub use server::{Error, RevokeError, Server, ServerHandle, ShutdownHandle};
+pub use server::{Error, Server, ServerHandle, ShutdownHandle};
 pub use session::{BoxedConnection, Connection, Handler, Race, Session, WsStream};
+pub use state::RevokeError;
 pub use time::unix_now;
 #[cfg(feature = "tls")]
 pub use tls::{Prepared as PreparedTls, Tls};

@@ -6,7 +6,6 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,16 +16,18 @@ use async_tungstenite::tungstenite::error::CapacityError;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use event_listener::Event;
 use smol::Timer;
-use smol::future::FutureExt as _;
-use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::TcpListener;
 use smol::stream::StreamExt as _;
 
 use crate::auth::{Decision, Gate, GateConfig, Identity, MAX_FIRST_MESSAGE, Method, Rejection};
 use crate::config::{Config, ConfigError};
-use crate::deadline::{instant_after, until, within};
+use crate::conn::{
+    ConnGuard, ConnectionTask, SessionRun, log_http, read_head, respond, run_connection,
+    spawn_connection, status_of, write_all,
+};
+use crate::deadline::{instant_after, until};
 use crate::endpoints;
-use crate::head::{self, HeadError, HeaderStorage, MAX_HEAD, Request, UpgradeError};
+use crate::head::{self, HeadError, UpgradeError};
 use crate::listener::Listener;
 use crate::log::Level;
 use crate::metrics::Metrics;
@@ -36,14 +37,10 @@ use crate::session::{
     BoxedConnection, Handler, Session, WsStream, close_and_drain, close_unreadable, drain,
     peer_fault, within_close_wait,
 };
-use crate::state::{Answer, Shared, Shutdown};
+use crate::state::{Answer, RevokeError, Shared, Shutdown};
 use crate::time::unix_now;
 use crate::token::TokenError;
 use crate::token::{ClaimRules, Verifier};
-
-/// Connections accepted beyond `--max-connections` still get their 503; past this
-/// many more they are closed at once, so a flood cannot grow memory.
-pub const OVERFLOW_SLACK: usize = 256;
 
 /// Initial read buffer of a session; grows for a large message, as tungstenite does.
 pub const READ_BUFFER: usize = 1024;
@@ -113,23 +110,7 @@ impl ServerHandle {
     /// revoked`. Returns how many it closed; `Err` when the list is full (nothing
     /// stored, nothing closed).
     pub fn revoke(&self, entry: &Revocation) -> Result<usize, RevocationsFull> {
-        let now = unix_now();
-        self.0.gate.revoke(entry, now)?;
-        Ok(self.close_revoked(entry, now))
-    }
-
-    /// Closes the live sessions that `entry` (stored, made at `now`) matches; counts
-    /// and logs the revocation. How many it closed.
-    fn close_revoked(&self, entry: &Revocation, now: i64) -> usize {
-        let closed = self.0.registry.revoke(entry, now);
-        self.0.metrics.revocation(entry.kind());
-        crate::log_event!(
-            Level::Info,
-            "revoke",
-            "kind" = entry.kind(),
-            "closed" = closed,
-        );
-        closed
+        self.0.revoke(entry)
     }
 
     /// Revokes as [`ServerHandle::revoke`] does, on every node when the server shares
@@ -137,27 +118,7 @@ impl ServerHandle {
     /// cannot be done nothing is stored anywhere (`Unavailable`). Returns how many
     /// sessions it closed on this node.
     pub async fn revoke_everywhere(&self, entry: &Revocation) -> Result<usize, RevokeError> {
-        #[cfg(feature = "redis")]
-        if let Some(cluster) = &self.0.cluster {
-            let now = unix_now();
-            let forget_at = {
-                let mut list = self.0.gate.revocations();
-                if !list.has_room(entry, now) {
-                    return Err(RevokeError::Full);
-                }
-                now.saturating_add(list.ttl())
-            };
-            cluster
-                .revoke(entry, now, forget_at)
-                .await
-                .map_err(|_| RevokeError::Unavailable)?;
-            self.0
-                .gate
-                .apply_revocation(entry, now, forget_at, now)
-                .map_err(|_| RevokeError::Full)?;
-            return Ok(self.close_revoked(entry, now));
-        }
-        self.revoke(entry).map_err(|_| RevokeError::Full)
+        self.0.revoke_everywhere(entry).await
     }
 
     /// The live authenticated sessions on this server (of `sub` only, when given).
@@ -215,27 +176,6 @@ impl fmt::Debug for ServerHandle {
     }
 }
 
-/// Why [`ServerHandle::revoke_everywhere`] stored nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RevokeError {
-    /// The revocation list is full.
-    Full,
-    /// The shared state (Redis) cannot be reached.
-    Unavailable,
-}
-
-impl fmt::Display for RevokeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RevokeError::Full => "revocation list full",
-            RevokeError::Unavailable => "redis unavailable",
-        })
-    }
-}
-
-impl std::error::Error for RevokeError {}
-
 /// A bound wsgate server.
 pub struct Server {
     listener: Listener,
@@ -251,33 +191,6 @@ impl fmt::Debug for Server {
         f.debug_struct("Server")
             .field("addr", &self.local_addr().ok())
             .finish()
-    }
-}
-
-pub(crate) struct ConnGuard(Arc<Shared>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.metrics.connections_add(-1);
-        if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify(usize::MAX);
-        }
-    }
-}
-
-impl ConnGuard {
-    /// Counts one more connection of the main listener (`--max-connections`) until
-    /// the guard drops; with whether it is over the limit (answered 503). `None` past
-    /// [`OVERFLOW_SLACK`] more: the connection is to be closed at once, uncounted.
-    fn admit(shared: &Arc<Shared>) -> Option<(ConnGuard, bool)> {
-        let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
-        shared.metrics.connections_add(1);
-        let guard = ConnGuard(shared.clone());
-        let max = shared.config.max_connections;
-        if n > max.saturating_add(OVERFLOW_SLACK) {
-            return None;
-        }
-        Some((guard, n > max))
     }
 }
 
@@ -538,6 +451,7 @@ async fn proxied_connection(
     accepted: Instant,
 ) -> Option<SessionRun> {
     use crate::client_addr::ProxyHeader;
+    use smol::io::AsyncReadExt as _;
     let trusted = &shared.config.trusted_proxies;
     if !trusted.is_empty() && !trusted.contains(peer.ip()) {
         log_refusal_silent(peer, "untrusted_proxy");
@@ -637,71 +551,6 @@ impl Drop for Workers {
     }
 }
 
-/// What a spawned connection task runs: the handshake, then maybe a session.
-pub(crate) type ConnectionTask =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Option<SessionRun>> + Send>>;
-
-/// Spawns a connection of either listener: one task type for all (its code is in the
-/// binary once). A panic ends this connection only, logged with its peer.
-pub(crate) fn spawn_connection(
-    ex: &smol::Executor<'_>,
-    task: ConnectionTask,
-    guard: Option<ConnGuard>,
-    peer: SocketAddr,
-) {
-    ex.spawn(run_connection(task, guard, peer)).detach();
-}
-
-/// Runs a connection task and its session to their end, holding `guard` until then;
-/// a panic ends this connection only, logged with its peer.
-async fn run_connection(task: ConnectionTask, guard: Option<ConnGuard>, peer: SocketAddr) {
-    let _guard = guard;
-    let run = match AssertUnwindSafe(task).catch_unwind().await {
-        Ok(Some(run)) => AssertUnwindSafe(run).catch_unwind().await,
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
-    };
-    if run.is_err() {
-        crate::log_event!(Level::Error, "panic", "peer" = peer);
-    }
-}
-
-/// Reads a request head within the deadline and parses it, once. `Ok(Some((req,
-/// rest)))`: the request, and the bytes read after its head. `Ok(None)`: the client
-/// left or stalled, or the server is shutting down.
-pub(crate) async fn read_head<'b>(
-    stream: &mut BoxedConnection,
-    buf: &'b mut Vec<u8>,
-    storage: &'b mut HeaderStorage<'b>,
-    deadline: Instant,
-    shared: &Shared,
-) -> Result<Option<(Request<'b>, &'b [u8])>, HeadError> {
-    let mut chunk = [0u8; 2048];
-    loop {
-        let read = until(deadline, stream.read(&mut chunk));
-        // Shutdown drops connections that have not sent their request yet.
-        let n = match shared.shutdown.unless_begun(read).await.flatten() {
-            Some(Ok(0)) | Some(Err(_)) | None => return Ok(None),
-            Some(Ok(n)) => n,
-        };
-        let scan_from = buf.len().saturating_sub(3);
-        let room = (MAX_HEAD + 1).saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..n.min(room)]);
-        if head::has_end(buf, scan_from) {
-            break;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-    }
-    let bytes: &'b [u8] = buf;
-    // Never `Ok(None)` once the end is seen (`head::has_end`).
-    match head::parse(bytes, storage)? {
-        Some((req, n)) => Ok(Some((req, &bytes[n..]))),
-        None => Err(HeadError::Malformed),
-    }
-}
-
 /// What the handshake led to, owning everything it needs (the head buffer is freed).
 enum Next {
     Done,
@@ -720,24 +569,6 @@ enum Next {
     },
 }
 
-async fn write_all(stream: &mut BoxedConnection, bytes: &[u8]) -> bool {
-    stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
-}
-
-/// Longest time an HTTP answer (a static file included) may take to write: a client
-/// that stops reading cannot hold its connection.
-pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
-
-pub(crate) async fn respond(stream: &mut BoxedConnection, bytes: &[u8]) {
-    if within(RESPONSE_DEADLINE, write_all(stream, bytes)).await == Some(true) {
-        // Let the client read the answer before the FIN: half-close, then drain briefly.
-        let _ = stream.close().await;
-        let mut sink = [0u8; 512];
-        let drained = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
-        within(Duration::from_secs(1), drained).await;
-    }
-}
-
 fn log_refusal(peer: SocketAddr, status: u16, reason: &str) {
     crate::log_event!(
         Level::Info,
@@ -745,28 +576,6 @@ fn log_refusal(peer: SocketAddr, status: u16, reason: &str) {
         "peer" = peer,
         "status" = status,
         "reason" = reason
-    );
-}
-
-/// The status of one of our answers (every one starts `HTTP/1.1 NNN `).
-pub(crate) fn status_of(answer: &[u8]) -> u16 {
-    answer
-        .get(9..12)
-        .unwrap_or_default()
-        .iter()
-        .fold(0, |n, d| n * 10 + u16::from(d.wrapping_sub(b'0')))
-}
-
-/// The access line of a plain HTTP request, at debug (`docs/operations.md#logs`). The path
-/// is logged without its query: a token could be in it.
-pub(crate) fn log_http(peer: SocketAddr, req: &head::Request<'_>, status: u16) {
-    crate::log_event!(
-        Level::Debug,
-        "http",
-        "peer" = peer,
-        "method" = req.method,
-        "path" = req.path(),
-        "status" = status
     );
 }
 
@@ -1008,8 +817,6 @@ async fn ws_from(
     };
     WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
 }
-
-pub(crate) type SessionRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// One client connection, whatever its transport: the request head, then an answer
 /// or a session. `over_limit`: past `--max-connections`, answered with 503.

@@ -1,9 +1,11 @@
 //! What every connection of one server shares: the configuration, the gate, the
 //! metrics, the registry of live sessions, the WebSocket limits and the shutdown
-//! signal. The server builds it; the endpoints, sessions, operators' listener and
-//! cluster read it. It knows nothing of them in turn: the handler that runs
-//! sessions is the server's, not part of this state.
+//! signal, and what acts on several of them at once (revoking). The server builds
+//! it; the endpoints, sessions, operators' listener and cluster read it. It knows
+//! nothing of them in turn: the handler that runs sessions is the server's, not part
+//! of this state.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -17,6 +19,8 @@ use crate::config::Config;
 use crate::log::Level;
 use crate::metrics::{Metrics, TicketEvent};
 use crate::registry::Registry;
+use crate::revocation::{Full as RevocationsFull, Revocation};
+use crate::time::unix_now;
 
 /// State shared by every connection task.
 pub(crate) struct Shared {
@@ -67,6 +71,54 @@ impl Shared {
         true
     }
 
+    /// [`ServerHandle::revoke`](crate::ServerHandle::revoke): stores `entry` on this
+    /// node and closes the live sessions it matches; how many.
+    pub(crate) fn revoke(&self, entry: &Revocation) -> Result<usize, RevocationsFull> {
+        let now = unix_now();
+        self.gate.revoke(entry, now)?;
+        Ok(self.close_revoked(entry, now))
+    }
+
+    /// Closes the live sessions that `entry` (stored, made at `now`) matches; counts
+    /// and logs the revocation. How many it closed.
+    fn close_revoked(&self, entry: &Revocation, now: i64) -> usize {
+        let closed = self.registry.revoke(entry, now);
+        self.metrics.revocation(entry.kind());
+        crate::log_event!(
+            Level::Info,
+            "revoke",
+            "kind" = entry.kind(),
+            "closed" = closed,
+        );
+        closed
+    }
+
+    /// [`ServerHandle::revoke_everywhere`](crate::ServerHandle::revoke_everywhere):
+    /// with `--redis`, stored and published first, and nothing stored anywhere while
+    /// that cannot be done; else as [`Shared::revoke`].
+    pub(crate) async fn revoke_everywhere(&self, entry: &Revocation) -> Result<usize, RevokeError> {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.cluster {
+            let now = unix_now();
+            let forget_at = {
+                let mut list = self.gate.revocations();
+                if !list.has_room(entry, now) {
+                    return Err(RevokeError::Full);
+                }
+                now.saturating_add(list.ttl())
+            };
+            cluster
+                .revoke(entry, now, forget_at)
+                .await
+                .map_err(|_| RevokeError::Unavailable)?;
+            self.gate
+                .apply_revocation(entry, now, forget_at, now)
+                .map_err(|_| RevokeError::Full)?;
+            return Ok(self.close_revoked(entry, now));
+        }
+        self.revoke(entry).map_err(|_| RevokeError::Full)
+    }
+
     /// Counts and logs an authenticated client.
     pub(crate) fn auth_ok(&self, peer: SocketAddr, identity: &Identity, accepted: Instant) {
         let took = accepted.elapsed();
@@ -110,6 +162,28 @@ impl Shared {
         }
     }
 }
+
+/// Why [`ServerHandle::revoke_everywhere`](crate::ServerHandle::revoke_everywhere) stored
+/// nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevokeError {
+    /// The revocation list is full.
+    Full,
+    /// The shared state (Redis) cannot be reached.
+    Unavailable,
+}
+
+impl fmt::Display for RevokeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RevokeError::Full => "revocation list full",
+            RevokeError::Unavailable => "redis unavailable",
+        })
+    }
+}
+
+impl std::error::Error for RevokeError {}
 
 /// How a refusal reached the client, for the log line.
 #[derive(Clone, Copy)]
