@@ -1159,24 +1159,14 @@ pub fn same_origin_on(origin: &str, host: &str, tls: bool) -> bool {
     }
 }
 
-fn split_authority(a: &str, default_port: u16) -> Option<(&str, u16)> {
+/// Host (as written: any case, an IPv6 literal in brackets) and port of `Host` or an
+/// Origin's authority; the Origin rule compares these pairs. Any host, an empty one
+/// included, and any port, 0 included: a pair only has to equal another.
+pub(crate) fn split_authority(a: &str, default_port: u16) -> Option<(&str, u16)> {
     if a.is_empty() || a.contains(['/', '@', '?', '#']) {
         return None;
     }
-    let (host, port) = if a.starts_with('[') {
-        let end = a.find(']')?;
-        let rest = &a[end + 1..];
-        match rest.strip_prefix(':') {
-            Some(p) => (&a[..=end], Some(p)),
-            None if rest.is_empty() => (&a[..=end], None),
-            None => return None,
-        }
-    } else {
-        match a.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (a, None),
-        }
-    };
+    let (host, port) = crate::head::split_authority(a).ok()?;
     let port = match port {
         None => default_port,
         Some(p) => crate::head::parse_port(p)?,

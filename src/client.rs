@@ -42,7 +42,7 @@ use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use ct_codecs::{Base64, Encoder as _};
 use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use crate::head::{HeaderStorage, MAX_HEAD, accept_key, header_storage};
+use crate::head::{self, AuthorityError, HeaderStorage, MAX_HEAD, accept_key, header_storage};
 
 /// Largest answer head read, status line through the blank line: the bound the
 /// server puts on request heads (`docs/protocol.md#order-of-checks`). A `101` takes
@@ -105,39 +105,30 @@ impl WsUrl {
         if authority.contains('@') {
             return Err("no user info allowed");
         }
-        let (host, port) = match authority.strip_prefix('[') {
-            Some(v6) => {
-                let (h, after) = v6.split_once(']').ok_or("unclosed `[`")?;
-                if !h
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-                {
-                    return Err("bad IPv6 address");
-                }
-                let port = match after {
-                    "" => None,
-                    p => Some(p.strip_prefix(':').ok_or("bad port")?),
-                };
-                (h, port)
-            }
-            None => match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            },
-        };
+        let (host, port) = head::split_authority(authority).map_err(|e| match e {
+            AuthorityError::Unclosed => "unclosed `[`",
+            AuthorityError::AfterLiteral(_) => "bad port",
+        })?;
+        let ipv6 = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        let host = ipv6.unwrap_or(host);
         if host.is_empty() {
             return Err("no host");
         }
-        // An RFC 3986 reg-name or IPv4 address.
-        if !authority.starts_with('[') && !host.bytes().all(name_char) {
+        if ipv6.is_some() {
+            if !host
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return Err("bad IPv6 address");
+            }
+        } else if !host.bytes().all(name_char) {
+            // An RFC 3986 reg-name or IPv4 address.
             return Err("bad host");
         }
         let port = match port {
             None if tls => 443,
             None => 80,
-            Some(p) => crate::head::parse_port(p)
-                .filter(|n| *n != 0)
-                .ok_or("bad port")?,
+            Some(p) => head::parse_port(p).filter(|n| *n != 0).ok_or("bad port")?,
         };
         Ok(WsUrl {
             authority: authority.to_owned(),

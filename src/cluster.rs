@@ -31,6 +31,7 @@ use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::net::TcpStream;
 
+use crate::head::AuthorityError;
 use crate::log::Level;
 use crate::revocation::Revocation;
 use crate::state::Shared;
@@ -119,25 +120,17 @@ impl FromStr for RedisUrl {
                 ),
             },
         };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, p) = v6
-                .split_once(']')
-                .ok_or("an IPv6 host needs its closing ]")?;
-            h.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| format!("`{h}` is not an IPv6 address"))?;
-            let port = match p {
-                "" => None,
-                p => Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| format!("`{p}` after the IPv6 address"))?,
-                ),
-            };
-            (h, port)
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
+        let (host, port) = crate::head::split_authority(hostport).map_err(|e| match e {
+            AuthorityError::AfterLiteral(p) => format!("`{p}` after the IPv6 address"),
+            AuthorityError::Unclosed => "an IPv6 host needs its closing ]".to_owned(),
+        })?;
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(h) => {
+                h.parse::<std::net::Ipv6Addr>()
+                    .map_err(|_| format!("`{h}` is not an IPv6 address"))?;
+                h
             }
+            None => host,
         };
         if host.is_empty() {
             return Err("no host".into());
@@ -150,8 +143,8 @@ impl FromStr for RedisUrl {
         }
         let port = match port {
             None => 6379,
-            Some(p) => match p.parse::<u16>() {
-                Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            Some(p) => match crate::head::parse_port(p) {
+                Some(n) if n > 0 => n,
                 _ => return Err(format!("`{p}` is not a port (1-65535)")),
             },
         };
@@ -650,6 +643,21 @@ mod tests {
             (None, "::1", 7000)
         );
         assert!(!format!("{u:?}").contains("pw"));
+        for (bad, why) in [
+            ("redis://[::1", "an IPv6 host needs its closing ]"),
+            ("redis://[::1]x", "`x` after the IPv6 address"),
+            ("redis://[::1]]:1", "`]:1` after the IPv6 address"),
+            ("redis://[nope]:1", "`nope` is not an IPv6 address"),
+            ("redis://h:", "`` is not a port (1-65535)"),
+            ("redis://h:+1", "`+1` is not a port (1-65535)"),
+            ("redis://h:0", "`0` is not a port (1-65535)"),
+            ("redis://:1", "no host"),
+            ("redis://[]:1", "`` is not an IPv6 address"),
+        ] {
+            assert_eq!(bad.parse::<RedisUrl>().unwrap_err(), why, "{bad}");
+        }
+        let u: RedisUrl = "redis://H.example:065535".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("H.example", 65535));
         for bad in [
             "http://x",
             "rediss://x",

@@ -121,12 +121,46 @@ pub fn has_end(buf: &[u8], from: usize) -> bool {
 
 /// A port as an authority writes it (RFC 3986 §3.2.3): ASCII digits only, so no sign
 /// or space (`+80` is not a port, though Rust's integer parsing takes it), at most
-/// 65535. The one port parser: `Host`/`Origin` comparison, upstream URLs, `--listen`.
+/// 65535. The one port parser: `Host`/`Origin` comparison, upstream URLs, `--listen`,
+/// `--redis`.
 pub fn parse_port(p: &str) -> Option<u16> {
     if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     p.parse().ok()
+}
+
+/// Splits an authority (RFC 3986 §3.2.2–3.2.3, user info already taken off) into its
+/// host as written and the text after the `:` that ends it, if any (`""` for
+/// `host:`), for [`parse_port`]. A host that starts with `[` (an IPv6 literal) ends
+/// at its first `]`, brackets kept, and only `:port` may follow it; any other host
+/// ends at the last `:`. The one splitter: the Origin rule (`Host`, `Origin`),
+/// `ws://` URLs and `--redis`; what a host may hold, and the default port, are each
+/// caller's.
+pub fn split_authority(a: &str) -> Result<(&str, Option<&str>), AuthorityError<'_>> {
+    if a.starts_with('[') {
+        let end = a.find(']').ok_or(AuthorityError::Unclosed)?;
+        let (host, rest) = a.split_at(end + 1);
+        return match rest.strip_prefix(':') {
+            Some(port) => Ok((host, Some(port))),
+            None if rest.is_empty() => Ok((host, None)),
+            None => Err(AuthorityError::AfterLiteral(rest)),
+        };
+    }
+    Ok(match a.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (a, None),
+    })
+}
+
+/// Why [`split_authority`] refused an authority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthorityError<'a> {
+    /// A `[` without its `]`.
+    Unclosed,
+    /// What follows an IPv6 literal's `]` when it is not `:port`.
+    AfterLiteral(&'a str),
 }
 
 #[inline]
@@ -430,6 +464,77 @@ mod tests {
         assert_eq!(parse_port("0"), Some(0));
         for bad in ["", "+80", "-1", " 80", "80 ", "65536", "8O", "0x50"] {
             assert_eq!(parse_port(bad), None, "{bad:?}");
+        }
+    }
+
+    /// One table for the splitter and its callers, each row: an authority; what the
+    /// splitter returns (`host :port`, the port's text as written); the host and port of
+    /// a `ws://` URL (`client::WsUrl`: brackets off, 80 by default, a port from 1, a
+    /// host of RFC 3986 characters) or its error; those the Origin rule compares for a
+    /// `Host` on a TLS listener (brackets kept, 443 by default, a port from 0, any
+    /// host).
+    #[test]
+    fn authorities() {
+        let split = |a| match split_authority(a) {
+            Ok((host, Some(port))) => format!("{host} :{port}"),
+            Ok((host, None)) => host.to_owned(),
+            Err(e) => format!("{e:?}"),
+        };
+        let url = |a| match crate::client::WsUrl::parse(&format!("ws://{a}/")) {
+            Ok(u) => format!("{} {}", u.host(), u.port()),
+            Err(e) => e.to_owned(),
+        };
+        let origin = |a| match crate::auth::split_authority(a, 443) {
+            Some((host, port)) => format!("{host} {port}"),
+            None => "refused".to_owned(),
+        };
+        for (a, by_split, by_url, by_origin) in [
+            ("[::1]:80", "[::1] :80", "::1 80", "[::1] 80"),
+            ("[::1]", "[::1]", "::1 80", "[::1] 443"),
+            (
+                "[::FFFF:1.2.3.4]:08080",
+                "[::FFFF:1.2.3.4] :08080",
+                "::FFFF:1.2.3.4 8080",
+                "[::FFFF:1.2.3.4] 8080",
+            ),
+            (
+                "Host.EXAMPLE:8080",
+                "Host.EXAMPLE :8080",
+                "Host.EXAMPLE 8080",
+                "Host.EXAMPLE 8080",
+            ),
+            ("host", "host", "host 80", "host 443"),
+            ("host:065535", "host :065535", "host 65535", "host 65535"),
+            ("host:+80", "host :+80", "bad port", "refused"),
+            ("host:", "host :", "bad port", "refused"),
+            ("host:0", "host :0", "bad port", "host 0"),
+            (
+                "host: 80",
+                "host : 80",
+                "spaces and non-ASCII characters are not allowed",
+                "refused",
+            ),
+            ("[::1]:", "[::1] :", "bad port", "refused"),
+            ("[::1]x", r#"AfterLiteral("x")"#, "bad port", "refused"),
+            (
+                "[::1]]:80",
+                r#"AfterLiteral("]:80")"#,
+                "bad port",
+                "refused",
+            ),
+            ("[::1", "Unclosed", "unclosed `[`", "refused"),
+            ("[]", "[]", "no host", "[] 443"),
+            (":80", " :80", "no host", " 80"),
+            ("a:b:80", "a:b :80", "bad host", "a:b 80"),
+            ("a]:80", "a] :80", "bad host", "a] 80"),
+            ("", "", "no host", "refused"),
+            ("u@host", "u@host", "no user info allowed", "refused"),
+        ] {
+            assert_eq!(
+                (split(a), url(a), origin(a)),
+                (by_split.into(), by_url.into(), by_origin.into()),
+                "{a}"
+            );
         }
     }
 

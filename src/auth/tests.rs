@@ -433,6 +433,19 @@ fn same_origin_is_always_allowed() {
     ));
 }
 
+/// How the Origin rule splits authorities is in `head::tests::authorities`; what it
+/// compares: hosts without regard to case, brackets included.
+#[test]
+fn authorities_compare() {
+    assert!(same_origin_on(
+        "https://HOST.example",
+        "host.EXAMPLE:443",
+        false
+    ));
+    assert!(same_origin_on("http://[::1]", "[::1]:80", false));
+    assert!(!same_origin_on("http://[a]", "a", false));
+}
+
 /// On a TLS listener a `Host` without a port means 443 whatever the Origin's scheme
 /// (`docs/protocol.md#the-origin-rule`): an `http://` Origin is cross-origin there unless
 /// its explicit port is the `Host`'s. A cookie request is what the Origin rule checks
