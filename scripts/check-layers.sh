@@ -12,7 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 core=(
   src/head.rs src/auth.rs src/auth/tests.rs src/token.rs src/tickets.rs
   src/revocation.rs src/time.rs src/client_addr.rs src/config.rs src/metrics.rs src/log.rs
-  src/registry.rs
+  src/registry.rs src/frames.rs src/client.rs
 )
 crates='smol|async_tungstenite|tungstenite|async_io|futures_rustls|futures_lite|async_net|async_executor|async_signal'
 

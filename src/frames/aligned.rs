@@ -1,0 +1,184 @@
+//! [`FrameAligned`]: the stream that ends every read at a frame boundary, as
+//! [`FrameCursor`] finds them (why: the module docs of `frames`).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use smol::io::{AsyncRead, AsyncWrite};
+
+use super::FrameCursor;
+
+/// A stream whose reads end at frame boundaries (see the `frames` module docs).
+/// Writes pass through. A detached one (no inner stream) reads as closed and fails
+/// writes.
+pub struct FrameAligned<S> {
+    inner: Option<S>,
+    cursor: FrameCursor,
+    /// Bytes read past a frame's end (or left over from the handshake), handed out
+    /// first; freed once drained, so an idle session holds none.
+    spill: Vec<u8>,
+    spill_at: usize,
+}
+
+impl<S> FrameAligned<S> {
+    /// Wraps `inner`; `already_read` is what came after the upgrade request.
+    pub fn new(inner: S, already_read: Vec<u8>) -> FrameAligned<S> {
+        FrameAligned {
+            inner: Some(inner),
+            cursor: FrameCursor::default(),
+            spill: already_read,
+            spill_at: 0,
+        }
+    }
+
+    /// A stand-in with no stream.
+    pub(crate) fn detached() -> FrameAligned<S> {
+        FrameAligned {
+            inner: None,
+            cursor: FrameCursor::default(),
+            spill: Vec::new(),
+            spill_at: 0,
+        }
+    }
+
+    /// Whether everything handed out so far ends at a frame boundary: the WebSocket
+    /// layer then holds no byte of a frame it has not returned.
+    pub fn at_boundary(&self) -> bool {
+        self.cursor.at_boundary()
+    }
+
+    /// The wrapped stream (`None` when detached).
+    pub fn get_ref(&self) -> Option<&S> {
+        self.inner.as_ref()
+    }
+
+    /// The wrapped stream, to read or write it raw (`None` when detached).
+    pub fn get_mut(&mut self) -> Option<&mut S> {
+        self.inner.as_mut()
+    }
+
+    fn detached_error() -> io::Error {
+        io::Error::new(io::ErrorKind::NotConnected, "stream detached")
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FrameAligned<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if out.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.spill_at < this.spill.len() {
+            let avail = &this.spill[this.spill_at..];
+            let n = avail.len().min(out.len());
+            let n = this.cursor.take(&avail[..n]);
+            out[..n].copy_from_slice(&avail[..n]);
+            this.spill_at += n;
+            if this.spill_at == this.spill.len() {
+                this.spill = Vec::new();
+                this.spill_at = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        let read = std::task::ready!(Pin::new(inner).poll_read(cx, out))?;
+        let n = this.cursor.take(&out[..read]);
+        if n < read {
+            this.spill = out[n..read].to_vec();
+            this.spill_at = 0;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FrameAligned<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_write(cx, buf),
+            None => Poll::Ready(Err(Self::detached_error())),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(Self::detached_error())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_close(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::tests::frame;
+
+    #[test]
+    fn reads_stop_at_frame_ends_and_keep_the_rest() {
+        let a = frame(1, 10, true);
+        let b = frame(2, 300, true);
+        let leftover = [a.clone(), b[..5].to_vec()].concat();
+        let rest = b[5..].to_vec();
+        let mut s = FrameAligned::new(smol::io::Cursor::new(rest), leftover);
+        smol::block_on(async {
+            use smol::io::AsyncReadExt as _;
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert_eq!(
+                &buf[..n],
+                &a[..],
+                "the handshake's leftover, up to the frame end"
+            );
+            assert!(s.at_boundary());
+            let mut got = Vec::new();
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got, b, "then the next frame, whole, nothing lost");
+            assert!(s.at_boundary());
+            assert!(s.spill.capacity() == 0, "spill freed once drained");
+        });
+    }
+
+    #[test]
+    fn detached_reads_end_and_writes_fail() {
+        let mut s = FrameAligned::<smol::io::Cursor<Vec<u8>>>::detached();
+        smol::block_on(async {
+            use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            assert_eq!(s.read(&mut [0u8; 8]).await.unwrap(), 0);
+            assert!(s.write(b"x").await.is_err());
+        });
+    }
+}
