@@ -10,21 +10,11 @@ use crate::auth::Methods;
 use crate::tickets::DEFAULT_TICKET_CAPACITY;
 use crate::token::Key;
 
-/// What happens after authentication.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
-    /// Send every text and binary message back.
-    #[default]
-    Echo,
-    /// Relay to `ws://host:port/path`, or `wss://…` with the `tls` feature
-    /// (`docs/protocol.md#proxy-mode`).
-    Upstream(String),
-    /// Run a process per connection, websocketd style (`docs/protocol.md#process-mode`).
-    Exec(String),
-}
-
-/// Everything `serve` needs. Build with `Config::default()` and set fields;
-/// [`Server::bind`](crate::Server::bind) checks them with [`Config::validate`].
+/// Everything `serve` needs but what sessions do: that is the
+/// [`Handler`](crate::Handler) given to [`Server::bind`](crate::Server::bind) beside
+/// it (echo, upstream, exec or a function of your own). Build with
+/// `Config::default()` and set fields; `Server::bind` checks them with
+/// [`Config::validate`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Config {
@@ -56,8 +46,6 @@ pub struct Config {
     pub max_message: usize,
     /// When set, upgrades are accepted on this path only (404 elsewhere).
     pub path: Option<String>,
-    /// What sessions do. Default echo.
-    pub mode: Mode,
     /// Lifetime of minted tickets. Default 30 s.
     pub ticket_ttl: u64,
     /// Bound on live tickets; `POST /ticket` answers 503 beyond it. Default 320 000
@@ -127,7 +115,6 @@ impl Default for Config {
             threads: 1,
             max_message: 1 << 20,
             path: None,
-            mode: Mode::Echo,
             ticket_ttl: 30,
             ticket_capacity: DEFAULT_TICKET_CAPACITY,
             static_dir: None,

@@ -111,7 +111,7 @@ pub use auth::{
 pub use client_addr::{Cidr, TrustedProxies};
 #[cfg(feature = "redis")]
 pub use cluster::RedisUrl;
-pub use config::{Config, ConfigError, Mode};
+pub use config::{Config, ConfigError};
 pub use frames::FrameAligned;
 pub use log::{
     Format as LogFormat, Level as LogLevel, set_format as set_log_format,

@@ -10,7 +10,7 @@ use cli::options::{
 };
 use wsgate::internal::{Rfc3339, parse_duration};
 use wsgate::{
-    ClaimRules, Config, ConfigError, Handler, Key, LogLevel as Level, Methods, Mode, Server,
+    ClaimRules, Config, ConfigError, Handler, Key, LogLevel as Level, Methods, Server,
     UntrustedToken, Verifier, unix_now,
 };
 
@@ -712,12 +712,9 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
     config.threads = s.threads;
     config.max_message = s.max_message;
     config.path = s.path;
-    config.mode = match (s.upstream, s.exec) {
-        (Some(_), Some(_)) => return Err(ConfigError::new("--upstream/--exec", "choose one")),
-        (Some(u), None) => Mode::Upstream(u),
-        (None, Some(c)) => Mode::Exec(c),
-        (None, None) => Mode::Echo,
-    };
+    if s.upstream.is_some() && s.exec.is_some() {
+        return Err(ConfigError::new("--upstream/--exec", "choose one"));
+    }
     config.ticket_ttl = ticket_ttl;
     config.ticket_capacity = s.ticket_capacity.max(1);
     config.static_dir = s.static_dir;
@@ -802,16 +799,17 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .collect();
-    // The constructors check their argument; their errors name the setting, shown as the flag.
-    let handler = match &config.mode {
-        Mode::Echo => Handler::echo(),
-        Mode::Upstream(url) => upstream_handler(url, s.upstream_ca.as_deref())?,
-        Mode::Exec(cmd) => Handler::exec_passing(cmd, &passenv).map_err(as_flag)?,
+    // What sessions do is the handler's alone (`Config` has no say). The constructors
+    // check their argument; their errors name the setting, shown as the flag.
+    let handler = match (&s.upstream, &s.exec) {
+        (Some(url), _) => upstream_handler(url, s.upstream_ca.as_deref())?,
+        (None, Some(cmd)) => Handler::exec_passing(cmd, &passenv).map_err(as_flag)?,
+        (None, None) => Handler::echo(),
     };
-    if !passenv.is_empty() && !matches!(config.mode, Mode::Exec(_)) {
+    if !passenv.is_empty() && s.exec.is_none() {
         return Err(ConfigError::new("--passenv", "needs --exec"));
     }
-    if s.upstream_ca.is_some() && !matches!(config.mode, Mode::Upstream(_)) {
+    if s.upstream_ca.is_some() && s.upstream.is_none() {
         return Err(ConfigError::new(
             "--upstream-ca",
             "needs --upstream wss://…",
