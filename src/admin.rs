@@ -18,12 +18,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use smol::io::AsyncReadExt as _;
-use smol::net::TcpListener;
 
 use crate::conn::{log_http, read_head, respond, spawn_connection, status_of};
 use crate::deadline::{instant_after, until};
 use crate::endpoints;
 use crate::head::{self, HeadError, Request, percent_decode, response, text_response};
+use crate::listener::Listener;
 use crate::log::Level;
 use crate::revocation::Revocation;
 use crate::session::BoxedConnection;
@@ -37,11 +37,7 @@ pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 pub const MAX_REVOKE_BODY: usize = 8 * 1024;
 
 /// Accepts admin connections until the server shuts down.
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    ex: &smol::Executor<'_>,
-) {
+pub(crate) async fn accept_loop(listener: Listener, shared: Arc<Shared>, ex: &smol::Executor<'_>) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         match shared.shutdown.unless_begun(listener.accept()).await {

@@ -1,5 +1,5 @@
-//! The main listener: a TCP listener whose accepted connections come non-blocking and
-//! without Nagle's delay, in one system call each.
+//! wsgate's TCP listeners (the main one and the operators'): accepted connections come
+//! non-blocking and without Nagle's delay, in one system call each.
 //!
 //! `smol::net::TcpListener::accept` makes three per connection: `accept4`, an
 //! `ioctl(FIONBIO)` to make the socket non-blocking, and our `setsockopt(TCP_NODELAY)`.

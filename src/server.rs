@@ -16,7 +16,6 @@ use async_tungstenite::tungstenite::error::CapacityError;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use event_listener::Event;
 use smol::Timer;
-use smol::net::TcpListener;
 use smol::stream::StreamExt as _;
 
 use crate::auth::{Decision, Gate, GateConfig, Identity, MAX_FIRST_MESSAGE, Method, Rejection};
@@ -180,7 +179,7 @@ impl fmt::Debug for ServerHandle {
 pub struct Server {
     listener: Listener,
     /// The operators' listener, when configured.
-    admin: Option<TcpListener>,
+    admin: Option<Listener>,
     shared: Arc<Shared>,
     /// What runs for each session.
     handler: Handler,
@@ -225,11 +224,9 @@ impl Server {
             source,
         })?;
         let admin = match config.admin_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| Error::AdminBind { addr, source })?,
-            ),
+            Some(addr) => {
+                Some(Listener::bind(addr).map_err(|source| Error::AdminBind { addr, source })?)
+            }
             None => None,
         };
         let max = config.max_message.max(1);
