@@ -22,8 +22,8 @@ use smol::future::FutureExt as _;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::stream::StreamExt as _;
 
+use crate::aligned::FrameAligned;
 use crate::auth::Identity;
-use crate::frames::FrameAligned;
 use crate::log::Level;
 use crate::metrics::RefreshResult;
 use crate::registry::Control;

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use smol::io::{AsyncRead, AsyncWrite};
 
-use super::FrameCursor;
+use crate::frames::FrameCursor;
 
 /// A stream whose reads end at frame boundaries (see the `frames` module docs).
 /// Writes pass through. A detached one (no inner stream) reads as closed and fails

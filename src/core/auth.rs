@@ -1175,4 +1175,5 @@ pub(crate) fn split_authority(a: &str, default_port: u16) -> Option<(&str, u16)>
 }
 
 #[cfg(test)]
+#[path = "auth/tests.rs"]
 mod tests;

@@ -31,10 +31,10 @@ use smol::future::FutureExt as _;
 use smol::net::TcpStream;
 use smol::stream::StreamExt as _;
 
+use crate::aligned::FrameAligned;
 use crate::client::{self, Upgrade, WsUrl};
 use crate::config::ConfigError;
 use crate::deadline::within;
-use crate::frames::FrameAligned;
 use crate::log::Level;
 use crate::outbox::Outbox;
 use crate::session::{

@@ -41,10 +41,9 @@ use ct_codecs::{Base64, Encoder as _};
 
 use crate::head::{self, AuthorityError, HeaderStorage, MAX_HEAD, accept_key, header_storage};
 
-// The IO half (the server layer): the handshake over a stream.
-mod stream;
-
-pub use stream::{exchange, handshake};
+// The IO half (the server layer, `src/server/client_stream.rs`): the handshake over a
+// stream.
+pub use crate::client_stream::{exchange, handshake};
 
 /// Largest answer head read, status line through the blank line: the bound the
 /// server puts on request heads (`docs/protocol.md#order-of-checks`). A `101` takes
@@ -390,7 +389,7 @@ impl fmt::Debug for Upgrade {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The RFC 6455 §1.3 example: this nonce gives this key and this accept value.
@@ -398,11 +397,11 @@ mod tests {
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
     const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-    pub(super) fn upgrade(headers: &[(&str, &str)]) -> Upgrade {
+    pub(crate) fn upgrade(headers: &[(&str, &str)]) -> Upgrade {
         Upgrade::with_nonce("h:1", "/a?b=1", headers, &NONCE).unwrap()
     }
 
-    pub(super) fn answer(extra: &str) -> String {
+    pub(crate) fn answer(extra: &str) -> String {
         format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n{extra}\r\n"

@@ -5,7 +5,7 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use super::{HandshakeError, Upgrade};
+use crate::client::{HandshakeError, Upgrade};
 
 /// Bytes asked of the stream per read while the answer head is incomplete.
 const READ_CHUNK: usize = 1024;

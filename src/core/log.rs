@@ -260,7 +260,8 @@ pub fn flush() {
     write_out(&mut pending());
 }
 
-/// [`flush`] for a panic hook: skipped if this thread panicked while holding the buffer.
+/// Writes the lines waiting, for a panic hook: skipped if this thread panicked while
+/// holding the buffer.
 pub fn flush_for_panic() {
     if let Ok(mut pending) = PENDING.try_lock() {
         write_out(&mut pending);

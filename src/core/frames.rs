@@ -12,12 +12,8 @@
 //! and keeping what arrived past a frame's end (its `spill`) for the next read.
 //!
 //! Here, sans IO: [`FrameCursor`], the frame boundaries in a byte sequence. The
-//! stream, [`FrameAligned`], is in `frames/aligned.rs` (the server layer): it only
-//! moves bytes.
-
-mod aligned;
-
-pub use aligned::FrameAligned;
+//! stream, [`FrameAligned`](crate::aligned::FrameAligned), is in
+//! `src/server/aligned.rs` (the server layer): it only moves bytes.
 
 /// Where the next byte of a stream of WebSocket frames falls (RFC 6455 §5.2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -113,11 +109,11 @@ fn header_len(b1: u8) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A frame: FIN + opcode `op`, masked when `mask`, with `len` payload bytes.
-    pub(super) fn frame(op: u8, len: usize, mask: bool) -> Vec<u8> {
+    pub(crate) fn frame(op: u8, len: usize, mask: bool) -> Vec<u8> {
         let mut f = vec![0x80 | op];
         let m = if mask { 0x80 } else { 0 };
         match len {

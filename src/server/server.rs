@@ -806,7 +806,7 @@ async fn ws_from(
     leftover: Vec<u8>,
     authenticated: bool,
 ) -> WsStream {
-    let stream = crate::frames::FrameAligned::new(stream, leftover);
+    let stream = crate::aligned::FrameAligned::new(stream, leftover);
     let config = if authenticated {
         shared.ws_config
     } else {
