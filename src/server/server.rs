@@ -576,6 +576,116 @@ fn log_refusal(peer: SocketAddr, status: u16, reason: &str) {
     );
 }
 
+/// A request refused before any token is looked at (`docs/protocol.md#order-of-checks`):
+/// one row each of status, extra headers, body and the `reason` of its log line.
+enum Refusal {
+    HeadTooLarge,
+    MalformedHead,
+    DuplicateHeader(&'static str),
+    Path,
+    PathNotServed,
+    NotAnUpgrade,
+    MaxConnections,
+    BadUpgrade(UpgradeError),
+    RedisNotReady,
+}
+
+/// A refusal's row: status, extra headers, log reason, body.
+type RefusalRow = (
+    u16,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static str,
+);
+
+impl Refusal {
+    fn answer(&self) -> RefusalRow {
+        use Refusal::*;
+        const RETRY: &[(&str, &str)] = &[("Retry-After", "1")];
+        match self {
+            HeadTooLarge => (431, &[], "head_too_large", "request head too large\n"),
+            MalformedHead => (400, &[], "malformed_head", "bad request\n"),
+            DuplicateHeader(_) => (400, &[], "duplicate_header", "bad request: more than one"),
+            Path => (404, &[], "path", "not found\n"),
+            PathNotServed => (
+                400,
+                &[],
+                "path_not_served",
+                "bad request: this path cannot be served (dot segments or encoded slashes)\n",
+            ),
+            NotAnUpgrade => (
+                426,
+                &[("Upgrade", "websocket")],
+                "not_an_upgrade",
+                "this is a WebSocket endpoint\n",
+            ),
+            MaxConnections => (503, RETRY, "max_connections", "too many connections\n"),
+            BadUpgrade(UpgradeError::Version) => (
+                426,
+                &[("Sec-WebSocket-Version", "13")],
+                "bad_upgrade",
+                "bad WebSocket handshake\n",
+            ),
+            BadUpgrade(_) => (400, &[], "bad_upgrade", "bad WebSocket handshake\n"),
+            RedisNotReady => (503, RETRY, "redis_not_ready", "redis unavailable\n"),
+        }
+    }
+}
+
+/// Answers `refusal` and logs it; `req`: a plain HTTP request, which also gets its
+/// access line.
+async fn refuse(
+    stream: &mut BoxedConnection,
+    peer: SocketAddr,
+    req: Option<&head::Request<'_>>,
+    refusal: Refusal,
+) -> Next {
+    let (status, extra, reason, body) = refusal.answer();
+    log_refusal(peer, status, reason);
+    if let Some(req) = req {
+        log_http(peer, req, status);
+    }
+    let answer = match refusal {
+        Refusal::DuplicateHeader(name) => {
+            let body = format!("{body} {name} header\n");
+            head::text_response(status, extra, &body)
+        }
+        _ => head::text_response(status, extra, body),
+    };
+    respond(stream, &answer).await;
+    Next::Done
+}
+
+/// The refusals that come before the token, in their order, once the head is read:
+/// the path, what a handler serves, a plain request that is no endpoint, and
+/// `--max-connections`.
+fn check_request(
+    shared: &Shared,
+    handler: &Handler,
+    req: &head::Request<'_>,
+    over_limit: bool,
+) -> Result<(), Refusal> {
+    if req.is_upgrade() {
+        if shared
+            .config
+            .path
+            .as_deref()
+            .is_some_and(|p| req.path() != p)
+        {
+            return Err(Refusal::Path);
+        }
+        if !handler.accepts(req.target) {
+            return Err(Refusal::PathNotServed);
+        }
+    } else if !endpoints::is_endpoint(req, &shared.config) {
+        return Err(Refusal::NotAnUpgrade);
+    }
+    if over_limit {
+        return Err(Refusal::MaxConnections);
+    }
+    Ok(())
+}
+
 /// `peer_slot`: the TCP peer (or the PROXY header's client); behind a trusted
 /// proxy it becomes the client that `X-Forwarded-For` names.
 async fn handshake(
@@ -594,25 +704,13 @@ async fn handshake(
     let (req, rest) = match read_head(stream, &mut buf, &mut storage, deadline, shared).await {
         Ok(Some(head)) => head,
         Ok(None) => return Next::Done,
-        Err(HeadError::TooLarge) => {
-            log_refusal(peer, 431, "head_too_large");
-            respond(
-                stream,
-                &head::text_response(431, &[], "request head too large\n"),
-            )
-            .await;
-            return Next::Done;
-        }
-        Err(HeadError::Malformed) => {
-            log_refusal(peer, 400, "malformed_head");
-            respond(stream, &head::text_response(400, &[], "bad request\n")).await;
-            return Next::Done;
-        }
-        Err(HeadError::Duplicate(name)) => {
-            log_refusal(peer, 400, "duplicate_header");
-            let body = format!("bad request: more than one {name} header\n");
-            respond(stream, &head::text_response(400, &[], &body)).await;
-            return Next::Done;
+        Err(e) => {
+            let refusal = match e {
+                HeadError::TooLarge => Refusal::HeadTooLarge,
+                HeadError::Malformed => Refusal::MalformedHead,
+                HeadError::Duplicate(name) => Refusal::DuplicateHeader(name),
+            };
+            return refuse(stream, peer, None, refusal).await;
         }
     };
     #[cfg(feature = "load-balancer")]
@@ -627,43 +725,8 @@ async fn handshake(
         }
     }
     let upgrade = req.is_upgrade();
-    if upgrade {
-        if let Some(p) = &shared.config.path {
-            if req.path() != p {
-                log_refusal(peer, 404, "path");
-                respond(stream, &head::text_response(404, &[], "not found\n")).await;
-                return Next::Done;
-            }
-        }
-        if !handler.accepts(req.target) {
-            log_refusal(peer, 400, "path_not_served");
-            let body =
-                "bad request: this path cannot be served (dot segments or encoded slashes)\n";
-            respond(stream, &head::text_response(400, &[], body)).await;
-            return Next::Done;
-        }
-    } else if !endpoints::is_endpoint(&req, &shared.config) {
-        log_refusal(peer, 426, "not_an_upgrade");
-        log_http(peer, &req, 426);
-        let extra = [("Upgrade", "websocket")];
-        respond(
-            stream,
-            &head::text_response(426, &extra, "this is a WebSocket endpoint\n"),
-        )
-        .await;
-        return Next::Done;
-    }
-    if over_limit {
-        log_refusal(peer, 503, "max_connections");
-        if !upgrade {
-            log_http(peer, &req, 503);
-        }
-        respond(
-            stream,
-            &head::text_response(503, &[("Retry-After", "1")], "too many connections\n"),
-        )
-        .await;
-        return Next::Done;
+    if let Err(refusal) = check_request(shared, handler, &req, over_limit) {
+        return refuse(stream, peer, (!upgrade).then_some(&req), refusal).await;
     }
     if !upgrade {
         let answer = endpoints::serve(shared, &req, peer).await;
@@ -673,32 +736,12 @@ async fn handshake(
     }
     let key = match req.websocket_key() {
         Ok(k) => k,
-        Err(e) => {
-            let (status, extra): (u16, &[(&str, &str)]) = match e {
-                UpgradeError::Version => (426, &[("Sec-WebSocket-Version", "13")]),
-                _ => (400, &[]),
-            };
-            log_refusal(peer, status, "bad_upgrade");
-            respond(
-                stream,
-                &head::text_response(status, extra, "bad WebSocket handshake\n"),
-            )
-            .await;
-            return Next::Done;
-        }
+        Err(e) => return refuse(stream, peer, None, Refusal::BadUpgrade(e)).await,
     };
     if !shared.redis_ready() {
         // A node that has never seen the revocations lets no one in.
-        log_refusal(peer, 503, "redis_not_ready");
-        respond(
-            stream,
-            &head::text_response(503, &[("Retry-After", "1")], "redis unavailable\n"),
-        )
-        .await;
-        return Next::Done;
+        return refuse(stream, peer, None, Refusal::RedisNotReady).await;
     }
-    let leftover = rest.to_vec();
-    let target = req.target;
     #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
     let mut decision = shared.gate.check_upgrade(&req, peer.ip(), unix_now());
     #[cfg(feature = "redis")]
@@ -712,15 +755,41 @@ async fn handshake(
             };
         }
     }
+    let next = Upgraded {
+        target: req.target,
+        leftover: rest,
+        key,
+    };
+    answer_decision(shared, stream, peer, accepted, decision, next).await
+}
+
+/// What the `101` and the session need of a valid upgrade request.
+struct Upgraded<'r> {
+    target: &'r str,
+    leftover: &'r [u8],
+    key: &'r str,
+}
+
+/// Answers the gate's decision: the `101` and a session, the `101` and the wait for a
+/// first message, or the refusal (in band after a `101`, or as HTTP).
+async fn answer_decision(
+    shared: &Shared,
+    stream: &mut BoxedConnection,
+    peer: SocketAddr,
+    accepted: Instant,
+    decision: Decision<'_>,
+    up: Upgraded<'_>,
+) -> Next {
+    let leftover = up.leftover.to_vec();
     match decision {
         Decision::Accept { identity, protocol } => {
-            if !write_all(stream, &head::switching_protocols(key, protocol)).await {
+            if !write_all(stream, &head::switching_protocols(up.key, protocol)).await {
                 return Next::Done;
             }
             shared.auth_ok(peer, &identity, accepted);
             Next::Session {
                 identity,
-                target: target.to_owned(),
+                target: up.target.to_owned(),
                 leftover,
             }
         }
@@ -736,11 +805,11 @@ async fn handshake(
                     .kv("detail", "query_disabled")
                     .emit();
             }
-            if !write_all(stream, &head::switching_protocols(key, protocol)).await {
+            if !write_all(stream, &head::switching_protocols(up.key, protocol)).await {
                 return Next::Done;
             }
             Next::FirstMessage {
-                target: target.to_owned(),
+                target: up.target.to_owned(),
                 leftover,
             }
         }
@@ -757,7 +826,7 @@ async fn handshake(
                 if in_band { Answer::Close } else { Answer::Http },
             );
             if in_band {
-                if !write_all(stream, &head::switching_protocols(key, protocol)).await {
+                if !write_all(stream, &head::switching_protocols(up.key, protocol)).await {
                     return Next::Done;
                 }
                 return Next::InBand {
@@ -766,16 +835,15 @@ async fn handshake(
                 };
             }
             let status = rejection.status();
-            let mut extra: Vec<(&str, &str)> = Vec::with_capacity(1);
-            match status {
-                401 => extra.push(("WWW-Authenticate", "Bearer error=\"invalid_token\"")),
-                503 => extra.push(("Retry-After", "1")),
-                _ => {}
-            }
+            let extra: &[(&str, &str)] = match status {
+                401 => &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
+                503 => &[("Retry-After", "1")],
+                _ => &[],
+            };
             let (_, body) = rejection.close();
             respond(
                 stream,
-                &head::text_response(status, &extra, &format!("{body}\n")),
+                &head::text_response(status, extra, &format!("{body}\n")),
             )
             .await;
             Next::Done
