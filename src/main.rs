@@ -694,7 +694,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .auth
         .parse::<Methods>()
         .map_err(|e| ConfigError::new(format!("--auth {}", s.auth), e))?;
-    config.cookie_name = s.cookie;
+    config.cookie_name = s.cookie.clone();
     config.allowed_origins = s
         .allow_origin
         .iter()
@@ -705,19 +705,19 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         std::time::Duration::from_secs(seconds("--auth-timeout", &s.auth_timeout, 0)?);
     let ticket_ttl = seconds("--ticket-ttl", &s.ticket_ttl, 0)?;
     let ping_interval = seconds("--ping-interval", &s.ping_interval, 0)?;
-    config.audience = s.audience;
-    config.issuer = s.issuer;
+    config.audience = s.audience.clone();
+    config.issuer = s.issuer.clone();
     config.leeway = seconds("--leeway", &s.leeway, 0)?;
     config.max_connections = s.max_connections;
     config.threads = s.threads;
     config.max_message = s.max_message;
-    config.path = s.path;
+    config.path = s.path.clone();
     if s.upstream.is_some() && s.exec.is_some() {
         return Err(ConfigError::new("--upstream/--exec", "choose one"));
     }
     config.ticket_ttl = ticket_ttl;
     config.ticket_capacity = s.ticket_capacity.max(1);
-    config.static_dir = s.static_dir;
+    config.static_dir = s.static_dir.clone();
     config.ping_interval = std::time::Duration::from_secs(ping_interval);
     config.refresh = s.refresh;
     config.refresh_notice =
@@ -729,6 +729,37 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .transpose()?;
     config.revoke_ttl = seconds("--revoke-ttl", &s.revoke_ttl, 0)?;
     config.revoke_capacity = s.revoke_capacity;
+    cluster_options(&s, &mut config)?;
+    let mut demo_token = None;
+    if config.keys.is_empty() {
+        let key = Key::generate_local().map_err(|e| ConfigError::new("ephemeral key", e))?;
+        let claims = wsgate::claims_json("demo", unix_now(), 3600, None, None, None, &[]);
+        demo_token = Some(
+            key.issue(&claims)
+                .map_err(|e| ConfigError::new("demo token", e))?,
+        );
+        config.keys.push(key);
+    }
+    // The checks of values (zero, cookie name, path, …) are the library's.
+    config.validate().map_err(as_flag)?;
+    let key_files = s.key.clone();
+    let tls = tls_files(s.tls_cert.as_deref(), s.tls_key.as_deref())?;
+    #[cfg(feature = "tls")]
+    {
+        config.tls = tls.clone();
+    }
+    let handler = handler_of(&s)?;
+
+    run(config, handler, demo_token, key_files, tls)
+}
+
+/// The options for several nodes: behind a load balancer (`--trusted-proxy`,
+/// `--proxy-protocol`) and sharing state through Redis (`--redis`, `--redis-prefix`).
+#[cfg_attr(
+    not(any(feature = "load-balancer", feature = "redis")),
+    allow(unused_variables, clippy::unnecessary_wraps)
+)]
+fn cluster_options(s: &Serve, config: &mut Config) -> Result<(), ConfigError> {
     #[cfg(feature = "load-balancer")]
     {
         let ranges = s
@@ -759,7 +790,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             .as_deref()
             .map(|u| u.parse().map_err(|e| ConfigError::new("--redis", e)))
             .transpose()?;
-        config.redis_prefix = s.redis_prefix;
+        config.redis_prefix = s.redis_prefix.clone();
         if config.redis.is_some()
             && !config.keys.is_empty()
             && !config
@@ -774,24 +805,12 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
             );
         }
     }
-    let mut demo_token = None;
-    if config.keys.is_empty() {
-        let key = Key::generate_local().map_err(|e| ConfigError::new("ephemeral key", e))?;
-        let claims = wsgate::claims_json("demo", unix_now(), 3600, None, None, None, &[]);
-        demo_token = Some(
-            key.issue(&claims)
-                .map_err(|e| ConfigError::new("demo token", e))?,
-        );
-        config.keys.push(key);
-    }
-    // The checks of values (zero, cookie name, path, …) are the library's.
-    config.validate().map_err(as_flag)?;
-    let key_files = s.key.clone();
-    let tls = tls_files(s.tls_cert.as_deref(), s.tls_key.as_deref())?;
-    #[cfg(feature = "tls")]
-    {
-        config.tls = tls.clone();
-    }
+    Ok(())
+}
+
+/// What each session runs: `--upstream`, `--exec` (with `--passenv`) or echo. The
+/// constructors check their argument; their errors name the setting, shown as the flag.
+fn handler_of(s: &Serve) -> Result<Handler, ConfigError> {
     let passenv: Vec<&str> = s
         .passenv
         .iter()
@@ -799,8 +818,7 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .collect();
-    // What sessions do is the handler's alone (`Config` has no say). The constructors
-    // check their argument; their errors name the setting, shown as the flag.
+    // What sessions do is the handler's alone (`Config` has no say).
     let handler = match (&s.upstream, &s.exec) {
         (Some(url), _) => upstream_handler(url, s.upstream_ca.as_deref())?,
         (None, Some(cmd)) => Handler::exec_passing(cmd, &passenv).map_err(as_flag)?,
@@ -816,6 +834,18 @@ fn serve(s: Serve) -> Result<(), ConfigError> {
         ));
     }
 
+    Ok(handler)
+}
+
+/// Binds and serves until SIGINT or SIGTERM (SIGHUP reloads); prints the demo token
+/// of an ephemeral key once listening.
+fn run(
+    config: Config,
+    handler: Handler,
+    demo_token: Option<String>,
+    key_files: Vec<PathBuf>,
+    tls: Reloadable,
+) -> Result<(), ConfigError> {
     let is_tls = config.is_tls();
     smol::block_on(async {
         let server = Server::bind(config, handler).await.map_err(bind_error)?;
