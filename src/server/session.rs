@@ -665,10 +665,11 @@ impl Drop for Session {
         crate::log_event!(
             Level::Info,
             "close",
-            "peer" = self.peer,
+            "peer" = crate::log::Addr(self.peer),
             "sub" = &self.identity.sub,
             "code" = self.close_code.unwrap_or(1006),
-            "ms" = self.started.elapsed().as_millis(),
+            // As u64: a u128 is formatted by long division.
+            "ms" = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         );
     }
 }

@@ -129,7 +129,7 @@ impl Shared {
         crate::log_event!(
             Level::Info,
             "auth_ok",
-            "peer" = peer,
+            "peer" = crate::log::Addr(peer),
             "method" = identity.method,
             "sub" = &identity.sub,
             "ticket" = identity.via_ticket,
