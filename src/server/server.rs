@@ -302,12 +302,11 @@ impl Server {
         // they are dropped are flushed too.
         let _batch = crate::log::Batch::begin();
         let ex = Arc::new(smol::Executor::new());
-        // The lines of one turn in one write: woken by the first line, the flusher
-        // yields once so that the turn's other tasks run (and log) first.
+        // The lines of one turn in one write: woken by the turn's first line, the
+        // flusher is queued behind the tasks already ready, which run (and log) first.
         ex.spawn(async {
             loop {
                 crate::log::flush_wanted().await;
-                smol::future::yield_now().await;
                 crate::log::flush();
             }
         })
