@@ -643,3 +643,29 @@ fn the_openwrt_init_script_runs_serve_under_procd() {
         .unwrap();
     assert!(st.success());
 }
+
+/// Out of file descriptors (a flood of idle connections against a low limit): a
+/// failed accept is logged (`event=accept_error`) and does not end the listener; once
+/// the flood's descriptors are free the server serves again.
+#[test]
+fn out_of_descriptors_the_server_logs_and_recovers() {
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    let t = k.token(&Claims::new("alice"));
+    // The server's limit: what it holds now, plus room for three connections.
+    let limit = fd_count(s.pid()) + 3;
+    let st = Command::new("prlimit")
+        .args([
+            format!("--pid={}", s.pid()),
+            format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(st.success(), "prlimit failed");
+    let held: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+        .collect();
+    s.wait_log_line(|l| l.contains("event=accept_error") && l.contains("error="));
+    drop(held);
+    assert_still_serves(&s, &t);
+}
