@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use smol::io::AsyncReadExt as _;
 
@@ -39,29 +39,20 @@ pub const MAX_REVOKE_BODY: usize = 8 * 1024;
 /// Accepts admin connections until the server shuts down.
 pub(crate) async fn accept_loop(listener: Listener, shared: Arc<Shared>, ex: &smol::Executor<'_>) {
     let open = Arc::new(AtomicUsize::new(0));
-    loop {
-        match shared.shutdown.unless_begun(listener.accept()).await {
-            None => return,
-            Some(Ok((stream, peer))) => {
-                if open.fetch_add(1, Ordering::AcqRel) >= MAX_ADMIN_CONNECTIONS {
-                    open.fetch_sub(1, Ordering::AcqRel);
-                    continue;
-                }
-                let slot = Slot(open.clone());
-                let stream: BoxedConnection = Box::new(stream);
-                let shared = shared.clone();
-                let task = Box::pin(async move {
-                    let _slot = slot;
-                    connection(shared, stream, peer).await;
-                    None
-                });
-                spawn_connection(ex, task, None, peer);
-            }
-            Some(Err(e)) => {
-                crate::log_event!(Level::Error, "accept_error", "admin" = true, "error" = e);
-                smol::Timer::after(Duration::from_millis(50)).await;
-            }
+    while let Some((stream, peer)) = listener.next(&shared.shutdown, true).await {
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_ADMIN_CONNECTIONS {
+            open.fetch_sub(1, Ordering::AcqRel);
+            continue;
         }
+        let slot = Slot(open.clone());
+        let stream: BoxedConnection = Box::new(stream);
+        let shared = shared.clone();
+        let task = Box::pin(async move {
+            let _slot = slot;
+            connection(shared, stream, peer).await;
+            None
+        });
+        spawn_connection(ex, task, None, peer);
     }
 }
 

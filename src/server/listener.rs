@@ -9,10 +9,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use rustix::net::{SocketFlags, acceptfrom_with};
-use smol::Async;
 use smol::net::TcpStream;
+use smol::{Async, Timer};
+
+use crate::log::Level;
+use crate::state::Shutdown;
 
 /// A bound TCP listener, registered with the reactor.
 pub(crate) struct Listener(Async<std::net::TcpListener>);
@@ -49,5 +53,28 @@ impl Listener {
             .and_then(|a| SocketAddr::try_from(a).ok())
             .ok_or_else(|| io::Error::other("accepted a connection without an IP address"))?;
         Ok((TcpStream::from(Async::new_nonblocking(stream)?), peer))
+    }
+
+    /// The next connection, or `None` once `shutdown` has begun. A failed accept (out
+    /// of file descriptors, say) is logged (`admin=true` on the operators' listener)
+    /// and retried after a short pause, so the listener neither ends nor spins.
+    pub(crate) async fn next(
+        &self,
+        shutdown: &Shutdown,
+        admin: bool,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            match shutdown.unless_begun(self.accept()).await? {
+                Ok(accepted) => return Some(accepted),
+                Err(e) => {
+                    if crate::log::enabled(Level::Error) {
+                        let line = crate::log::Line::new(Level::Error, "accept_error");
+                        let line = if admin { line.kv("admin", true) } else { line };
+                        line.kv("error", e).emit();
+                    }
+                    Timer::after(Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
 }

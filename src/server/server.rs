@@ -7,15 +7,14 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::error::CapacityError;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use event_listener::Event;
-use smol::Timer;
 use smol::stream::StreamExt as _;
 
 use crate::auth::{Decision, Gate, GateConfig, Identity, MAX_FIRST_MESSAGE, Method, Rejection};
@@ -341,40 +340,30 @@ impl Server {
             }
         };
         let main_loop = async {
-            loop {
-                match shared.shutdown.unless_begun(listener.accept()).await {
-                    None => break,
-                    Some(Ok((stream, peer))) => {
-                        let Some((guard, over_limit)) = ConnGuard::admit(&shared) else {
-                            continue;
-                        };
-                        // Boxed before the spawn: the task's own allocation then holds two
-                        // pointers, and the connection future is freed before the session
-                        // runs (only the handler's boxed future stays for the session).
-                        let accepted = Instant::now();
-                        #[cfg(feature = "load-balancer")]
-                        let task: ConnectionTask = if shared.config.proxy_protocol {
-                            Box::pin(proxied_connection(
-                                shared.clone(),
-                                handler.clone(),
-                                stream,
-                                peer,
-                                over_limit,
-                                accepted,
-                            ))
-                        } else {
-                            dispatch(&shared, &handler, stream, peer, over_limit, accepted)
-                        };
-                        #[cfg(not(feature = "load-balancer"))]
-                        let task = dispatch(&shared, &handler, stream, peer, over_limit, accepted);
-                        spawn_connection(&ex, task, Some(guard), peer);
-                    }
-                    Some(Err(e)) => {
-                        // Out of file descriptors and the like: say so, back off briefly.
-                        crate::log_event!(Level::Error, "accept_error", "error" = e);
-                        Timer::after(Duration::from_millis(50)).await;
-                    }
-                }
+            while let Some((stream, peer)) = listener.next(&shared.shutdown, false).await {
+                let Some((guard, over_limit)) = ConnGuard::admit(&shared) else {
+                    continue;
+                };
+                // Boxed before the spawn: the task's own allocation then holds two
+                // pointers, and the connection future is freed before the session
+                // runs (only the handler's boxed future stays for the session).
+                let accepted = Instant::now();
+                #[cfg(feature = "load-balancer")]
+                let task: ConnectionTask = if shared.config.proxy_protocol {
+                    Box::pin(proxied_connection(
+                        shared.clone(),
+                        handler.clone(),
+                        stream,
+                        peer,
+                        over_limit,
+                        accepted,
+                    ))
+                } else {
+                    dispatch(&shared, &handler, stream, peer, over_limit, accepted)
+                };
+                #[cfg(not(feature = "load-balancer"))]
+                let task = dispatch(&shared, &handler, stream, peer, over_limit, accepted);
+                spawn_connection(&ex, task, Some(guard), peer);
             }
             drop(listener);
             crate::log_event!(
@@ -507,27 +496,19 @@ type Until<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send +
 /// The executor's extra threads. Each runs it until this is dropped, which stops
 /// and joins them (the tasks left are dropped with the executor).
 struct Workers {
-    stop: Arc<(AtomicBool, Event)>,
+    stop: Arc<Shutdown>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Workers {
     fn start(ex: &Arc<smol::Executor<'static>>, n: usize) -> io::Result<Workers> {
         let mut workers = Workers {
-            stop: Arc::new((AtomicBool::new(false), Event::new())),
+            stop: Arc::default(),
             threads: Vec::with_capacity(n),
         };
         for _ in 0..n {
             let (ex, stop) = (ex.clone(), workers.stop.clone());
-            let stopped: Until<'static> = Box::pin(async move {
-                while !stop.0.load(Ordering::Acquire) {
-                    let l = stop.1.listen();
-                    if stop.0.load(Ordering::Acquire) {
-                        break;
-                    }
-                    l.await;
-                }
-            });
+            let stopped: Until<'static> = Box::pin(async move { stop.begun().await });
             let thread = std::thread::Builder::new()
                 .name("wsgate-worker".into())
                 .spawn(move || smol::block_on(ex.run(stopped)))?;
@@ -539,8 +520,7 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        self.stop.0.store(true, Ordering::Release);
-        self.stop.1.notify(usize::MAX);
+        self.stop.begin();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
