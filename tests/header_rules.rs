@@ -55,6 +55,13 @@ fn duplicated_single_headers_are_400() {
         let r = upgrade_status(&s, "/", &headers);
         assert_eq!(r.status, 400, "two {what} headers:\n{}", r.head);
         assert!(!r.has_header("sec-websocket-accept"));
+        // The body names the header (the refusal table's one row built at run time).
+        let body = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
+        let want = format!(
+            "bad request: more than one {} header\n",
+            what.to_ascii_lowercase()
+        );
+        assert_eq!(body, want, "two {what} headers");
     }
     // On the endpoints too.
     let r = http(&s, "GET", "/healthz", &[("Host", "a"), ("Host", "b")]);
