@@ -24,7 +24,7 @@ pub const OVERFLOW_SLACK: usize = 256;
 
 /// A connection of the main listener, counted against `--max-connections`: frees its
 /// place on drop (a panic included) and wakes a shutdown waiting for the last one.
-pub(crate) struct ConnGuard(Arc<Shared>);
+pub(crate) struct ConnGuard(Arc<Shared>, crate::log::Open);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
@@ -42,7 +42,7 @@ impl ConnGuard {
     pub(crate) fn admit(shared: &Arc<Shared>) -> Option<(ConnGuard, bool)> {
         let n = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
         shared.metrics.connections_add(1);
-        let guard = ConnGuard(shared.clone());
+        let guard = ConnGuard(shared.clone(), crate::log::Open::new());
         let max = shared.config.max_connections;
         if n > max.saturating_add(OVERFLOW_SLACK) {
             return None;
