@@ -132,6 +132,8 @@ mod server;
 mod session;
 #[path = "server/state.rs"]
 mod state;
+#[path = "server/timers.rs"]
+mod timers;
 #[cfg(feature = "tls")]
 #[path = "server/tls.rs"]
 mod tls;

@@ -38,14 +38,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
+use smol::Async;
 use smol::future::FutureExt as _;
 use smol::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use smol::{Async, Timer};
 
 use crate::config::ConfigError;
 use crate::log::Level;
 use crate::outbox::Outbox;
 use crate::session::{Handler, Race, Session};
+use crate::timers::Sleep;
 
 /// Longest stderr line logged; the rest of a longer line comes as further lines.
 pub const MAX_STDERR_LINE: usize = 4096;
@@ -56,7 +57,8 @@ pub const MAX_STDERR_LINE: usize = 4096;
 pub const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the exit of the process is polled for where no pidfd can watch it
-/// (kernels before Linux 5.3, other systems).
+/// (kernels before Linux 5.3, other systems), on the connection timers: up to one
+/// [`crate::timers::TICK`] later.
 const EXIT_POLL: Duration = Duration::from_millis(20);
 
 /// The environment variables passed on from wsgate's own environment.
@@ -409,7 +411,7 @@ impl Process {
                     }
                 }
                 None => {
-                    Timer::after(EXIT_POLL).await;
+                    Sleep::after(EXIT_POLL).await;
                 }
             }
         }
@@ -526,7 +528,7 @@ async fn bridge<R: AsyncBufRead + Unpin>(
                 match exited {
                     None => Ev::Exit((&mut status).await),
                     Some((_, until)) => {
-                        Timer::at(until).await;
+                        Sleep::at(until).await;
                         Ev::OutputGrace
                     }
                 }

@@ -1,9 +1,8 @@
 //! Deadlines: the instants the server's bounds end at, and the one way a future is
-//! bounded by one.
+//! bounded by one (on the server's own timers: [`crate::timers`]).
 
 use std::time::{Duration, Instant};
 
-use smol::Timer;
 use smol::future::FutureExt as _;
 
 /// `from + d`, saturating far in the future instead of overflowing (a huge
@@ -23,7 +22,7 @@ pub(crate) fn until<T>(
     f: impl Future<Output = T>,
 ) -> impl Future<Output = Option<T>> {
     async { Some(f.await) }.or(async move {
-        Timer::at(deadline).await;
+        crate::timers::Sleep::at(deadline).await;
         None
     })
 }
@@ -34,7 +33,7 @@ pub(crate) fn within<T>(
     f: impl Future<Output = T>,
 ) -> impl Future<Output = Option<T>> {
     async { Some(f.await) }.or(async move {
-        Timer::after(d).await;
+        crate::timers::Sleep::after(d).await;
         None
     })
 }

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustix::net::{SocketFlags, acceptfrom_with};
+use smol::Async;
 use smol::net::TcpStream;
-use smol::{Async, Timer};
 
 use crate::log::Level;
 use crate::state::Shutdown;
@@ -72,7 +72,7 @@ impl Listener {
                         let line = if admin { line.kv("admin", true) } else { line };
                         line.kv("error", e).emit();
                     }
-                    Timer::after(Duration::from_millis(50)).await;
+                    crate::timers::Sleep::after(Duration::from_millis(50)).await;
                 }
             }
         }

@@ -197,6 +197,7 @@ impl Server {
     /// serve `handler` for each session.
     pub async fn bind(mut config: Config, handler: Handler) -> Result<Server, Error> {
         config.validate()?;
+        crate::timers::start().map_err(|e| ConfigError::new("timers' thread", e))?;
         let rules = ClaimRules {
             leeway: config.leeway.min(i64::MAX as u64) as i64,
             audience: config.audience.clone(),

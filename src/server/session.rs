@@ -17,7 +17,6 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
-use smol::Timer;
 use smol::future::FutureExt as _;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::stream::StreamExt as _;
@@ -28,6 +27,7 @@ use crate::log::Level;
 use crate::metrics::RefreshResult;
 use crate::registry::Control;
 use crate::state::Shared;
+use crate::timers::Sleep;
 
 /// The byte stream of a client connection: TCP, TLS over TCP, or anything else that
 /// reads and writes (a test's in-memory pipe, through
@@ -69,7 +69,7 @@ pub struct Session {
     target: String,
     ws: WsStream,
     shared: Arc<Shared>,
-    timer: Timer,
+    timer: Sleep,
     deadline: Option<Instant>,
     ping_interval: Duration,
     /// When the keepalive next looks at the session (set only at ticks, so a
@@ -172,7 +172,7 @@ impl Session {
             target,
             ws,
             shared,
-            timer: Timer::never(),
+            timer: Sleep::never(),
             deadline,
             ping_interval,
             next_check: crate::deadline::instant_after(now, ping_interval),
@@ -300,15 +300,12 @@ impl Session {
         } else {
             self.next_probe
         };
-        let at = [self.deadline, check, self.notice_at]
-            .into_iter()
-            .flatten()
-            .min();
+        let at = earliest(earliest(self.deadline, check), self.notice_at);
         if at != self.armed {
             self.armed = at;
             match at {
                 Some(at) => self.timer.set_at(at),
-                None => self.timer = Timer::never(),
+                None => self.timer = Sleep::never(),
             }
         }
     }
@@ -605,8 +602,8 @@ impl Session {
             let send = async { Some(ws.send(msg).await.is_ok()) };
             let expire = async {
                 match deadline {
-                    Some(d) => Timer::at(d).await,
-                    None => Timer::never().await,
+                    Some(d) => Sleep::at(d).await,
+                    None => Sleep::never().await,
                 };
                 None
             };
@@ -671,6 +668,14 @@ impl Drop for Session {
             // As u64: a u128 is formatted by long division.
             "ms" = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         );
+    }
+}
+
+/// The earlier of two optional instants (`None`: never).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
