@@ -217,8 +217,8 @@ impl Key {
         self.issue_with_footer(claims_json, Some(footer.as_bytes()))
     }
 
-    /// Mints a token with any footer (or none).
-    fn issue_with_footer(
+    /// Mints a token with any footer, or none (the tickets of `Gate::mint_ticket`).
+    pub(crate) fn issue_with_footer(
         &self,
         claims_json: &str,
         footer: Option<&[u8]>,
