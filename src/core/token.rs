@@ -694,6 +694,50 @@ fn footer_kid(footer: &[u8]) -> Result<Option<String>, TokenError> {
     Ok(Some(f.kid.into_owned()))
 }
 
+/// Writes the members of the claims object `json` whose names are not in `skip`, each
+/// as `"name":value,`, in their order (a ticket copies the minting token's claims
+/// this way: no map of them is built, sorted and dropped).
+pub(crate) fn copy_claims_except(
+    json: &str,
+    skip: &[&str],
+    out: &mut Vec<u8>,
+) -> Result<(), TokenError> {
+    struct Copy<'o, 's> {
+        skip: &'s [&'s str],
+        out: &'o mut Vec<u8>,
+    }
+    impl<'de> serde::de::DeserializeSeed<'de> for Copy<'_, '_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> serde::de::Visitor<'de> for Copy<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            use serde::de::Error as _;
+            while let Some(BorrowedOrOwned(name)) = map.next_key()? {
+                if self.skip.contains(&&*name) {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+                let value: serde_json::Value = map.next_value()?;
+                serde_json::to_writer(&mut *self.out, &*name).map_err(A::Error::custom)?;
+                self.out.push(b':');
+                serde_json::to_writer(&mut *self.out, &value).map_err(A::Error::custom)?;
+                self.out.push(b',');
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde::de::DeserializeSeed::deserialize(Copy { skip, out }, &mut de)
+        .map_err(|_| TokenError::BadClaims)
+}
+
 /// Builds a claims JSON object for `issue`: `sub`, `exp` = now + ttl, `iat` = now,
 /// optional `aud`, `iss`, `jti`, and extra string claims (which may not replace those).
 pub fn claims_json(
