@@ -6,6 +6,7 @@
 //! the same functions.
 
 use std::fmt;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -899,38 +900,52 @@ impl Gate {
         if self.is_revoked(&facts, now) {
             return Err(TicketRefusal::Unauthorized(Rejection::Revoked));
         }
-        let mut obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&claims.json).map_err(|_| {
-                TicketRefusal::Unauthorized(Rejection::BadToken(TokenError::BadClaims))
-            })?;
-        for k in ["exp", "nbf", "iat", "jti"] {
-            obj.remove(k);
-        }
         let jti = random_id().map_err(|_| TicketRefusal::Full)?;
         let exp = now.saturating_add(self.cfg.ticket_ttl);
-        let s = serde_json::Value::String;
-        obj.insert("jti".into(), s(jti.clone()));
-        obj.insert("iat".into(), s(Rfc3339(now).to_string()));
-        obj.insert("exp".into(), s(Rfc3339(exp).to_string()));
-        let mut t = serde_json::Map::new();
-        t.insert("ip".into(), s(canonical(peer).to_string()));
-        t.insert("session_exp".into(), s(Rfc3339(claims.exp).to_string()));
+        let bad = || TicketRefusal::Unauthorized(Rejection::BadToken(TokenError::BadClaims));
+        // The minting token's claims but those the ticket sets (and `iat`: none of its
+        // own, nothing reads a ticket's `iat`; revocation looks at the minting token's,
+        // in the ticket claim), then the ticket's `jti`, `exp` and ticket claim. Every
+        // byte minted is base64 encoded here and decoded at the handshake.
+        let mut json = Vec::with_capacity(claims.json.len() + 160);
+        json.push(b'{');
+        crate::token::copy_claims_except(
+            &claims.json,
+            &["exp", "nbf", "iat", "jti", TICKET_CLAIM],
+            &mut json,
+        )
+        .map_err(|_| bad())?;
+        // `jti` is base64url, an IP and RFC 3339 times need no JSON escapes.
+        let _ = write!(
+            json,
+            r#""jti":"{jti}","exp":"{}","{TICKET_CLAIM}":{{"ip":"{}","session_exp":"{}""#,
+            Rfc3339(exp),
+            canonical(peer),
+            Rfc3339(claims.exp),
+        );
         // The session a ticket opens is the minting token's, for revocation too.
         if let Some(jti) = &claims.jti {
-            t.insert("jti".into(), s(jti.clone()));
+            json.extend_from_slice(br#","jti":"#);
+            serde_json::to_writer(&mut json, jti).map_err(|_| bad())?;
         }
         if let Some(iat) = claims.iat {
-            t.insert("iat".into(), s(Rfc3339(iat).to_string()));
+            let _ = write!(json, r#","iat":"{}""#, Rfc3339(iat));
         }
-        obj.insert(TICKET_CLAIM.into(), serde_json::Value::Object(t));
-        let json = serde_json::Value::Object(obj).to_string();
+        json.extend_from_slice(b"}}");
+        let json = String::from_utf8(json).map_err(|_| bad())?;
         if !self.shared_tickets {
             self.replay
                 .issue(&jti, exp, now)
                 .map_err(|_| TicketRefusal::Full)?;
         }
+        // No footer, so no `kid`: a token without one is tried against the local keys in
+        // order (`Verifier::open`), and the ticket key is the first local key (or, on a
+        // server with only public keys, the only one: `KeyRing::new`), so one decryption
+        // opens it. A ticket minted by a node whose first local key is another loaded key
+        // still opens, one failed tag check later. The `{"kid":…}` footer was 84 of a
+        // ticket's 451 characters.
         let token = ring.verifier.keys()[ring.ticket_key]
-            .issue(&json)
+            .issue_with_footer(&json, None)
             .map_err(|e| TicketRefusal::Unauthorized(Rejection::BadToken(e)))?;
         Ok(Ticket {
             token,

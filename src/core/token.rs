@@ -217,8 +217,8 @@ impl Key {
         self.issue_with_footer(claims_json, Some(footer.as_bytes()))
     }
 
-    /// Mints a token with any footer (or none).
-    fn issue_with_footer(
+    /// Mints a token with any footer, or none (the tickets of `Gate::mint_ticket`).
+    pub(crate) fn issue_with_footer(
         &self,
         claims_json: &str,
         footer: Option<&[u8]>,
@@ -692,6 +692,50 @@ fn footer_kid(footer: &[u8]) -> Result<Option<String>, TokenError> {
     let footer = std::str::from_utf8(footer).map_err(|_| TokenError::BadFooter)?;
     let f: Footer<'_> = serde_json::from_str(footer).map_err(|_| TokenError::BadFooter)?;
     Ok(Some(f.kid.into_owned()))
+}
+
+/// Writes the members of the claims object `json` whose names are not in `skip`, each
+/// as `"name":value,`, in their order (a ticket copies the minting token's claims
+/// this way: no map of them is built, sorted and dropped).
+pub(crate) fn copy_claims_except(
+    json: &str,
+    skip: &[&str],
+    out: &mut Vec<u8>,
+) -> Result<(), TokenError> {
+    struct Copy<'o, 's> {
+        skip: &'s [&'s str],
+        out: &'o mut Vec<u8>,
+    }
+    impl<'de> serde::de::DeserializeSeed<'de> for Copy<'_, '_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> serde::de::Visitor<'de> for Copy<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            use serde::de::Error as _;
+            while let Some(BorrowedOrOwned(name)) = map.next_key()? {
+                if self.skip.contains(&&*name) {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+                let value: serde_json::Value = map.next_value()?;
+                serde_json::to_writer(&mut *self.out, &*name).map_err(A::Error::custom)?;
+                self.out.push(b':');
+                serde_json::to_writer(&mut *self.out, &value).map_err(A::Error::custom)?;
+                self.out.push(b',');
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde::de::DeserializeSeed::deserialize(Copy { skip, out }, &mut de)
+        .map_err(|_| TokenError::BadClaims)
 }
 
 /// Builds a claims JSON object for `issue`: `sub`, `exp` = now + ttl, `iat` = now,

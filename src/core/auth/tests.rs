@@ -4,6 +4,7 @@
 use super::*;
 use crate::head::{Request, header_storage};
 use crate::token::{ClaimRules, Verifier};
+use ct_codecs::Decoder as _;
 
 const NOW: i64 = 2_000_000_000;
 const IP: &str = "10.0.0.7";
@@ -751,6 +752,139 @@ fn tickets_work_on_public_key_only_servers() {
         .verify(&ticket.token, Method::Protocol, IP.parse().unwrap(), NOW)
         .unwrap();
     assert_eq!(id.sub, "bob");
+}
+
+/// The claims a ticket holds, opened with the fixture's key.
+fn ticket_claims(f: &Fixture, ticket: &Ticket) -> serde_json::Value {
+    serde_json::from_str(&f.key.open(&ticket.token, b"").unwrap()).unwrap()
+}
+
+#[test]
+fn a_ticket_has_no_footer_no_iat_of_its_own_and_a_128_bit_jti() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f
+        .key
+        .issue(&format!(
+            r#"{{"sub":"alice","exp":"{}","iat":"{}","nbf":"{}","jti":"minting\"jti"}}"#,
+            Rfc3339(NOW + 600),
+            Rfc3339(NOW - 5),
+            Rfc3339(NOW - 5),
+        ))
+        .unwrap();
+    let ticket = mint(&f, &format!("Authorization: Bearer {t}"), None, IP, NOW).unwrap();
+    // `v4.local.<payload>`: no footer, so no `kid`.
+    assert_eq!(ticket.token.split('.').count(), 3, "{}", ticket.token);
+    let c = ticket_claims(&f, &ticket);
+    assert_eq!(c.get("iat"), None, "{c}");
+    assert_eq!(c.get("nbf"), None, "{c}");
+    assert_eq!(c["exp"], Rfc3339(NOW + 30).to_string());
+    let jti = c["jti"].as_str().unwrap();
+    assert_eq!(jti.len(), 22, "{jti}");
+    let raw = Base64UrlSafeNoPadding::decode_to_vec(jti, None).unwrap();
+    assert_eq!(raw.len(), 16);
+    // The minting token's `jti` and `iat` stay in the ticket claim, for revocation.
+    assert_eq!(
+        c[TICKET_CLAIM],
+        serde_json::json!({
+            "ip": IP,
+            "session_exp": Rfc3339(NOW + 600).to_string(),
+            "jti": "minting\"jti",
+            "iat": Rfc3339(NOW - 5).to_string(),
+        })
+    );
+    let id = f
+        .gate
+        .verify(&ticket.token, Method::Header, IP.parse().unwrap(), NOW)
+        .unwrap();
+    assert_eq!(
+        (id.jti.as_deref(), id.iat),
+        (Some("minting\"jti"), Some(NOW - 5))
+    );
+    // Every id is 128 random bits in base64url.
+    for _ in 0..20 {
+        let id = random_id().unwrap();
+        assert_eq!(id.len(), 22);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+    }
+}
+
+#[test]
+fn a_ticket_keeps_every_other_claim_of_the_minting_token() {
+    let f = fixture(DEFAULT, &[]);
+    let t = f
+        .key
+        .issue(&format!(
+            r#"{{"sub":"al\u0069ce","exp":"{}","aud":["a","b"],"n":-1.5,"big":12345678901,
+                "obj":{{"k":[true,null,{{"x":"y"}}]}},"e\"sc":"v\\w\u00e9","wsgate_ticket":null,"empty":{{}}}}"#,
+            Rfc3339(NOW + 600),
+        ))
+        .unwrap();
+    let ticket = mint(&f, &format!("Authorization: Bearer {t}"), None, IP, NOW).unwrap();
+    let c = ticket_claims(&f, &ticket);
+    let mut want = serde_json::json!({
+        "sub": "alice",
+        "aud": ["a", "b"],
+        "n": -1.5,
+        "big": 12345678901_u64,
+        "obj": {"k": [true, null, {"x": "y"}]},
+        "e\"sc": "v\\wé",
+        "empty": {},
+        "wsgate_ticket": {"ip": IP, "session_exp": Rfc3339(NOW + 600).to_string()},
+    });
+    want["exp"] = c["exp"].clone();
+    want["jti"] = c["jti"].clone();
+    assert_eq!(c, want);
+    let id = f
+        .gate
+        .verify(&ticket.token, Method::Header, IP.parse().unwrap(), NOW)
+        .unwrap();
+    assert_eq!(id.sub, "alice");
+    assert!(id.via_ticket);
+}
+
+#[test]
+fn a_ticket_opens_on_a_node_whose_first_local_key_is_another() {
+    // Node 1 seals with B; node 2 holds [A, B] and seals with A: B's tickets carry no
+    // `kid`, and open there after A's tag check fails.
+    let (a, b) = (
+        Key::generate_local().unwrap(),
+        Key::generate_local().unwrap(),
+    );
+    let copy = |k: &Key| Key::from_paserk(&k.to_paserk()).unwrap();
+    let node1 = Fixture {
+        gate: fixture_with(DEFAULT, &[], vec![copy(&b)]),
+        key: copy(&b),
+    };
+    let node2 = fixture_with(DEFAULT, &[], vec![copy(&a), copy(&b)]);
+    let t = node1.valid();
+    let ticket = mint(&node1, &format!("Authorization: Bearer {t}"), None, IP, NOW).unwrap();
+    let ip = IP.parse().unwrap();
+    let id = node2
+        .verify(&ticket.token, Method::Protocol, ip, NOW)
+        .unwrap();
+    assert!(id.via_ticket);
+    assert_eq!((id.sub.as_str(), id.exp), ("alice", NOW + 600));
+    assert_eq!(
+        node2
+            .verify(&ticket.token, Method::Protocol, ip, NOW)
+            .map(|_| ()),
+        Err(Rejection::TicketReused)
+    );
+    // A ticket under a key node 2 does not hold is invalid there.
+    let node3 = Fixture {
+        gate: fixture_with(DEFAULT, &[], vec![Key::generate_local().unwrap(), copy(&b)]),
+        key: copy(&b),
+    };
+    let foreign = mint(&node3, &format!("Authorization: Bearer {t}"), None, IP, NOW).unwrap();
+    assert_eq!(
+        node2
+            .verify(&foreign.token, Method::Protocol, ip, NOW)
+            .map(|_| ()),
+        Err(Rejection::BadToken(TokenError::Forged))
+    );
 }
 
 #[test]
