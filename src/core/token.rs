@@ -630,9 +630,19 @@ impl Verifier {
         if t.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
-        if !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(TokenError::NotVisibleAscii);
-        }
+        // A token that opens is base64url between its dots, so visible ASCII: the scan
+        // (~7 instructions a byte) is made only for a token refused, whose reason it
+        // then is, as if it had been made first.
+        self.open_visible(t, implicit).map_err(|e| {
+            if t.bytes().all(|b| b.is_ascii_graphic()) {
+                e
+            } else {
+                TokenError::NotVisibleAscii
+            }
+        })
+    }
+
+    fn open_visible(&self, t: &str, implicit: &[u8]) -> Result<String, TokenError> {
         // An empty footer is written without its `.`: one token, one spelling.
         if t.ends_with('.') {
             return Err(TokenError::Malformed);
@@ -677,7 +687,7 @@ impl Verifier {
 
 /// The `kid` of a token's decoded footer, when the footer is a JSON object. A footer
 /// that is not JSON (PASETO allows any) carries no `kid`.
-fn footer_kid(footer: &[u8]) -> Result<Option<String>, TokenError> {
+fn footer_kid(footer: &[u8]) -> Result<Option<Cow<'_, str>>, TokenError> {
     if footer.first() != Some(&b'{') {
         // JSON that is not an object (`[1,2]`, `"x"`, `7`) is a footer we cannot read.
         let json = std::str::from_utf8(footer)
@@ -691,7 +701,7 @@ fn footer_kid(footer: &[u8]) -> Result<Option<String>, TokenError> {
     // `from_str`, as for the claims: one copy of serde_json's parser in the binary.
     let footer = std::str::from_utf8(footer).map_err(|_| TokenError::BadFooter)?;
     let f: Footer<'_> = serde_json::from_str(footer).map_err(|_| TokenError::BadFooter)?;
-    Ok(Some(f.kid.into_owned()))
+    Ok(Some(f.kid))
 }
 
 /// Writes the members of the claims object `json` whose names are not in `skip`, each
@@ -806,6 +816,31 @@ mod tests {
         let v = verifier(vec![l, p]);
         assert_eq!(v.verify(UntrustedToken(&tl), NOW).unwrap().sub, "alice");
         assert_eq!(v.verify(UntrustedToken(&tp), NOW).unwrap().exp, NOW + 100);
+    }
+
+    /// The visible-ASCII scan runs only when a token is refused: a byte outside
+    /// visible ASCII anywhere in a valid token (prefix, payload, footer, each dot) is
+    /// still refused for that reason, for both purposes.
+    #[test]
+    fn a_byte_outside_visible_ascii_is_the_reason_wherever_it_is() {
+        let l = local();
+        let s = Key::generate_secret().unwrap();
+        let tl = l.issue(&claims(NOW + 100)).unwrap();
+        let tp = s.issue(&claims(NOW + 100)).unwrap();
+        let v = verifier(vec![l, s.public_key().unwrap()]);
+        for t in [tl, tp] {
+            for i in 0..t.len() {
+                for bad in ["\u{1}", " ", "\u{e9}"] {
+                    let mut forged = t.clone();
+                    forged.replace_range(i..i + 1, bad);
+                    assert_eq!(
+                        v.verify(UntrustedToken(&forged), NOW),
+                        Err(TokenError::NotVisibleAscii),
+                        "{bad:?} at {i}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
