@@ -228,15 +228,17 @@ impl<'a> Request<'a> {
     /// Whether this asks for a WebSocket: `Upgrade: websocket` and `Connection: upgrade`.
     #[inline]
     pub fn is_upgrade(&self) -> bool {
-        let upgrade = self
-            .headers_named("upgrade")
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("websocket"));
-        let connection = self
-            .headers_named("connection")
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-        upgrade && connection
+        self.lists("upgrade", b"websocket") && self.lists("connection", b"upgrade")
+    }
+
+    /// Whether a header named `name` lists `token` (comma-separated, any case), read as
+    /// bytes: no UTF-8 check for an ASCII token.
+    fn lists(&self, name: &str, token: &[u8]) -> bool {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
     }
 
     /// The `Sec-WebSocket-Key`, when the upgrade is well-formed (an HTTP/1.1 `GET`,
@@ -435,6 +437,47 @@ mod tests {
         assert_eq!(req.query(), Some("x=1"));
         assert_eq!(req.header("HOST"), Some("a"));
         assert!(req.is_upgrade());
+    }
+
+    /// `Upgrade` and `Connection` are comma-separated lists in any case, possibly over
+    /// several lines; a token must match whole.
+    #[test]
+    fn upgrade_tokens_are_list_members() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"Upgrade: websocket\r\nConnection: Upgrade", true),
+            (
+                b"Upgrade: WebSocket\r\nConnection: keep-alive, Upgrade",
+                true,
+            ),
+            (
+                b"Upgrade: h2c , websocket \r\nConnection: upgrade,close",
+                true,
+            ),
+            (
+                b"Upgrade: websocket\r\nConnection: keep-alive\r\nConnection: Upgrade",
+                true,
+            ),
+            (b"Upgrade: websocket\r\nConnection: \xff, Upgrade", true),
+            (b"Upgrade: websocket\r\nConnection: keep-alive", false),
+            (b"Upgrade: websockets\r\nConnection: Upgrade", false),
+            (b"Upgrade: web socket\r\nConnection: Upgrade", false),
+            (b"Upgrade: websocket\r\nConnection: upgradex", false),
+            (b"Connection: Upgrade", false),
+            (b"Upgrade: websocket", false),
+        ];
+        for (headers, want) in cases {
+            let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+            head.extend_from_slice(headers);
+            head.extend_from_slice(b"\r\n\r\n");
+            let mut st = header_storage();
+            let (req, _) = parse(&head, &mut st).unwrap().unwrap();
+            assert_eq!(
+                req.is_upgrade(),
+                *want,
+                "{}",
+                String::from_utf8_lossy(headers)
+            );
+        }
     }
 
     #[test]

@@ -643,9 +643,10 @@ fn check_request(
     shared: &Shared,
     handler: &Handler,
     req: &head::Request<'_>,
+    upgrade: bool,
     over_limit: bool,
 ) -> Result<(), Refusal> {
-    if req.is_upgrade() {
+    if upgrade {
         if shared
             .config
             .path
@@ -705,7 +706,7 @@ async fn handshake(
         }
     }
     let upgrade = req.is_upgrade();
-    if let Err(refusal) = check_request(shared, handler, &req, over_limit) {
+    if let Err(refusal) = check_request(shared, handler, &req, upgrade, over_limit) {
         return refuse(stream, peer, (!upgrade).then_some(&req), refusal).await;
     }
     if !upgrade {
