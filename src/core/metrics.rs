@@ -63,16 +63,6 @@ impl std::fmt::Display for Seconds {
     }
 }
 
-/// A duration written as milliseconds with three decimals (`0.123`), integer only.
-pub struct Millis(pub Duration);
-
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let us = self.0.as_micros();
-        write!(f, "{}.{:03}", us / 1000, us % 1000)
-    }
-}
-
 /// Ticket events counted by `wsgate_tickets_total{event}`.
 #[derive(Clone, Copy, Debug)]
 pub enum TicketEvent {

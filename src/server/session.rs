@@ -659,15 +659,17 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.shared.metrics.sessions_add(-1);
         self.shared.registry.remove(self.registry_id);
-        crate::log_event!(
-            Level::Info,
-            "close",
-            "peer" = crate::log::Addr(self.peer),
-            "sub" = &self.identity.sub,
-            "code" = self.close_code.unwrap_or(1006),
-            // As u64: a u128 is formatted by long division.
-            "ms" = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        );
+        // Written value by value, without `core::fmt`: one of the two lines of every
+        // connection.
+        if crate::log::enabled(Level::Info) {
+            let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            crate::log::Line::new(Level::Info, "close")
+                .kv_addr("peer", self.peer)
+                .kv_str("sub", &self.identity.sub)
+                .kv_u64("code", self.close_code.unwrap_or(1006).into())
+                .kv_u64("ms", ms)
+                .emit();
+        }
     }
 }
 

@@ -126,15 +126,17 @@ impl Shared {
         if identity.via_ticket {
             self.metrics.ticket(TicketEvent::Used);
         }
-        crate::log_event!(
-            Level::Info,
-            "auth_ok",
-            "peer" = crate::log::Addr(peer),
-            "method" = identity.method,
-            "sub" = &identity.sub,
-            "ticket" = identity.via_ticket,
-            "ms" = crate::metrics::Millis(took),
-        );
+        // Written value by value, without `core::fmt`: one of the two lines of every
+        // connection (`docs/performance.md`).
+        if crate::log::enabled(Level::Info) {
+            crate::log::Line::new(Level::Info, "auth_ok")
+                .kv_addr("peer", peer)
+                .kv_str("method", identity.method.as_str())
+                .kv_str("sub", &identity.sub)
+                .kv_str("ticket", if identity.via_ticket { "true" } else { "false" })
+                .kv_millis("ms", took)
+                .emit();
+        }
     }
 
     /// Counts and logs a refusal: `reason=` is the metric label
