@@ -158,7 +158,7 @@ impl Line {
     /// Appends ` key=value` for a number.
     pub fn kv_u64(mut self, key: &str, value: u64) -> Line {
         self.key(key);
-        self.plain(|buf| push_u64(buf, value));
+        self.plain(|buf| push_decimal(buf, value));
         self
     }
 
@@ -168,7 +168,7 @@ impl Line {
         let us = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
         self.key(key);
         self.plain(|buf| {
-            push_u64(buf, us / 1000);
+            push_decimal(buf, us / 1000);
             let frac = us % 1000;
             let text = [
                 b'.',
@@ -404,8 +404,8 @@ pub fn flush_for_panic() {
     }
 }
 
-/// Appends `v` in decimal.
-fn push_u64(buf: &mut String, v: u64) {
+/// Appends `v` in decimal (the ticket answer's `expires_in` too).
+pub(crate) fn push_decimal(buf: &mut String, v: u64) {
     let mut text = [0u8; 20];
     let n = put_decimal(&mut text, v);
     buf.push_str(std::str::from_utf8(&text[..n]).unwrap_or_default());

@@ -442,15 +442,64 @@ struct RawTicket<'a> {
     #[serde(borrow)]
     ip: Cow<'a, str>,
     #[serde(borrow)]
-    session_exp: Cow<'a, str>,
+    session_exp: TicketTime<'a>,
     #[serde(borrow, default)]
     jti: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    iat: Option<Cow<'a, str>>,
+    iat: Option<TicketTime<'a>>,
 }
 
-/// Name of the claim that marks a wsgate ticket: `{"ip": "...", "session_exp": "...",
-/// "jti": "...", "iat": "..."}` (the last two: the minting token's, when it had them).
+/// A time in the ticket claim: Unix seconds, as wsgate writes it (10 bytes where RFC
+/// 3339 text takes 22: each byte of a ticket is sealed, base64-encoded and decoded,
+/// ~140 instructions), or RFC 3339 text, as versions before 2026-12-07 wrote it, so
+/// that nodes of both read each other's tickets during an upgrade.
+enum TicketTime<'a> {
+    Unix(i64),
+    Text(Cow<'a, str>),
+}
+
+impl TicketTime<'_> {
+    fn unix(&self) -> Result<i64, TokenError> {
+        match self {
+            TicketTime::Unix(t) => Ok(*t),
+            TicketTime::Text(s) => parse_rfc3339(s).ok_or(TokenError::BadClaims),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TicketTime<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = TicketTime<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("Unix seconds or an RFC 3339 time")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(TicketTime::Unix(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                i64::try_from(v)
+                    .map(TicketTime::Unix)
+                    .map_err(|_| E::custom("time out of range"))
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(TicketTime::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TicketTime::Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// Name of the claim that marks a wsgate ticket: `{"ip": "...", "session_exp": <Unix
+/// seconds>, "jti": "...", "iat": <Unix seconds>}` (the last two: the minting token's,
+/// when it had them; the times may also be RFC 3339 text, as earlier versions wrote).
 pub const TICKET_CLAIM: &str = "wsgate_ticket";
 
 /// What a ticket carries beyond an ordinary token.
@@ -529,9 +578,9 @@ impl ClaimRules {
             None => None,
             Some(t) => Some(TicketClaims {
                 ip: t.ip.clone().into_owned(),
-                session_exp: parse_rfc3339(&t.session_exp).ok_or(TokenError::BadClaims)?,
+                session_exp: t.session_exp.unix()?,
                 minted_by_jti: t.jti.as_deref().map(str::to_owned),
-                minted_by_iat: time_claim(&t.iat)?,
+                minted_by_iat: t.iat.as_ref().map(TicketTime::unix).transpose()?,
             }),
         };
         let leeway = self.leeway;

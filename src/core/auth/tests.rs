@@ -787,9 +787,9 @@ fn a_ticket_has_no_footer_no_iat_of_its_own_and_a_128_bit_jti() {
         c[TICKET_CLAIM],
         serde_json::json!({
             "ip": IP,
-            "session_exp": Rfc3339(NOW + 600).to_string(),
+            "session_exp": NOW + 600,
             "jti": "minting\"jti",
-            "iat": Rfc3339(NOW - 5).to_string(),
+            "iat": NOW - 5,
         })
     );
     let id = f
@@ -832,7 +832,7 @@ fn a_ticket_keeps_every_other_claim_of_the_minting_token() {
         "obj": {"k": [true, null, {"x": "y"}]},
         "e\"sc": "v\\wé",
         "empty": {},
-        "wsgate_ticket": {"ip": IP, "session_exp": Rfc3339(NOW + 600).to_string()},
+        "wsgate_ticket": {"ip": IP, "session_exp": NOW + 600},
     });
     want["exp"] = c["exp"].clone();
     want["jti"] = c["jti"].clone();
@@ -1100,4 +1100,76 @@ fn keys_are_replaced_whole() {
     assert!(f.gate.verify(&old, Method::Header, ip, NOW).is_err());
     assert!(f.gate.set_keys(Vec::new()).is_err());
     assert!(f.gate.verify(&new, Method::Header, ip, NOW).is_ok());
+}
+
+/// The ticket's IP, written by hand, reads as `IpAddr`'s `Display`.
+#[test]
+fn ticket_ip_is_written_as_display_writes_it() {
+    for ip in [
+        "0.0.0.0",
+        "1.2.3.4",
+        "10.0.100.9",
+        "99.100.199.255",
+        "255.255.255.255",
+        "::1",
+        "2001:db8::8a2e:370:7334",
+    ] {
+        let ip: IpAddr = ip.parse().unwrap();
+        let mut out = Vec::new();
+        push_ip(&mut out, ip);
+        assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+    }
+}
+
+/// A ticket from an earlier version (the times in its ticket claim as RFC 3339 text)
+/// still opens its session, with the same end and revocation facts; a time of any
+/// other JSON type is refused.
+#[test]
+fn a_ticket_with_text_times_still_opens_and_other_types_do_not() {
+    let f = fixture(DEFAULT, &[]);
+    let ticket = |times: (&str, &str)| {
+        f.key
+            .issue_with_footer(
+                &format!(
+                    r#"{{"sub":"alice","jti":"t-{}","exp":"{}","{TICKET_CLAIM}":{{"ip":"{IP}","session_exp":{},"jti":"m","iat":{}}}}}"#,
+                    times.0.len() + times.1.len(),
+                    Rfc3339(NOW + 30),
+                    times.0,
+                    times.1,
+                ),
+                None,
+            )
+            .unwrap()
+    };
+    let peer: IpAddr = IP.parse().unwrap();
+    let text = format!("\"{}\"", Rfc3339(NOW + 600));
+    let iat_text = format!("\"{}\"", Rfc3339(NOW - 5));
+    let old = ticket((&text, &iat_text));
+    let id = f.gate.verify(&old, Method::Header, peer, NOW).unwrap();
+    assert_eq!(
+        (id.exp, id.jti.as_deref(), id.iat),
+        (NOW + 600, Some("m"), Some(NOW - 5))
+    );
+    let new = ticket((&(NOW + 600).to_string(), &(NOW - 5).to_string()));
+    let id = f.gate.verify(&new, Method::Header, peer, NOW).unwrap();
+    assert_eq!(
+        (id.exp, id.jti.as_deref(), id.iat),
+        (NOW + 600, Some("m"), Some(NOW - 5))
+    );
+    let (exp, iat) = ((NOW + 600).to_string(), (NOW - 5).to_string());
+    for bad in [
+        ("true", iat.as_str()),
+        ("1.5", &iat),
+        ("\"soon\"", &iat),
+        ("18446744073709551615", &iat),
+        ("[1]", &iat),
+        (&exp, "false"),
+        (&exp, "\"then\""),
+    ] {
+        assert_eq!(
+            f.gate.verify(&ticket(bad), Method::Header, peer, NOW).err(),
+            Some(Rejection::BadToken(TokenError::BadClaims)),
+            "{bad:?}"
+        );
+    }
 }
