@@ -75,7 +75,10 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     next: u64,
-    sessions: HashMap<u64, Entry>,
+    /// Boxed: the table doubles as sessions come, and its buckets then hold 16 bytes
+    /// each, not the entry's ~150 (15 000 sessions sat in 32 768 buckets of 161 bytes,
+    /// 0.35 KiB a session, against 0.18 at 1 000: memory per session was not flat).
+    sessions: HashMap<u64, Box<Entry>>,
     by_sub: HashMap<String, Vec<u64>>,
     by_jti: HashMap<String, Vec<u64>>,
 }
@@ -142,7 +145,7 @@ impl Registry {
         };
         inner.sessions.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 info: SessionInfo {
                     sub: identity.sub.clone(),
                     method: identity.method,
@@ -155,7 +158,7 @@ impl Registry {
                 control: control.clone(),
                 sub_pos,
                 jti_pos,
-            },
+            }),
         );
         (id, control)
     }
