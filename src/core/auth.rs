@@ -369,12 +369,30 @@ impl Identity {
 
     /// The first-message success frame: `{"type":"authenticated","sub":…,"exp":…}`.
     pub fn authenticated_frame(&self) -> String {
-        use std::fmt::Write;
         let mut frame = String::with_capacity(64 + self.sub.len());
         frame.push_str(r#"{"type":"authenticated","sub":"#);
-        // A JSON string; serializing a `str` cannot fail, nor can writing to a String.
-        frame.push_str(&serde_json::to_string(&self.sub).unwrap_or_default());
-        let _ = write!(frame, r#","exp":"{}"}}"#, Rfc3339(self.exp));
+        if self
+            .sub
+            .bytes()
+            .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+        {
+            // Nothing to escape (the usual case): pushed as it is.
+            frame.push('"');
+            frame.push_str(&self.sub);
+            frame.push('"');
+        } else {
+            // A JSON string; serializing a `str` cannot fail.
+            frame.push_str(&serde_json::to_string(&self.sub).unwrap_or_default());
+        }
+        frame.push_str(r#","exp":""#);
+        match Rfc3339(self.exp).ascii() {
+            Some(b) => frame.push_str(std::str::from_utf8(&b).unwrap_or_default()),
+            None => {
+                use std::fmt::Write as _;
+                let _ = write!(frame, "{}", Rfc3339(self.exp));
+            }
+        }
+        frame.push_str(r#""}"#);
         frame
     }
 }
