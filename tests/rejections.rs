@@ -581,6 +581,43 @@ fn incomplete_head_is_dropped_after_10_s_without_response() {
 }
 
 #[test]
+fn a_crowd_of_stalled_heads_is_cut_at_the_deadline_while_others_are_served() {
+    // 300 connections that never finish their head: each holds a deadline on the
+    // connection timers (src/server/timers.rs). An honest client is served meanwhile,
+    // and every stalled one is dropped, without a response, at its deadline.
+    let key = LocalKey::generate();
+    let s = start(&key, &[]);
+    let mut crowd: Vec<TcpStream> = (0..300)
+        .map(|i| {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            c.write_all(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n").as_bytes())
+                .unwrap();
+            c
+        })
+        .collect();
+    assert_still_serves(&s, &good(&key));
+    let started = std::time::Instant::now();
+    for (i, c) in crowd.iter_mut().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(25))).unwrap();
+        let mut buf = [0u8; 256];
+        match c.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!(
+                "stalled connection {i} got {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("stalled connection {i} not dropped: {e}"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the crowd was not dropped together"
+    );
+    assert_still_serves(&s, &good(&key));
+}
+
+#[test]
 fn slow_head_trickle_is_a_total_deadline() {
     // Bytes keep arriving, but the head is never complete: still dropped (total deadline).
     let key = LocalKey::generate();
