@@ -1185,17 +1185,8 @@ fn push_i64(out: &mut Vec<u8>, v: i64) {
         out.push(b'-');
     }
     let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = v.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    let n = crate::log::put_decimal(&mut digits, v.unsigned_abs());
+    out.extend_from_slice(&digits[..n]);
 }
 
 /// IPv4-mapped IPv6 addresses compare as IPv4.

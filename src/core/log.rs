@@ -412,8 +412,8 @@ pub(crate) fn push_decimal(buf: &mut String, v: u64) {
 }
 
 /// Writes `v` in decimal at the start of `out` (room for its digits is the caller's);
-/// how many bytes.
-fn put_decimal(out: &mut [u8], mut v: u64) -> usize {
+/// how many bytes. Also the ticket claim's times (`auth`).
+pub(crate) fn put_decimal(out: &mut [u8], mut v: u64) -> usize {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
