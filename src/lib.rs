@@ -87,6 +87,8 @@ pub mod client;
 mod client_addr;
 #[path = "core/config.rs"]
 mod config;
+#[path = "core/digits.rs"]
+mod digits;
 #[path = "core/frames.rs"]
 mod frames;
 #[path = "core/head.rs"]

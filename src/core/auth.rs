@@ -1160,18 +1160,9 @@ fn query_param<'a>(target: &'a str, name: &str) -> Option<std::borrow::Cow<'a, s
 fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                if o >= 100 {
-                    out.push(b'0' + o / 100);
-                }
-                if o >= 10 {
-                    out.push(b'0' + o / 10 % 10);
-                }
-                out.push(b'0' + o % 10);
-            }
+            let mut text = [0u8; 15];
+            let n = crate::digits::put_ipv4(&mut text, v4);
+            out.extend_from_slice(&text[..n]);
         }
         IpAddr::V6(_) => {
             let _ = write!(out, "{ip}");
@@ -1185,7 +1176,7 @@ fn push_i64(out: &mut Vec<u8>, v: i64) {
         out.push(b'-');
     }
     let mut digits = [0u8; 20];
-    let n = crate::log::put_decimal(&mut digits, v.unsigned_abs());
+    let n = crate::digits::put_decimal(&mut digits, v.unsigned_abs());
     out.extend_from_slice(&digits[..n]);
 }
 

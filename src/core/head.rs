@@ -336,7 +336,7 @@ pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8], send_body: b
     // Pushed piece by piece: `write!` cost ~1 900 instructions a response.
     let mut s = String::with_capacity(128 + headers.len() * 40);
     s.push_str("HTTP/1.1 ");
-    crate::log::push_decimal(&mut s, u64::from(status));
+    crate::digits::push_decimal(&mut s, u64::from(status));
     s.push(' ');
     s.push_str(reason_phrase(status));
     s.push_str("\r\n");
@@ -347,7 +347,7 @@ pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8], send_body: b
         s.push_str("\r\n");
     }
     s.push_str("Content-Length: ");
-    crate::log::push_decimal(&mut s, body.len() as u64);
+    crate::digits::push_decimal(&mut s, body.len() as u64);
     s.push_str("\r\nConnection: close\r\n\r\n");
     let mut out = s.into_bytes();
     if send_body {

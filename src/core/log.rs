@@ -16,6 +16,8 @@
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::net::SocketAddr;
+
+use crate::digits::{push_decimal, put_decimal, put_ipv4};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
@@ -189,14 +191,7 @@ impl Line {
         };
         // "255.255.255.255:65535": 21 bytes.
         let mut text = [0u8; 21];
-        let mut n = 0;
-        for (i, octet) in a.ip().octets().into_iter().enumerate() {
-            if i > 0 {
-                text[n] = b'.';
-                n += 1;
-            }
-            n += put_decimal(&mut text[n..], u64::from(octet));
-        }
+        let mut n = put_ipv4(&mut text, *a.ip());
         text[n] = b':';
         n += 1;
         n += put_decimal(&mut text[n..], u64::from(a.port()));
@@ -402,31 +397,6 @@ pub fn flush_for_panic() {
     if let Ok(mut pending) = PENDING.try_lock() {
         write_out(&mut pending);
     }
-}
-
-/// Appends `v` in decimal (the ticket answer's `expires_in` too).
-pub(crate) fn push_decimal(buf: &mut String, v: u64) {
-    let mut text = [0u8; 20];
-    let n = put_decimal(&mut text, v);
-    buf.push_str(std::str::from_utf8(&text[..n]).unwrap_or_default());
-}
-
-/// Writes `v` in decimal at the start of `out` (room for its digits is the caller's);
-/// how many bytes. Also the ticket claim's times (`auth`).
-pub(crate) fn put_decimal(out: &mut [u8], mut v: u64) -> usize {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let len = digits.len() - i;
-    out[..len].copy_from_slice(&digits[i..]);
-    len
 }
 
 /// Appends `s` as a JSON string: `"` and `\\` escaped, control characters as

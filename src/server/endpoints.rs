@@ -122,7 +122,7 @@ fn ticket(shared: &Shared, req: &Request<'_>, peer: SocketAddr) -> Vec<u8> {
                 body.push_str(r#"{"ticket":""#);
                 body.push_str(&t.token);
                 body.push_str(r#"","expires_in":"#);
-                crate::log::push_decimal(&mut body, t.expires_in.max(0) as u64);
+                crate::digits::push_decimal(&mut body, t.expires_in.max(0) as u64);
                 body.push('}');
                 cors.push(("Content-Type", "application/json"));
                 cors.push(("Cache-Control", "no-store"));
