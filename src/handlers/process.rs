@@ -535,11 +535,7 @@ async fn bridge<R: AsyncBufRead + Unpin>(
             };
             written.or(output).or(exit).await
         };
-        let race = if holding {
-            session.hold_or(process).await
-        } else {
-            session.recv_or(process).await
-        };
+        let race = session.wait(!holding, process).await;
         match race {
             Race::Client(m) => {
                 let bytes = match m {

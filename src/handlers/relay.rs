@@ -370,11 +370,7 @@ async fn pump(
             let read = async { Up::Msg(rx.next().await) };
             sent.or(read).await
         };
-        let race = if holding {
-            session.hold_or(up).await
-        } else {
-            session.recv_or(up).await
-        };
+        let race = session.wait(!holding, up).await;
         match race {
             Race::Client(m) => {
                 renew |= m.len() > RENEW_BUFFERS_ABOVE;

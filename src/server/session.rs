@@ -338,7 +338,9 @@ impl Session {
         self.wait(false, other).await
     }
 
-    async fn wait<T>(&mut self, read: bool, other: impl Future<Output = T>) -> Race<T> {
+    /// [`Session::recv_or`] when `read`, else [`Session::hold_or`]: for a handler whose
+    /// backpressure decides it turn by turn.
+    pub(crate) async fn wait<T>(&mut self, read: bool, other: impl Future<Output = T>) -> Race<T> {
         let mut other = std::pin::pin!(other);
         while self.open {
             if self.control.is_revoked() || self.shared.is_shutting_down() {
