@@ -162,6 +162,10 @@ pub enum Rejection {
     Unavailable,
 }
 
+/// The header of every `401` (the handshake's and `POST /ticket`'s): RFC 6750 §3.
+pub(crate) const INVALID_TOKEN_CHALLENGE: (&str, &str) =
+    ("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+
 impl Rejection {
     /// The HTTP status answered before an upgrade.
     pub fn status(self) -> u16 {

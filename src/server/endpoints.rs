@@ -130,7 +130,7 @@ fn ticket(shared: &Shared, req: &Request<'_>, peer: SocketAddr) -> Vec<u8> {
             }
             Err(TicketRefusal::Unauthorized(r)) => {
                 shared.auth_fail(peer, None, r, Answer::Http);
-                cors.push(("WWW-Authenticate", "Bearer error=\"invalid_token\""));
+                cors.push(crate::auth::INVALID_TOKEN_CHALLENGE);
                 cors.push(("Cache-Control", "no-store"));
                 // The handshake's body for the same refusal: `token revoked`,
                 // `token expired`, or `invalid token`.

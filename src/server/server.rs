@@ -817,7 +817,7 @@ async fn answer_decision(
             }
             let status = rejection.status();
             let extra: &[(&str, &str)] = match status {
-                401 => &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
+                401 => &[crate::auth::INVALID_TOKEN_CHALLENGE],
                 503 => &[("Retry-After", "1")],
                 _ => &[],
             };
