@@ -161,6 +161,35 @@ fn client_close_is_answered() {
     assert_still_serves(&s, &t);
 }
 
+/// The reply to the client's close is the server's last frame: it leaves in one
+/// segment with the FIN, so the end of the stream is there as soon as the reply is
+/// (a FIN sent apart could still be on its way). Read with a plain socket.
+#[test]
+fn the_close_reply_comes_with_the_end_of_the_stream() {
+    use std::io::{Read as _, Write as _};
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    let t = k.token(&Claims::new("alice"));
+    for _ in 0..20 {
+        let mut sock = raw_upgrade(&s, Some(&t));
+        sock.write_all(&raw_frame(0x88, &1000u16.to_be_bytes(), true))
+            .unwrap();
+        let mut reply = [0u8; 4];
+        sock.read_exact(&mut reply).unwrap();
+        assert_eq!(
+            reply,
+            [0x88, 0x02, 0x03, 0xe8],
+            "the close reply, code 1000"
+        );
+        sock.set_nonblocking(true).unwrap();
+        match sock.read(&mut [0u8; 16]) {
+            Ok(0) => {}
+            other => panic!("expected the end of the stream with the reply, got {other:?}"),
+        }
+    }
+    assert_still_serves(&s, &t);
+}
+
 #[test]
 fn concurrent_sessions_are_independent() {
     let k = LocalKey::generate();

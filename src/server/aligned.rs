@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use smol::io::{AsyncRead, AsyncWrite};
 
 use crate::frames::FrameCursor;
+use crate::session::Connection;
 
 /// A stream whose reads end at frame boundaries (see the `frames` module docs).
 /// Writes pass through. A detached one (no inner stream) reads as closed and fails
@@ -19,6 +20,8 @@ pub struct FrameAligned<S> {
     /// first; freed once drained, so an idle session holds none.
     spill: Vec<u8>,
     spill_at: usize,
+    /// The next write is the connection's last ([`FrameAligned::end_with_next_write`]).
+    last_write: bool,
 }
 
 impl<S> FrameAligned<S> {
@@ -29,6 +32,7 @@ impl<S> FrameAligned<S> {
             cursor: FrameCursor::default(),
             spill: already_read,
             spill_at: 0,
+            last_write: false,
         }
     }
 
@@ -39,6 +43,7 @@ impl<S> FrameAligned<S> {
             cursor: FrameCursor::default(),
             spill: Vec::new(),
             spill_at: 0,
+            last_write: false,
         }
     }
 
@@ -56,6 +61,15 @@ impl<S> FrameAligned<S> {
     /// The wrapped stream, to read or write it raw (`None` when detached).
     pub fn get_mut(&mut self) -> Option<&mut S> {
         self.inner.as_mut()
+    }
+
+    /// Marks the next write as the connection's last (the reply to the peer's close
+    /// frame). On a plain TCP socket it is then sent held back (`MSG_MORE`) and the
+    /// sending side shut at once, so that the kernel sends the bytes and the FIN in one
+    /// segment: one packet fewer for both ends to process. Elsewhere, or if the socket
+    /// would block, the write goes as usual and the FIN follows when it closes.
+    pub fn end_with_next_write(&mut self) {
+        self.last_write = true;
     }
 
     fn detached_error() -> io::Error {
@@ -98,16 +112,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameAligned<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for FrameAligned<S> {
+impl<S: Connection> AsyncWrite for FrameAligned<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut().inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_write(cx, buf),
-            None => Poll::Ready(Err(Self::detached_error())),
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(Self::detached_error()));
+        };
+        if std::mem::take(&mut this.last_write) {
+            if let Some(n) = S::tcp(inner).and_then(|tcp| send_with_fin(tcp, buf)) {
+                return Poll::Ready(Ok(n));
+            }
         }
+        Pin::new(inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -134,6 +154,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FrameAligned<S> {
             None => Poll::Ready(Ok(())),
         }
     }
+}
+
+/// Sends `buf` held back, then shuts the sending side: the FIN joins the bytes still
+/// queued, and both leave in one segment. `None` if nothing was sent (the socket would
+/// block, or failed): the caller writes as usual, and meets the same error if any.
+fn send_with_fin(tcp: &smol::net::TcpStream, buf: &[u8]) -> Option<usize> {
+    use rustix::net::{SendFlags, Shutdown};
+    let n = rustix::net::send(tcp, buf, SendFlags::MORE | SendFlags::NOSIGNAL).ok()?;
+    if n == buf.len() {
+        // Failing only if the peer is gone, when no FIN matters.
+        let _ = rustix::net::shutdown(tcp, Shutdown::Write);
+    }
+    // A part held back goes out with the next write, which sends the rest.
+    Some(n)
 }
 
 #[cfg(test)]

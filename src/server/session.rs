@@ -33,9 +33,23 @@ use crate::timers::Sleep;
 /// reads and writes (a test's in-memory pipe, through
 /// [`ServerHandle::serve_connection`](crate::ServerHandle::serve_connection)). Every
 /// connection goes through the same code whatever its transport, behind one box.
-pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
+pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    /// The TCP socket this connection is, when it is a plain one (not TLS, not a
+    /// pipe): the session tunes how its last bytes are sent. Looks through a box.
+    fn tcp(&self) -> Option<&smol::net::TcpStream>;
+}
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> Connection for T {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> Connection for T {
+    fn tcp(&self) -> Option<&smol::net::TcpStream> {
+        let any: &dyn std::any::Any = self;
+        match any.downcast_ref::<smol::net::TcpStream>() {
+            Some(tcp) => Some(tcp),
+            None => any
+                .downcast_ref::<BoxedConnection>()
+                .and_then(|b| (**b).tcp()),
+        }
+    }
+}
 
 /// A boxed [`Connection`].
 pub type BoxedConnection = Box<dyn Connection>;
@@ -439,6 +453,9 @@ impl Session {
                             frame.map_or((1005, Default::default()), |f| (f.code.into(), f.reason));
                         self.close_code = Some(code);
                         self.close_reason = reason.to_string();
+                        // The reply is the last frame: it leaves with the FIN, in one
+                        // segment (docs/decisions.md#close-reply-and-fin).
+                        self.ws.get_mut().end_with_next_write();
                         // Boxed: rare paths stay out of every session's future.
                         Box::pin(self.drain()).await;
                     }
