@@ -302,21 +302,14 @@ impl Server {
         // they are dropped are flushed too.
         let _batch = crate::log::Batch::begin();
         let ex = Arc::new(smol::Executor::new());
-        // The lines of one turn in one write: woken by the turn's first line, the
-        // flusher is queued behind the tasks already ready, which run (and log) first.
-        ex.spawn(async {
-            loop {
-                crate::log::flush_wanted().await;
-                crate::log::flush();
-            }
-        })
-        .detach();
+        spawn_flusher(&ex);
         let threads = match shared.config.threads {
             // The cores this process may run on (its affinity mask).
             0 => rustix::thread::sched_getaffinity(None).map_or(1, |s| s.count().max(1) as usize),
             n => n,
         };
-        let _workers = Workers::start(&ex, threads - 1)?;
+        let listener = Arc::new(listener);
+        let _workers = Workers::start(threads - 1, &listener, &shared, &handler)?;
         if let Some(admin) = &admin {
             let addr = admin.local_addr()?;
             crate::log_event!(Level::Info, "admin_listen", "addr" = addr);
@@ -341,31 +334,7 @@ impl Server {
             }
         };
         let main_loop = async {
-            while let Some((stream, peer)) = listener.next(&shared.shutdown, false).await {
-                let Some((guard, over_limit)) = ConnGuard::admit(&shared) else {
-                    continue;
-                };
-                // Boxed before the spawn: the task's own allocation then holds two
-                // pointers, and the connection future is freed before the session
-                // runs (only the handler's boxed future stays for the session).
-                let accepted = Instant::now();
-                #[cfg(feature = "load-balancer")]
-                let task: ConnectionTask = if shared.config.proxy_protocol {
-                    Box::pin(proxied_connection(
-                        shared.clone(),
-                        handler.clone(),
-                        stream,
-                        peer,
-                        over_limit,
-                        accepted,
-                    ))
-                } else {
-                    dispatch(&shared, &handler, stream, peer, over_limit, accepted)
-                };
-                #[cfg(not(feature = "load-balancer"))]
-                let task = dispatch(&shared, &handler, stream, peer, over_limit, accepted);
-                spawn_connection(&ex, task, Some(guard), peer);
-            }
+            accept_loop(&listener, &shared, &handler, &ex).await;
             drop(listener);
             crate::log_event!(
                 Level::Info,
@@ -388,6 +357,54 @@ impl Server {
         });
         ex.run(serve).await;
         Ok(())
+    }
+}
+
+/// The lines of one turn in one write: woken by the turn's first line, the flusher
+/// is queued behind the tasks already ready, which run (and log) first. One per
+/// executor, woken by the lines written on its thread.
+fn spawn_flusher(ex: &smol::Executor<'static>) {
+    ex.spawn(async {
+        loop {
+            crate::log::flush_wanted().await;
+            crate::log::flush();
+        }
+    })
+    .detach();
+}
+
+/// Accepts connections until shutdown begins, each one run on `ex`: every thread of
+/// the server runs one, on its own executor (docs/decisions.md#threads).
+async fn accept_loop(
+    listener: &Listener,
+    shared: &Arc<Shared>,
+    handler: &Handler,
+    ex: &smol::Executor<'static>,
+) {
+    while let Some((stream, peer)) = listener.next(&shared.shutdown, false).await {
+        let Some((guard, over_limit)) = ConnGuard::admit(shared) else {
+            continue;
+        };
+        // Boxed before the spawn: the task's own allocation then holds two
+        // pointers, and the connection future is freed before the session
+        // runs (only the handler's boxed future stays for the session).
+        let accepted = Instant::now();
+        #[cfg(feature = "load-balancer")]
+        let task: ConnectionTask = if shared.config.proxy_protocol {
+            Box::pin(proxied_connection(
+                shared.clone(),
+                handler.clone(),
+                stream,
+                peer,
+                over_limit,
+                accepted,
+            ))
+        } else {
+            dispatch(shared, handler, stream, peer, over_limit, accepted)
+        };
+        #[cfg(not(feature = "load-balancer"))]
+        let task = dispatch(shared, handler, stream, peer, over_limit, accepted);
+        spawn_connection(ex, task, Some(guard), peer);
     }
 }
 
@@ -494,25 +511,41 @@ fn log_refusal_silent(peer: SocketAddr, reason: &str) {
 /// `run` is in the binary once.
 type Until<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
-/// The executor's extra threads. Each runs it until this is dropped, which stops
-/// and joins them (the tasks left are dropped with the executor).
+/// The server's extra threads. Each runs an executor of its own with its own accept
+/// loop on the shared listener, until this is dropped, which stops and joins them
+/// (the tasks left are dropped with their executor).
 struct Workers {
     stop: Arc<Shutdown>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Workers {
-    fn start(ex: &Arc<smol::Executor<'static>>, n: usize) -> io::Result<Workers> {
+    fn start(
+        n: usize,
+        listener: &Arc<Listener>,
+        shared: &Arc<Shared>,
+        handler: &Handler,
+    ) -> io::Result<Workers> {
         let mut workers = Workers {
             stop: Arc::default(),
             threads: Vec::with_capacity(n),
         };
         for _ in 0..n {
-            let (ex, stop) = (ex.clone(), workers.stop.clone());
-            let stopped: Until<'static> = Box::pin(async move { stop.begun().await });
+            let stop = workers.stop.clone();
+            let (listener, shared, handler) = (listener.clone(), shared.clone(), handler.clone());
             let thread = std::thread::Builder::new()
                 .name("wsgate-worker".into())
-                .spawn(move || smol::block_on(ex.run(stopped)))?;
+                .spawn(move || {
+                    let ex = smol::Executor::new();
+                    spawn_flusher(&ex);
+                    let run: Until<'_> = Box::pin(async {
+                        accept_loop(&listener, &shared, &handler, &ex).await;
+                        // The last loop to end closes the listener.
+                        drop(listener);
+                        stop.begun().await;
+                    });
+                    smol::block_on(ex.run(run));
+                })?;
             workers.threads.push(thread);
         }
         Ok(workers)
