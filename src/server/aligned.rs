@@ -22,6 +22,9 @@ pub struct FrameAligned<S> {
     spill_at: usize,
     /// The next write is the connection's last ([`FrameAligned::end_with_next_write`]).
     last_write: bool,
+    /// Bytes were sent held back: they go when the connection closes
+    /// ([`FrameAligned::finish`]).
+    held: bool,
 }
 
 impl<S> FrameAligned<S> {
@@ -33,6 +36,7 @@ impl<S> FrameAligned<S> {
             spill: already_read,
             spill_at: 0,
             last_write: false,
+            held: false,
         }
     }
 
@@ -44,6 +48,7 @@ impl<S> FrameAligned<S> {
             spill: Vec::new(),
             spill_at: 0,
             last_write: false,
+            held: false,
         }
     }
 
@@ -64,12 +69,21 @@ impl<S> FrameAligned<S> {
     }
 
     /// Marks the next write as the connection's last (the reply to the peer's close
-    /// frame). On a plain TCP socket it is then sent held back (`MSG_MORE`) and the
-    /// sending side shut at once, so that the kernel sends the bytes and the FIN in one
-    /// segment: one packet fewer for both ends to process. Elsewhere, or if the socket
-    /// would block, the write goes as usual and the FIN follows when it closes.
+    /// frame). On a plain TCP socket it is then sent held back (`MSG_MORE`), and
+    /// [`FrameAligned::finish`] closes the socket: the kernel sends the bytes and the
+    /// FIN in one segment, one packet fewer for both ends to process. Elsewhere, or
+    /// if the socket would block, the write goes as usual and the FIN follows.
     pub fn end_with_next_write(&mut self) {
         self.last_write = true;
+    }
+
+    /// Closes the connection now if its last bytes were sent held back (see
+    /// [`FrameAligned::end_with_next_write`]), which sends them with the FIN; it then
+    /// reads as closed and fails writes. Otherwise does nothing.
+    pub fn finish(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.inner = None;
+        }
     }
 
     fn detached_error() -> io::Error {
@@ -123,7 +137,8 @@ impl<S: Connection> AsyncWrite for FrameAligned<S> {
             return Poll::Ready(Err(Self::detached_error()));
         };
         if std::mem::take(&mut this.last_write) {
-            if let Some(n) = S::tcp(inner).and_then(|tcp| send_with_fin(tcp, buf)) {
+            if let Some(n) = S::tcp(inner).and_then(|tcp| send_held(tcp, buf)) {
+                this.held = true;
                 return Poll::Ready(Ok(n));
             }
         }
@@ -156,18 +171,12 @@ impl<S: Connection> AsyncWrite for FrameAligned<S> {
     }
 }
 
-/// Sends `buf` held back, then shuts the sending side: the FIN joins the bytes still
-/// queued, and both leave in one segment. `None` if nothing was sent (the socket would
-/// block, or failed): the caller writes as usual, and meets the same error if any.
-fn send_with_fin(tcp: &smol::net::TcpStream, buf: &[u8]) -> Option<usize> {
-    use rustix::net::{SendFlags, Shutdown};
-    let n = rustix::net::send(tcp, buf, SendFlags::MORE | SendFlags::NOSIGNAL).ok()?;
-    if n == buf.len() {
-        // Failing only if the peer is gone, when no FIN matters.
-        let _ = rustix::net::shutdown(tcp, Shutdown::Write);
-    }
-    // A part held back goes out with the next write, which sends the rest.
-    Some(n)
+/// Sends `buf` held back (`MSG_MORE`): it leaves when more is sent or the socket
+/// closes, with the FIN. `None` if nothing was sent (the socket would block, or
+/// failed): the caller writes as usual, and meets the same error if any.
+fn send_held(tcp: &smol::net::TcpStream, buf: &[u8]) -> Option<usize> {
+    use rustix::net::SendFlags;
+    rustix::net::send(tcp, buf, SendFlags::MORE | SendFlags::NOSIGNAL).ok()
 }
 
 #[cfg(test)]

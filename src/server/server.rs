@@ -374,38 +374,41 @@ fn spawn_flusher(ex: &smol::Executor<'static>) {
 }
 
 /// Accepts connections until shutdown begins, each one run on `ex`: every thread of
-/// the server runs one, on its own executor (docs/decisions.md#threads).
-async fn accept_loop(
-    listener: &Listener,
-    shared: &Arc<Shared>,
-    handler: &Handler,
-    ex: &smol::Executor<'static>,
-) {
-    while let Some((stream, peer)) = listener.next(&shared.shutdown, false).await {
-        let Some((guard, over_limit)) = ConnGuard::admit(shared) else {
-            continue;
-        };
-        // Boxed before the spawn: the task's own allocation then holds two
-        // pointers, and the connection future is freed before the session
-        // runs (only the handler's boxed future stays for the session).
-        let accepted = Instant::now();
-        #[cfg(feature = "load-balancer")]
-        let task: ConnectionTask = if shared.config.proxy_protocol {
-            Box::pin(proxied_connection(
-                shared.clone(),
-                handler.clone(),
-                stream,
-                peer,
-                over_limit,
-                accepted,
-            ))
-        } else {
-            dispatch(shared, handler, stream, peer, over_limit, accepted)
-        };
-        #[cfg(not(feature = "load-balancer"))]
-        let task = dispatch(shared, handler, stream, peer, over_limit, accepted);
-        spawn_connection(ex, task, Some(guard), peer);
-    }
+/// the server runs one, on its own executor (docs/decisions.md#threads). Boxed, so
+/// that its code is in the binary once for all threads.
+fn accept_loop<'a>(
+    listener: &'a Listener,
+    shared: &'a Arc<Shared>,
+    handler: &'a Handler,
+    ex: &'a smol::Executor<'static>,
+) -> Until<'a> {
+    Box::pin(async move {
+        while let Some((stream, peer)) = listener.next(&shared.shutdown, false).await {
+            let Some((guard, over_limit)) = ConnGuard::admit(shared) else {
+                continue;
+            };
+            // Boxed before the spawn: the task's own allocation then holds two
+            // pointers, and the connection future is freed before the session
+            // runs (only the handler's boxed future stays for the session).
+            let accepted = Instant::now();
+            #[cfg(feature = "load-balancer")]
+            let task: ConnectionTask = if shared.config.proxy_protocol {
+                Box::pin(proxied_connection(
+                    shared.clone(),
+                    handler.clone(),
+                    stream,
+                    peer,
+                    over_limit,
+                    accepted,
+                ))
+            } else {
+                dispatch(shared, handler, stream, peer, over_limit, accepted)
+            };
+            #[cfg(not(feature = "load-balancer"))]
+            let task = dispatch(shared, handler, stream, peer, over_limit, accepted);
+            spawn_connection(ex, task, Some(guard), peer);
+        }
+    })
 }
 
 /// The task of an accepted TCP connection: TLS first on a TLS listener, then the

@@ -458,6 +458,8 @@ impl Session {
                         self.ws.get_mut().end_with_next_write();
                         // Boxed: rare paths stay out of every session's future.
                         Box::pin(self.drain()).await;
+                        // The reply was held back: closing now sends it.
+                        self.ws.get_mut().finish();
                     }
                     _ => {}
                 }
