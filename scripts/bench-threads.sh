@@ -59,7 +59,8 @@ load_all() {
     ) &
     jobs+=($!)
   done
-  wait "${jobs[@]}"
+  # A load generator that saw failures exits 1: its report still counts (below).
+  wait "${jobs[@]}" || true
 }
 
 # One run: prints `rate server_us client_us load1`.
@@ -96,15 +97,16 @@ one() {
   python3 - "$tmp" "$loaders" "$cpu0" "$cpu1" "$(getconf CLK_TCK)" "$loadavg" <<'EOF'
 import json, sys
 tmp, n, cpu0, cpu1, hz, loadavg = sys.argv[1:]
-ok, rate, client = 0, 0.0, 0.0
+ok, failed, rate, client = 0, 0, 0.0, 0.0
 for i in range(1, int(n) + 1):
     d = json.load(open(f"{tmp}/out{i}.json"))
     ok += d["ok"]
+    failed += d["failed"]
     rate += d["rate_per_s"]
     client += sum(map(float, open(f"{tmp}/time{i}").read().split()))
 ok = max(ok, 1)
 server = (int(cpu1) - int(cpu0)) / int(hz)
-print(f"{rate:.0f} {server * 1e6 / ok:.1f} {client * 1e6 / ok:.1f} {loadavg}")
+print(f"{rate:.0f} {server * 1e6 / ok:.1f} {client * 1e6 / ok:.1f} {loadavg} {failed}")
 EOF
 }
 
@@ -114,8 +116,9 @@ echo "placement=$placement, $rounds rounds of ${secs}s, 64 clients from $loaders
   "generator(s), v4.public${PROCESSES:+, PROCESSES=$PROCESSES}"
 for r in $(seq "$rounds"); do
   for t in 1 2; do
-    read -r rate s c l < <(one "$t")
-    echo "round $r threads=$t: $rate/s, server $s µs/rt, load generator $c µs/rt, load average $l"
+    read -r rate s c l f < <(one "$t")
+    echo "round $r threads=$t: $rate/s, server $s µs/rt, load generator $c µs/rt," \
+      "load average $l, $f failed"
     echo "$rate" >>"$tmp/rate$t"
     echo "$s" >>"$tmp/server$t"
   done
