@@ -5,15 +5,14 @@
 //! string. Tokens and key bytes are never passed in here.
 //!
 //! While a server runs ([`Batch`]), the lines of one executor turn are written together:
-//! each line is appended to one process-wide buffer, and a flusher task (one per
-//! executor, woken by a line of its own thread) writes the buffer in one `write` once
-//! the turn's other tasks have run. The buffer is flushed when the last batch ends
-//! and, by the binary's panic hook, before a panic is reported, so a session that
-//! panics or a server that stops loses no line (`docs/performance.md#system-calls`). With at most one connection open
+//! each line is appended to one process-wide buffer, and the server's flusher task
+//! writes the buffer in one `write` once the turn's other tasks have run. The buffer
+//! is flushed when the last batch ends and, by the binary's panic hook, before a
+//! panic is reported, so a session that panics or a server that stops loses no line
+//! (`docs/performance.md#system-calls`). With at most one connection open
 //! ([`Open`]) there is nothing to share a write with: a line is written at once,
 //! which saves waking the flusher (~850 instructions a line).
 
-use std::cell::Cell;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -293,11 +292,8 @@ impl Line {
         }
         drop(pending);
         if first {
-            // This thread's flusher if it has one (no wake-up of another thread), else
-            // every flusher waiting.
-            match LOCAL_FLUSHER.with(Cell::take) {
-                Some((flusher, epoch)) if epoch == EPOCH.load(Ordering::Acquire) => flusher.wake(),
-                _ => flushers().drain(..).for_each(Waker::wake),
+            for flusher in flushers().drain(..) {
+                flusher.wake();
             }
         }
     }
@@ -307,18 +303,10 @@ impl Line {
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 /// Batches on (running servers); with none, each line is written at once.
 static BATCHES: AtomicUsize = AtomicUsize::new(0);
-/// The flushers waiting for a line (one per executor of a running server), woken by
-/// the line that finds the buffer empty when its own thread has none. A waker costs no allocation, unlike an event listener:
+/// The flushers waiting for a line (one per running server), woken by the line that
+/// finds the buffer empty. A waker costs no allocation, unlike an event listener:
 /// this runs twice per connection.
 static FLUSHERS: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
-thread_local! {
-    /// The flusher of the executor on this thread, if any (each thread of a server
-    /// runs one), so that a line wakes a task of its own thread; with the [`EPOCH`] it
-    /// was set in: one set before a server stopped may belong to a dropped task.
-    static LOCAL_FLUSHER: Cell<Option<(Waker, usize)>> = const { Cell::new(None) };
-}
-/// Counts the batches ended: a flusher set in an earlier epoch is not trusted.
-static EPOCH: AtomicUsize = AtomicUsize::new(0);
 /// Connections open in this process's servers ([`Open`]).
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 /// A buffer this large is written at once, without waiting for the flusher.
@@ -341,9 +329,8 @@ fn write_out(pending: &mut Vec<u8>) {
 }
 
 /// Lines are batched while one of these lives (a running server holds one and runs a
-/// flusher task per executor: [`flush_wanted`], then [`flush`]). Woken by the turn's
-/// first line, the flusher is queued behind the tasks already ready, so it runs after
-/// them.
+/// flusher task: [`flush_wanted`], then [`flush`]). Woken by the turn's first line, the
+/// flusher is queued behind the tasks already ready, so it runs after them.
 /// Dropping the last one flushes.
 pub struct Batch(());
 
@@ -357,7 +344,6 @@ impl Batch {
 impl Drop for Batch {
     fn drop(&mut self) {
         BATCHES.fetch_sub(1, Ordering::AcqRel);
-        EPOCH.fetch_add(1, Ordering::AcqRel);
         flush();
     }
 }
@@ -391,11 +377,6 @@ pub fn flush_wanted() -> impl std::future::Future<Output = ()> {
                 flushers.push(cx.waker().clone());
             }
         }
-        let epoch = EPOCH.load(Ordering::Acquire);
-        LOCAL_FLUSHER.with(|local| match local.take() {
-            Some((w, e)) if e == epoch && w.will_wake(cx.waker()) => local.set(Some((w, e))),
-            _ => local.set(Some((cx.waker().clone(), epoch))),
-        });
         // A line that came before the waker was in place did not wake it.
         if pending().is_empty() {
             Poll::Pending

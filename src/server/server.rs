@@ -302,7 +302,16 @@ impl Server {
         // they are dropped are flushed too.
         let _batch = crate::log::Batch::begin();
         let ex = Arc::new(smol::Executor::new());
-        spawn_flusher(&ex);
+        // The lines of one turn in one write: woken by the turn's first line, the
+        // flusher is queued behind the tasks already ready, which run (and log) first.
+        // One for all threads: one per executor measured no faster.
+        ex.spawn(async {
+            loop {
+                crate::log::flush_wanted().await;
+                crate::log::flush();
+            }
+        })
+        .detach();
         let threads = match shared.config.threads {
             // The cores this process may run on (its affinity mask).
             0 => rustix::thread::sched_getaffinity(None).map_or(1, |s| s.count().max(1) as usize),
@@ -358,19 +367,6 @@ impl Server {
         ex.run(serve).await;
         Ok(())
     }
-}
-
-/// The lines of one turn in one write: woken by the turn's first line, the flusher
-/// is queued behind the tasks already ready, which run (and log) first. One per
-/// executor, woken by the lines written on its thread.
-fn spawn_flusher(ex: &smol::Executor<'static>) {
-    ex.spawn(async {
-        loop {
-            crate::log::flush_wanted().await;
-            crate::log::flush();
-        }
-    })
-    .detach();
 }
 
 /// Accepts connections until shutdown begins, each one run on `ex`: every thread of
@@ -540,7 +536,6 @@ impl Workers {
                 .name("wsgate-worker".into())
                 .spawn(move || {
                     let ex = smol::Executor::new();
-                    spawn_flusher(&ex);
                     let run: Until<'_> = Box::pin(async {
                         accept_loop(&listener, &shared, &handler, &ex).await;
                         // The last loop to end closes the listener.
