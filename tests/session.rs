@@ -190,6 +190,29 @@ fn the_close_reply_comes_with_the_end_of_the_stream() {
     assert_still_serves(&s, &t);
 }
 
+/// Hostile: clients that send their close frame and vanish at once, before the reply
+/// (which then meets a closed socket, or draws a reset). Each session still ends with
+/// the client's code in its `close` line, and the server serves on.
+#[test]
+fn clients_that_close_and_vanish_at_once_are_logged_and_the_server_serves_on() {
+    use std::io::Write as _;
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    for i in 0..20 {
+        let t = k.token(&Claims::new(&format!("gone-{i}")));
+        let mut sock = raw_upgrade(&s, Some(&t));
+        sock.write_all(&raw_frame(0x88, &1001u16.to_be_bytes(), true))
+            .unwrap();
+        drop(sock);
+    }
+    for i in 0..20 {
+        let sub = format!("sub=gone-{i} ");
+        let line = s.wait_log_line(|l| l.contains("event=close") && l.contains(&sub));
+        assert!(line.contains("code=1001"), "{line}");
+    }
+    assert_still_serves(&s, &k.token(&Claims::new("alice")));
+}
+
 #[test]
 fn concurrent_sessions_are_independent() {
     let k = LocalKey::generate();
