@@ -35,7 +35,10 @@ use crate::timers::Sleep;
 /// connection goes through the same code whatever its transport, behind one box.
 pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// The TCP socket this connection is, when it is a plain one (not TLS, not a
-    /// pipe): the session tunes how its last bytes are sent. Looks through a box.
+    /// pipe): the session tunes how its last bytes are sent. Looks through a box. (A
+    /// TCP stream handed to `serve_connection` while a clone of it stays open gets
+    /// the reply to its client's close some 200 ms late: the socket closes only with
+    /// the clone, and the kernel sends held-back bytes after that long.)
     fn tcp(&self) -> Option<&smol::net::TcpStream>;
 }
 
