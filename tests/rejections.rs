@@ -582,11 +582,22 @@ fn incomplete_head_is_dropped_after_10_s_without_response() {
 
 #[test]
 fn a_crowd_of_stalled_heads_is_cut_at_the_deadline_while_others_are_served() {
-    // 300 connections that never finish their head: each holds a deadline on the
-    // connection timers (src/server/timers.rs). An honest client is served meanwhile,
-    // and every stalled one is dropped, without a response, at its deadline.
+    stalled_crowd(&[]);
+}
+
+#[test]
+fn a_crowd_of_stalled_heads_is_cut_on_every_thread() {
+    // With two threads the crowd is spread over two executors (each accepts for
+    // itself); the timers' thread wakes the tasks of both.
+    stalled_crowd(&["--threads", "2"]);
+}
+
+/// 300 connections that never finish their head: each holds a deadline on the
+/// connection timers (src/server/timers.rs). An honest client is served meanwhile,
+/// and every stalled one is dropped, without a response, at its deadline.
+fn stalled_crowd(extra: &[&str]) {
     let key = LocalKey::generate();
-    let s = start(&key, &[]);
+    let s = start(&key, extra);
     let mut crowd: Vec<TcpStream> = (0..300)
         .map(|i| {
             let mut c = TcpStream::connect(s.addr).unwrap();
