@@ -6,7 +6,6 @@
 //! the same functions.
 
 use std::fmt;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -946,9 +945,9 @@ impl Gate {
         json.extend_from_slice(br#"",""#);
         json.extend_from_slice(TICKET_CLAIM.as_bytes());
         json.extend_from_slice(br#"":{"ip":""#);
-        push_ip(&mut json, canonical(peer));
+        crate::digits::extend_ip(&mut json, canonical(peer));
         json.extend_from_slice(br#"","session_exp":"#);
-        push_i64(&mut json, claims.exp);
+        crate::digits::extend_i64(&mut json, claims.exp);
         // The session a ticket opens is the minting token's, for revocation too.
         if let Some(jti) = &claims.jti {
             json.extend_from_slice(br#","jti":"#);
@@ -956,7 +955,7 @@ impl Gate {
         }
         if let Some(iat) = claims.iat {
             json.extend_from_slice(br#","iat":"#);
-            push_i64(&mut json, iat);
+            crate::digits::extend_i64(&mut json, iat);
         }
         json.extend_from_slice(b"}}");
         let json = String::from_utf8(json).map_err(|_| bad())?;
@@ -1158,30 +1157,6 @@ fn query_param<'a>(target: &'a str, name: &str) -> Option<std::borrow::Cow<'a, s
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then(|| percent_decode(v).unwrap_or_else(|| v.into()))
     })
-}
-
-/// Appends `ip` as its `Display` writes it (an IPv4 address digit by digit).
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut text = [0u8; 15];
-            let n = crate::digits::put_ipv4(&mut text, v4);
-            out.extend_from_slice(&text[..n]);
-        }
-        IpAddr::V6(_) => {
-            let _ = write!(out, "{ip}");
-        }
-    }
-}
-
-/// Appends `v` in decimal (the ticket claim's times, Unix seconds).
-fn push_i64(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    let mut digits = [0u8; 20];
-    let n = crate::digits::put_decimal(&mut digits, v.unsigned_abs());
-    out.extend_from_slice(&digits[..n]);
 }
 
 /// IPv4-mapped IPv6 addresses compare as IPv4.

@@ -2,7 +2,8 @@
 //! `core::fmt`, whose padding machinery cost about 150 instructions a value on the
 //! paths every connection takes (its log lines, response heads, tickets).
 
-use std::net::Ipv4Addr;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Writes `v` in decimal at the start of `out` (room for its digits is the caller's:
 /// 20 bytes hold any `u64`); how many bytes.
@@ -42,6 +43,31 @@ pub(crate) fn put_ipv4(out: &mut [u8], ip: Ipv4Addr) -> usize {
     n
 }
 
+/// Appends `v` in decimal, signed (the ticket claim's times, Unix seconds).
+pub(crate) fn extend_i64(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    let mut digits = [0u8; 20];
+    let n = put_decimal(&mut digits, v.unsigned_abs());
+    out.extend_from_slice(&digits[..n]);
+}
+
+/// Appends `ip` as its `Display` writes it (an IPv4 address digit by digit, an IPv6
+/// one through `Display`).
+pub(crate) fn extend_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let n = put_ipv4(&mut text, v4);
+            out.extend_from_slice(&text[..n]);
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +84,23 @@ mod tests {
             let mut out = [0u8; 15];
             let n = put_ipv4(&mut out, ip);
             assert_eq!(&out[..n], ip.to_string().as_bytes());
+        }
+        for v in [0, 1, -1, 1_765_000_000, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            extend_i64(&mut out, v);
+            assert_eq!(out, v.to_string().as_bytes());
+        }
+        for ip in [
+            "0.0.0.0",
+            "99.100.199.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            extend_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().as_bytes());
         }
     }
 }

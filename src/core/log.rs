@@ -16,11 +16,11 @@
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::net::SocketAddr;
-
-use crate::digits::{push_decimal, put_decimal, put_ipv4};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
+
+use crate::digits::{push_decimal, put_decimal, put_ipv4};
 
 /// How much to log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -172,13 +172,10 @@ impl Line {
         self.plain(|buf| {
             push_decimal(buf, us / 1000);
             let frac = us % 1000;
-            let text = [
-                b'.',
-                b'0' + (frac / 100) as u8,
-                b'0' + (frac / 10 % 10) as u8,
-                b'0' + (frac % 10) as u8,
-            ];
-            buf.push_str(std::str::from_utf8(&text).unwrap_or_default());
+            buf.push('.');
+            for digit in [frac / 100, frac / 10 % 10, frac % 10] {
+                buf.push(char::from(b'0' + digit as u8));
+            }
         });
         self
     }

@@ -276,16 +276,18 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let at = match self.when {
+        // One clock read per poll.
+        let (now, at) = match self.when {
             When::Never => return Poll::Pending,
-            When::At(at) => at,
+            When::At(at) => (Instant::now(), at),
             When::After(d) => {
-                let at = crate::deadline::instant_after(Instant::now(), d);
+                let now = Instant::now();
+                let at = crate::deadline::instant_after(now, d);
                 self.when = When::At(at);
-                at
+                (now, at)
             }
         };
-        if Instant::now() >= at {
+        if now >= at {
             return Poll::Ready(());
         }
         let (old, unpark) = {

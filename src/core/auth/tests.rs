@@ -1102,25 +1102,6 @@ fn keys_are_replaced_whole() {
     assert!(f.gate.verify(&new, Method::Header, ip, NOW).is_ok());
 }
 
-/// The ticket's IP, written by hand, reads as `IpAddr`'s `Display`.
-#[test]
-fn ticket_ip_is_written_as_display_writes_it() {
-    for ip in [
-        "0.0.0.0",
-        "1.2.3.4",
-        "10.0.100.9",
-        "99.100.199.255",
-        "255.255.255.255",
-        "::1",
-        "2001:db8::8a2e:370:7334",
-    ] {
-        let ip: IpAddr = ip.parse().unwrap();
-        let mut out = Vec::new();
-        push_ip(&mut out, ip);
-        assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
-    }
-}
-
 /// A ticket from an earlier version (the times in its ticket claim as RFC 3339 text)
 /// still opens its session, with the same end and revocation facts; a time of any
 /// other JSON type is refused.
