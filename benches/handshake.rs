@@ -18,9 +18,12 @@
 //! the difference in round trips is the cost of one round trip, without start-up,
 //! warm-up and shutdown. Clients come one at a time (`WSGATE_BENCH_C` [1]), so that
 //! no batching depends on timing. `WSGATE_BENCH_COUNT=syscalls` counts system calls
-//! per round trip with `strace -f -c` over one run of `WSGATE_BENCH_N` (start-up
-//! included), a proxy for the kernel's share; it varies by a few percent from run
-//! to run (calls that find a socket not ready depend on timing).
+//! per round trip with `perf stat -e raw_syscalls:sys_enter` (every thread of the
+//! server, at full speed) over one run of `WSGATE_BENCH_N` [20 000] (start-up
+//! included), a proxy for the kernel's share; it varies from run to run, since the
+//! calls that find a socket not ready and the event loop's turns depend on timing.
+//! (Not `strace -c`: it slows the server until every read finds data and every turn
+//! of its event loop serves many connections, which hides half the calls.)
 //! `WSGATE_BENCH_ONLY=cookie` counts the floor and the cases whose label holds `cookie`
 //! (and their own floor).
 //!
@@ -611,7 +614,7 @@ fn parent() {
 enum Count {
     /// User-space instructions, `valgrind --tool=callgrind` (`totals:` line).
     Instructions,
-    /// System calls, `strace -f -c` (`total` line).
+    /// System calls, `perf stat -e raw_syscalls:sys_enter` (all threads).
     Syscalls,
 }
 
@@ -629,11 +632,23 @@ fn count_of(
 ) -> u64 {
     let out_arg = match count {
         Count::Instructions => format!("--callgrind-out-file={}", out.display()),
-        Count::Syscalls => out.display().to_string(),
+        Count::Syscalls => format!("--output={}", out.display()),
     };
     let wrapper: Vec<&str> = match count {
         Count::Instructions => vec!["valgrind", "--tool=callgrind", "--quiet", &out_arg],
-        Count::Syscalls => vec!["strace", "-f", "-c", "-o", &out_arg],
+        // A tracepoint counter, not `strace`: strace slows the server so much that
+        // its reads always find data and its event loop batches everything, which
+        // hides the calls a server at full speed makes.
+        Count::Syscalls => vec![
+            "perf",
+            "stat",
+            "--no-big-num",
+            "-x,",
+            "-e",
+            "raw_syscalls:sys_enter",
+            &out_arg,
+            "--",
+        ],
     };
     let server = ServerProc::start_under(&wrapper, kind, key_file, "info");
     let opts = load(&server, paserk, method, n, c, Duration::from_secs(60));
@@ -650,11 +665,11 @@ fn count_of(
             .lines()
             .find_map(|l| l.strip_prefix("totals:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok()),
-        // `100.00    0.001234     1      1234        12 total`: the calls column.
+        // `1234,,raw_syscalls:sys_enter,…`: the count is the first field.
         Count::Syscalls => text
             .lines()
-            .find(|l| l.trim_end().ends_with(" total"))
-            .and_then(|l| l.split_whitespace().nth(3)?.parse().ok()),
+            .find(|l| l.contains("raw_syscalls:sys_enter"))
+            .and_then(|l| l.split(',').next()?.parse().ok()),
     };
     total.unwrap_or_else(|| panic!("no total in {}", out.display()))
 }
@@ -664,7 +679,12 @@ fn instructions() {
         Ok("syscalls") => Count::Syscalls,
         _ => Count::Instructions,
     };
-    let n: u64 = harness::env_or("WSGATE_BENCH_N", 1000);
+    // Counting system calls costs the server nothing: more round trips, less noise.
+    let default_n = match count {
+        Count::Instructions => 1000,
+        Count::Syscalls => 20_000,
+    };
+    let n: u64 = harness::env_or("WSGATE_BENCH_N", default_n);
     let c: usize = harness::env_or("WSGATE_BENCH_C", 1);
     let base_n = 100;
     assert!(n > base_n, "WSGATE_BENCH_N must be over {base_n}");
@@ -734,7 +754,7 @@ fn instructions() {
             format!("({n} - {base_n} round trips)"),
         ),
         Count::Syscalls => (
-            "system calls (strace -f -c)",
+            "system calls (perf stat -e raw_syscalls:sys_enter)",
             "calls/RT",
             format!("{n} round trips"),
         ),
