@@ -134,6 +134,8 @@ mod server;
 mod session;
 #[path = "server/state.rs"]
 mod state;
+#[path = "server/tcp.rs"]
+mod tcp;
 #[path = "server/timers.rs"]
 mod timers;
 #[cfg(feature = "tls")]

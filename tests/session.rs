@@ -190,6 +190,77 @@ fn the_close_reply_comes_with_the_end_of_the_stream() {
     assert_still_serves(&s, &t);
 }
 
+/// A client that sends everything before reading anything: the upgrade request, its
+/// token as the first message, 30 messages (more than the server's first read takes)
+/// and its close, in one write. After each of its writes the server waits for the
+/// socket to be readable before reading it again; bytes that are there already must
+/// end that wait at once. Every answer comes, in order, and then the end of the stream.
+#[test]
+fn a_client_that_sends_everything_at_once_gets_every_answer_in_order() {
+    use std::io::{Read as _, Write as _};
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    let t = k.token(&Claims::new("alice"));
+    let mut burst = upgrade_bytes(&s.host(), "/", &[]);
+    burst.extend(raw_frame(0x81, t.as_bytes(), true));
+    let messages: Vec<String> = (0..30)
+        .map(|i| format!("{i:03}{}", "x".repeat(200)))
+        .collect();
+    for m in &messages {
+        burst.extend(raw_frame(0x81, m.as_bytes(), true));
+    }
+    burst.extend(raw_frame(0x88, &1000u16.to_be_bytes(), true));
+    let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sock.write_all(&burst).unwrap();
+    let mut all = Vec::new();
+    sock.read_to_end(&mut all).unwrap();
+    let head_end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    assert!(
+        all.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&all[..head_end])
+    );
+    let mut frames = Vec::new();
+    let mut rest = &all[head_end..];
+    while !rest.is_empty() {
+        assert!(
+            rest.len() >= 2 && rest[1] & 0x80 == 0,
+            "a whole, unmasked server frame"
+        );
+        let (len, at) = match rest[1] {
+            126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+            n => (n as usize, 2),
+        };
+        frames.push((rest[0], rest[at..at + len].to_vec()));
+        rest = &rest[at + len..];
+    }
+    assert_eq!(
+        frames.len(),
+        32,
+        "authenticated, 30 echoes, the close reply"
+    );
+    assert!(String::from_utf8_lossy(&frames[0].1).contains("authenticated"));
+    for (m, (b0, payload)) in messages.iter().zip(&frames[1..31]) {
+        assert_eq!(
+            (*b0, payload.as_slice()),
+            (0x81, m.as_bytes()),
+            "echoes in order"
+        );
+    }
+    assert_eq!(
+        frames[31],
+        (0x88, 1000u16.to_be_bytes().to_vec()),
+        "the close reply"
+    );
+    assert_still_serves(&s, &t);
+}
+
 /// Hostile: clients that send their close frame and vanish at once, before the reply
 /// (which then meets a closed socket, or draws a reset). Each session still ends with
 /// the client's code in its `close` line, and the server serves on.

@@ -174,7 +174,7 @@ impl<S: Connection> AsyncWrite for FrameAligned<S> {
 /// Sends `buf` held back (`MSG_MORE`): it leaves when more is sent or the socket
 /// closes, with the FIN. `None` if nothing was sent (the socket would block, or
 /// failed): the caller writes as usual, and meets the same error if any.
-fn send_held(tcp: &smol::net::TcpStream, buf: &[u8]) -> Option<usize> {
+fn send_held(tcp: std::os::fd::BorrowedFd<'_>, buf: &[u8]) -> Option<usize> {
     use rustix::net::SendFlags;
     rustix::net::send(tcp, buf, SendFlags::MORE | SendFlags::NOSIGNAL).ok()
 }

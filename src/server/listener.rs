@@ -9,14 +9,15 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::task::Poll;
 use std::time::Duration;
 
 use rustix::net::{SocketFlags, acceptfrom_with};
 use smol::Async;
-use smol::net::TcpStream;
 
 use crate::log::Level;
 use crate::state::Shutdown;
+use crate::tcp::Tcp;
 
 /// A bound TCP listener, registered with the reactor.
 pub(crate) struct Listener(Async<std::net::TcpListener>);
@@ -39,12 +40,24 @@ impl Listener {
     }
 
     /// The next connection and its peer's address.
-    pub(crate) async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+    pub(crate) async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
         let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-        let (fd, peer) = self
-            .0
-            .read_with(|l| acceptfrom_with(l, flags).map_err(io::Error::from))
-            .await?;
+        let mut waiting = false;
+        let (fd, peer) = std::future::poll_fn(|cx| {
+            loop {
+                if waiting {
+                    // Only a readiness event lets the accept be tried again: the loop
+                    // that awaits this is polled whenever its executor wakes, and a
+                    // retry each time would cost an `accept4` and a re-arm for nothing.
+                    std::task::ready!(self.0.poll_readable(cx))?;
+                }
+                match acceptfrom_with(self.0.get_ref(), flags) {
+                    Err(rustix::io::Errno::WOULDBLOCK) => waiting = true,
+                    accepted => return Poll::Ready(accepted.map_err(io::Error::from)),
+                }
+            }
+        })
+        .await?;
         let stream = std::net::TcpStream::from(fd);
         if !NODELAY_INHERITED {
             stream.set_nodelay(true)?;
@@ -52,17 +65,13 @@ impl Listener {
         let peer = peer
             .and_then(|a| SocketAddr::try_from(a).ok())
             .ok_or_else(|| io::Error::other("accepted a connection without an IP address"))?;
-        Ok((TcpStream::from(Async::new_nonblocking(stream)?), peer))
+        Ok((Tcp::new(Async::new_nonblocking(stream)?), peer))
     }
 
     /// The next connection, or `None` once `shutdown` has begun. A failed accept (out
     /// of file descriptors, say) is logged (`admin=true` on the operators' listener)
     /// and retried after a short pause, so the listener neither ends nor spins.
-    pub(crate) async fn next(
-        &self,
-        shutdown: &Shutdown,
-        admin: bool,
-    ) -> Option<(TcpStream, SocketAddr)> {
+    pub(crate) async fn next(&self, shutdown: &Shutdown, admin: bool) -> Option<(Tcp, SocketAddr)> {
         loop {
             match shutdown.unless_begun(self.accept()).await? {
                 Ok(accepted) => return Some(accepted),

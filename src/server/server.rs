@@ -412,7 +412,7 @@ fn accept_loop<'a>(
 fn dispatch(
     shared: &Arc<Shared>,
     handler: &Handler,
-    stream: smol::net::TcpStream,
+    stream: crate::tcp::Tcp,
     peer: SocketAddr,
     over_limit: bool,
     accepted: Instant,
@@ -447,7 +447,7 @@ fn dispatch(
 async fn proxied_connection(
     shared: Arc<Shared>,
     handler: Handler,
-    mut stream: smol::net::TcpStream,
+    mut stream: crate::tcp::Tcp,
     peer: SocketAddr,
     over_limit: bool,
     accepted: Instant,
@@ -955,7 +955,7 @@ async fn tls_connection(
     shared: Arc<Shared>,
     handler: Handler,
     acceptor: futures_rustls::TlsAcceptor,
-    tcp: smol::net::TcpStream,
+    tcp: crate::tcp::Tcp,
     peer: SocketAddr,
     over_limit: bool,
     accepted: Instant,

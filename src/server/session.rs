@@ -39,14 +39,18 @@ pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// TCP stream handed to `serve_connection` while a clone of it stays open gets
     /// the reply to its client's close some 200 ms late: the socket closes only with
     /// the clone, and the kernel sends held-back bytes after that long.)
-    fn tcp(&self) -> Option<&smol::net::TcpStream>;
+    fn tcp(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> Connection for T {
-    fn tcp(&self) -> Option<&smol::net::TcpStream> {
+    fn tcp(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
         let any: &dyn std::any::Any = self;
+        if let Some(tcp) = any.downcast_ref::<crate::tcp::Tcp>() {
+            return Some(tcp.as_fd());
+        }
         match any.downcast_ref::<smol::net::TcpStream>() {
-            Some(tcp) => Some(tcp),
+            Some(tcp) => Some(tcp.as_fd()),
             None => any
                 .downcast_ref::<BoxedConnection>()
                 .and_then(|b| (**b).tcp()),
