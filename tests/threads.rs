@@ -224,3 +224,36 @@ fn shutdown_closes_every_session_with_1001_and_exits_0_within_10_s() {
         .expect("wsgate exits within 10 s");
     assert_eq!(st.code(), Some(0), "exit status {st:?}");
 }
+
+/// The server's CPU time so far (user + system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (in parentheses): utime and stime are the 12th
+    // and 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// The accept loops of all threads wait on the one listener together; waiting must
+/// not make them wake each other. An idle server with a connection served on each
+/// thread and one session held burns (next to) no CPU: a wake-up loop between the
+/// threads would spend both cores, about 200 ticks in this second.
+#[test]
+fn an_idle_server_with_two_threads_spends_no_cpu() {
+    let k = LocalKey::generate();
+    let s = serve(&k, &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        for _ in 0..20 {
+            assert_echo(&mut ws_bearer(&s, &t).await).await;
+        }
+        let mut held = ws_bearer(&s, &t).await;
+        let before = cpu_ticks(s.pid());
+        // The interval measured, not a wait for an event.
+        smol::Timer::after(Duration::from_secs(1)).await;
+        let spent = cpu_ticks(s.pid()) - before;
+        assert!(spent <= 20, "{spent} ticks of CPU in one idle second");
+        assert_echo(&mut held).await;
+    });
+}

@@ -9,7 +9,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::task::Poll;
 use std::time::Duration;
 
 use rustix::net::{SocketFlags, acceptfrom_with};
@@ -42,22 +41,18 @@ impl Listener {
     /// The next connection and its peer's address.
     pub(crate) async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
         let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-        let mut waiting = false;
-        let (fd, peer) = std::future::poll_fn(|cx| {
-            loop {
-                if waiting {
-                    // Only a readiness event lets the accept be tried again: the loop
-                    // that awaits this is polled whenever its executor wakes, and a
-                    // retry each time would cost an `accept4` and a re-arm for nothing.
-                    std::task::ready!(self.0.poll_readable(cx))?;
-                }
-                match acceptfrom_with(self.0.get_ref(), flags) {
-                    Err(rustix::io::Errno::WOULDBLOCK) => waiting = true,
-                    accepted => return Poll::Ready(accepted.map_err(io::Error::from)),
-                }
+        let (fd, peer) = loop {
+            match acceptfrom_with(self.0.get_ref(), flags) {
+                Err(rustix::io::Errno::WOULDBLOCK) => {}
+                accepted => break accepted.map_err(io::Error::from)?,
             }
-        })
-        .await?;
+            // Only a readiness event lets the accept be tried again: the loop that
+            // awaits this is polled whenever its executor wakes, and a retry each time
+            // would cost an `accept4` and a re-arm for nothing. (A `Readable` future,
+            // not `poll_readable`: the accept loops of `--threads` wait on this one
+            // listener together, and `poll_readable` keeps a single waiter.)
+            self.0.readable().await?;
+        };
         let stream = std::net::TcpStream::from(fd);
         if !NODELAY_INHERITED {
             stream.set_nodelay(true)?;
