@@ -1,12 +1,16 @@
 //! [`Tcp`]: an accepted TCP connection, as the listeners hand it on.
 //!
-//! It reads as a client talks: after a write it waits for the socket to become
-//! readable before it reads, since the answer to what it just sent cannot be there
-//! yet, and a read that finds the socket empty costs a system call for nothing. And
-//! it takes the readiness event that woke it before reading again: one left behind
-//! would let a later wait end at once on an empty socket
-//! (`docs/performance.md#system-calls`).
+//! It reads as its clients talk. A client answers what it was sent, so a read right
+//! after a write finds the socket empty when the server is quicker than its clients,
+//! and costs a system call for nothing: then the read after a write waits for the
+//! socket to become readable first. When the clients are ahead (a saturated server),
+//! the data is there already, and waiting would cost a turn of the event loop
+//! instead: then it is read at once. Which of the two, each thread learns from how
+//! its reads after writes have gone lately. And the readiness event that ends a wait
+//! is taken before the next read: one left behind would end a later wait at once, on
+//! an empty socket (`docs/decisions.md#reads-after-writes`).
 
+use std::cell::Cell;
 use std::io::{self, Read as _};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
@@ -18,14 +22,20 @@ use smol::io::{AsyncRead, AsyncWrite};
 /// A TCP connection registered with the reactor.
 pub struct Tcp {
     io: Async<std::net::TcpStream>,
-    /// Wait for readability before the next read: written to since the last read, or
-    /// a wait for readability is under way.
+    /// Wait for readability before the next read: the last read found the socket
+    /// empty (the wait may be under way), or a read after a write waits first.
     wait: bool,
+    /// Written to since the last read.
+    wrote: bool,
 }
 
 impl Tcp {
     pub(crate) fn new(io: Async<std::net::TcpStream>) -> Tcp {
-        Tcp { io, wait: false }
+        Tcp {
+            io,
+            wait: false,
+            wrote: false,
+        }
     }
 
     /// Reads into `buf` without taking the bytes from the socket (a PROXY header).
@@ -48,16 +58,74 @@ impl AsyncRead for Tcp {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        // A read after a write, tried at once: its outcome is recorded.
+        let mut tried = false;
+        if std::mem::take(&mut this.wrote) && !this.wait {
+            this.wait = Lately::wait_first();
+            tried = !this.wait;
+        }
         loop {
             if this.wait {
                 ready!(this.io.poll_readable(cx))?;
                 this.wait = false;
             }
-            match this.io.get_ref().read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.wait = true,
-                read => return Poll::Ready(read),
+            let read = this.io.get_ref().read(buf);
+            let empty = matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            if std::mem::take(&mut tried) {
+                Lately::record(empty);
             }
+            if !empty {
+                return Poll::Ready(read);
+            }
+            this.wait = true;
         }
+    }
+}
+
+/// How this thread's reads after writes have gone lately: a score that each one
+/// tried at once moves up when it found the socket empty, down when it found data.
+struct Lately {
+    score: Cell<i8>,
+    reads: Cell<u8>,
+}
+
+thread_local! {
+    static LATELY: Lately = const {
+        Lately {
+            score: Cell::new(0),
+            reads: Cell::new(0),
+        }
+    };
+}
+
+impl Lately {
+    /// The score's bound: this many reads the other way turn the decision.
+    const BOUND: i8 = 8;
+    /// While reads after writes wait first, one in this many is tried at once all the
+    /// same, to notice the clients getting ahead.
+    const SAMPLE: u8 = 8;
+
+    /// Whether the next read after a write is to wait for readability first.
+    fn wait_first() -> bool {
+        LATELY.with(|l| {
+            if l.score.get() <= 0 {
+                return false;
+            }
+            let n = l.reads.get().wrapping_add(1);
+            l.reads.set(n);
+            n % Self::SAMPLE != 0
+        })
+    }
+
+    fn record(empty: bool) {
+        LATELY.with(|l| {
+            let s = l.score.get();
+            l.score.set(if empty {
+                (s + 1).min(Self::BOUND)
+            } else {
+                (s - 1).max(-Self::BOUND)
+            });
+        });
     }
 }
 
@@ -69,7 +137,7 @@ impl AsyncWrite for Tcp {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = ready!(Pin::new(&mut this.io).poll_write(cx, buf));
-        this.wait = true;
+        this.wrote = true;
         Poll::Ready(written)
     }
 
@@ -80,7 +148,7 @@ impl AsyncWrite for Tcp {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs));
-        this.wait = true;
+        this.wrote = true;
         Poll::Ready(written)
     }
 
@@ -90,5 +158,47 @@ impl AsyncWrite for Tcp {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lately;
+
+    /// How the next `n` reads after writes are made (true: wait first), each one
+    /// tried at once finding the socket empty or not as `empty` says.
+    fn next(n: usize, empty: bool) -> Vec<bool> {
+        (0..n)
+            .map(|_| {
+                let wait = Lately::wait_first();
+                if !wait {
+                    Lately::record(empty);
+                }
+                wait
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reads_after_writes_wait_first_once_they_find_sockets_empty_and_turn_back() {
+        // Each test runs on a thread of its own: a fresh score.
+        assert!(
+            !Lately::wait_first(),
+            "at first, a read after a write is tried"
+        );
+        assert_eq!(next(1, true), [false]);
+        // Found empty: the next ones wait, but for one in eight, still tried.
+        let waits = next(64, true);
+        assert_eq!(waits.iter().filter(|w| !**w).count(), 8, "{waits:?}");
+        // The clients get ahead: the samples find data, and soon every read after a
+        // write is tried at once again.
+        let waits = next(200, false);
+        assert!(waits[150..].iter().all(|w| !w), "{waits:?}");
+        // And back, within the bound.
+        let waits = next(Lately::BOUND as usize + 10, true);
+        assert!(
+            waits[Lately::BOUND as usize + 1..].iter().any(|w| *w),
+            "{waits:?}"
+        );
     }
 }
