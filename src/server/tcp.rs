@@ -83,7 +83,10 @@ impl AsyncRead for Tcp {
 }
 
 /// How this thread's reads after writes have gone lately: a score that each one
-/// tried at once moves up when it found the socket empty, down when it found data.
+/// tried at once moves up by one when it found the socket empty, and down by two when
+/// it found data. Reads after writes wait first only while the score is above zero,
+/// so while most of them (over two in three) find the socket empty: waiting first
+/// costs more user-space work than a read that fails, and saves only its system call.
 struct Lately {
     score: Cell<i8>,
     reads: Cell<u8>,
@@ -123,7 +126,7 @@ impl Lately {
             l.score.set(if empty {
                 (s + 1).min(Self::BOUND)
             } else {
-                (s - 1).max(-Self::BOUND)
+                (s - 2).max(-Self::BOUND)
             });
         });
     }
