@@ -280,6 +280,7 @@ async fn dial(
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
+    let tcp = crate::tcp::Tcp::connected(tcp).map_err(|e| format!("connect: {e}"))?;
     let mut stream: BoxedConnection = match up.tls_client() {
         #[cfg(feature = "tls")]
         Some(tls) => tls

@@ -38,6 +38,14 @@ impl Tcp {
         }
     }
 
+    /// A connection smol made (an upstream's), to be read and written as ours.
+    pub(crate) fn connected(tcp: smol::net::TcpStream) -> io::Result<Tcp> {
+        let io: std::sync::Arc<Async<std::net::TcpStream>> = tcp.into();
+        std::sync::Arc::try_unwrap(io)
+            .map(Tcp::new)
+            .map_err(|_| io::Error::other("the connection is shared"))
+    }
+
     /// Reads into `buf` without taking the bytes from the socket (a PROXY header).
     #[cfg(feature = "load-balancer")]
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -144,6 +152,9 @@ impl AsyncWrite for Tcp {
         Poll::Ready(written)
     }
 
+    // rustls writes its records in one `writev`; elsewhere the one-slice default is
+    // enough (and smaller).
+    #[cfg(feature = "tls")]
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
