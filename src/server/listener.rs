@@ -16,10 +16,11 @@ use smol::Async;
 
 use crate::log::Level;
 use crate::state::Shutdown;
-use crate::tcp::Tcp;
+use crate::tcp::{Hunch, Tcp};
 
-/// A bound TCP listener, registered with the reactor.
-pub(crate) struct Listener(Async<std::net::TcpListener>);
+/// A bound TCP listener, registered with the reactor, and whether an accept right
+/// after another finds a connection waiting, lately.
+pub(crate) struct Listener(Async<std::net::TcpListener>, Hunch);
 
 /// Set on the listener (and inherited) where the kernel passes it on to accepted
 /// sockets; set on each accepted socket elsewhere.
@@ -31,20 +32,30 @@ impl Listener {
         if NODELAY_INHERITED {
             rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
         }
-        Ok(Listener(Async::new(listener)?))
+        Ok(Listener(Async::new(listener)?, Hunch::new()))
     }
 
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.get_ref().local_addr()
     }
 
-    /// The next connection and its peer's address.
+    /// The next connection and its peer's address. Called again right after a
+    /// connection: under load another is waiting, and it is taken at once; while
+    /// mostly none is, a try would fail, and the accept waits for readiness first.
     pub(crate) async fn accept(&self) -> io::Result<(Tcp, SocketAddr)> {
         let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+        let mut tried = !self.1.wait_first();
+        if !tried {
+            self.0.readable().await?;
+        }
         let (fd, peer) = loop {
-            match acceptfrom_with(self.0.get_ref(), flags) {
-                Err(rustix::io::Errno::WOULDBLOCK) => {}
-                accepted => break accepted.map_err(io::Error::from)?,
+            let accepted = acceptfrom_with(self.0.get_ref(), flags);
+            let none = matches!(accepted, Err(rustix::io::Errno::WOULDBLOCK));
+            if std::mem::take(&mut tried) {
+                self.1.record(none);
+            }
+            if !none {
+                break accepted.map_err(io::Error::from)?;
             }
             // Only a readiness event lets the accept be tried again: the loop that
             // awaits this is polled whenever its executor wakes, and a retry each time

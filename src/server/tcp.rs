@@ -10,10 +10,11 @@
 //! is taken before the next read: one left behind would end a later wait at once, on
 //! an empty socket (`docs/decisions.md#reads-after-writes`).
 
-use std::cell::Cell;
 use std::io::{self, Read as _};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI8, AtomicU8};
 use std::task::{Context, Poll, ready};
 
 use smol::Async;
@@ -69,7 +70,7 @@ impl AsyncRead for Tcp {
         // A read after a write, tried at once: its outcome is recorded.
         let mut tried = false;
         if std::mem::take(&mut this.wrote) && !this.wait {
-            this.wait = Lately::wait_first();
+            this.wait = LATELY.with(Hunch::wait_first);
             tried = !this.wait;
         }
         loop {
@@ -80,7 +81,7 @@ impl AsyncRead for Tcp {
             let read = this.io.get_ref().read(buf);
             let empty = matches!(&read, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
             if std::mem::take(&mut tried) {
-                Lately::record(empty);
+                LATELY.with(|l| l.record(empty));
             }
             if !empty {
                 return Poll::Ready(read);
@@ -90,53 +91,54 @@ impl AsyncRead for Tcp {
     }
 }
 
-/// How this thread's reads after writes have gone lately: a score that each one
-/// tried at once moves up by one when it found the socket empty, and down by two when
-/// it found data. Reads after writes wait first only while the score is above zero,
-/// so while most of them (over two in three) find the socket empty: waiting first
-/// costs more user-space work than a read that fails, and saves only its system call.
-struct Lately {
-    score: Cell<i8>,
-    reads: Cell<u8>,
+/// A guess whether an operation tried right after another of its kind (a read after
+/// a write, an accept after an accept) will find nothing to do, from how such tries
+/// went lately: a score that each one moves up by one when it found nothing, and down
+/// by two when it found something. They wait for readiness first only while the score
+/// is above zero, so while over two in three find nothing: waiting first costs more
+/// user-space work than a try that fails, and saves only its system call. While they
+/// wait first, one in [`Hunch::SAMPLE`] is tried at once all the same, so the score
+/// notices when there is something to find again. Relaxed atomics: the listener's is
+/// shared by the threads of `--threads`, whose racing updates only blur the guess.
+pub(crate) struct Hunch {
+    score: AtomicI8,
+    tries: AtomicU8,
 }
 
 thread_local! {
-    static LATELY: Lately = const {
-        Lately {
-            score: Cell::new(0),
-            reads: Cell::new(0),
-        }
-    };
+    /// This thread's reads after writes.
+    static LATELY: Hunch = const { Hunch::new() };
 }
 
-impl Lately {
-    /// The score's bound: this many reads the other way turn the decision.
+impl Hunch {
+    /// The score's bound: this many tries the other way turn the decision.
     const BOUND: i8 = 8;
-    /// While reads after writes wait first, one in this many is tried at once all the
-    /// same, to notice the clients getting ahead.
     const SAMPLE: u8 = 8;
 
-    /// Whether the next read after a write is to wait for readability first.
-    fn wait_first() -> bool {
-        LATELY.with(|l| {
-            if l.score.get() <= 0 {
-                return false;
-            }
-            let n = l.reads.get().wrapping_add(1);
-            l.reads.set(n);
-            n % Self::SAMPLE != 0
-        })
+    pub(crate) const fn new() -> Hunch {
+        Hunch {
+            score: AtomicI8::new(0),
+            tries: AtomicU8::new(0),
+        }
     }
 
-    fn record(empty: bool) {
-        LATELY.with(|l| {
-            let s = l.score.get();
-            l.score.set(if empty {
-                (s + 1).min(Self::BOUND)
-            } else {
-                (s - 2).max(-Self::BOUND)
-            });
-        });
+    /// Whether the next such operation is to wait for readiness first (else it is
+    /// tried at once, and its outcome goes to [`Hunch::record`]).
+    pub(crate) fn wait_first(&self) -> bool {
+        if self.score.load(Relaxed) <= 0 {
+            return false;
+        }
+        let n = self.tries.load(Relaxed).wrapping_add(1);
+        self.tries.store(n, Relaxed);
+        n % Self::SAMPLE != 0
+    }
+
+    /// What an operation tried at once found: nothing (`empty`), or something.
+    pub(crate) fn record(&self, empty: bool) {
+        let s = self.score.load(Relaxed);
+        let s = if empty { s + 1 } else { s - 2 };
+        self.score
+            .store(s.clamp(-Self::BOUND, Self::BOUND), Relaxed);
     }
 }
 
@@ -177,16 +179,16 @@ impl AsyncWrite for Tcp {
 
 #[cfg(test)]
 mod tests {
-    use super::Lately;
+    use super::Hunch;
 
     /// How the next `n` reads after writes are made (true: wait first), each one
     /// tried at once finding the socket empty or not as `empty` says.
-    fn next(n: usize, empty: bool) -> Vec<bool> {
+    fn next(h: &Hunch, n: usize, empty: bool) -> Vec<bool> {
         (0..n)
             .map(|_| {
-                let wait = Lately::wait_first();
+                let wait = h.wait_first();
                 if !wait {
-                    Lately::record(empty);
+                    h.record(empty);
                 }
                 wait
             })
@@ -194,24 +196,26 @@ mod tests {
     }
 
     #[test]
-    fn reads_after_writes_wait_first_once_they_find_sockets_empty_and_turn_back() {
-        // Each test runs on a thread of its own: a fresh score.
-        assert!(
-            !Lately::wait_first(),
-            "at first, a read after a write is tried"
-        );
-        assert_eq!(next(1, true), [false]);
-        // Found empty: the next ones wait, but for one in eight, still tried.
-        let waits = next(64, true);
+    fn tries_wait_first_once_they_mostly_find_nothing_and_turn_back() {
+        let h = Hunch::new();
+        assert!(!h.wait_first(), "at first, an operation is tried at once");
+        assert_eq!(next(&h, 1, true), [false]);
+        // Found nothing: the next ones wait, but for one in eight, still tried.
+        let waits = next(&h, 64, true);
         assert_eq!(waits.iter().filter(|w| !**w).count(), 8, "{waits:?}");
-        // The clients get ahead: the samples find data, and soon every read after a
-        // write is tried at once again.
-        let waits = next(200, false);
+        // Something to find again: the samples find it, and soon every one is tried
+        // at once again.
+        let waits = next(&h, 200, false);
         assert!(waits[150..].iter().all(|w| !w), "{waits:?}");
+        // Half and half: tried at once (one that finds something counts double).
+        let mixed: Vec<bool> = (0..100)
+            .flat_map(|_| next(&h, 1, true).into_iter().chain(next(&h, 1, false)))
+            .collect();
+        assert!(mixed.iter().all(|w| !w), "{mixed:?}");
         // And back, within the bound.
-        let waits = next(Lately::BOUND as usize + 10, true);
+        let waits = next(&h, Hunch::BOUND as usize + 10, true);
         assert!(
-            waits[Lately::BOUND as usize + 1..].iter().any(|w| *w),
+            waits[Hunch::BOUND as usize + 1..].iter().any(|w| *w),
             "{waits:?}"
         );
     }
