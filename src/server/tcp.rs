@@ -174,14 +174,41 @@ impl AsyncWrite for Tcp {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    /// Half-closes: the peer reads the end of the stream, and our reads go on (an
+    /// HTTP answer's gentle close). async-io's own `poll_close` only flushes.
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.io.get_ref().shutdown(std::net::Shutdown::Write))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Hunch;
+    use super::{Hunch, Tcp};
+
+    #[test]
+    fn close_half_closes_and_reads_go_on() {
+        use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let mut tcp = Tcp::new(smol::Async::new(accepted).unwrap());
+        smol::block_on(async {
+            tcp.write_all(b"answer").await.unwrap();
+            tcp.close().await.unwrap();
+            // The stream is still ours: only a shutdown ends the peer's read.
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"answer");
+            peer.write_all(b"late").unwrap();
+            drop(peer);
+            let mut rest = Vec::new();
+            tcp.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"late", "reads go on after the half-close");
+        });
+    }
 
     /// How the next `n` reads after writes are made (true: wait first), each one
     /// tried at once finding the socket empty or not as `empty` says.
