@@ -1,9 +1,10 @@
-//! [`Tcp`]: an accepted TCP connection, as the listeners hand it on.
+//! [`Tcp`]: a TCP connection of the server's own, accepted by a listener or dialled
+//! to an `--upstream`.
 //!
-//! It reads as its clients talk. A client answers what it was sent, so a read right
-//! after a write finds the socket empty when the server is quicker than its clients,
+//! It reads as its peers talk. A peer answers what it was sent, so a read right
+//! after a write finds the socket empty when the server is quicker than its peers,
 //! and costs a system call for nothing: then the read after a write waits for the
-//! socket to become readable first. When the clients are ahead (a saturated server),
+//! socket to become readable first. When the peers are ahead (a saturated server),
 //! the data is there already, and waiting would cost a turn of the event loop
 //! instead: then it is read at once. Which of the two, each thread learns from how
 //! its reads after writes have gone lately. And the readiness event that ends a wait
