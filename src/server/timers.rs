@@ -112,42 +112,48 @@ impl Heap {
         }
     }
 
+    // Both sifts carry the entry in hand and write it once where it stops: each level
+    // moves one entry and its slot's position, where a swap would move two.
     fn sift_up(&mut self, mut pos: usize) {
+        let moving = self.entries[pos];
         while pos > 0 {
             let parent = (pos - 1) / 2;
-            if self.entries[parent].0 <= self.entries[pos].0 {
+            if self.entries[parent].0 <= moving.0 {
                 break;
             }
-            self.swap(pos, parent);
+            self.put(pos, self.entries[parent]);
             pos = parent;
         }
+        self.put(pos, moving);
     }
 
     fn sift_down(&mut self, mut pos: usize) {
+        let moving = self.entries[pos];
+        let len = self.entries.len();
         loop {
             let left = 2 * pos + 1;
-            if left >= self.entries.len() {
+            if left >= len {
                 break;
             }
             let right = left + 1;
-            let child =
-                if right < self.entries.len() && self.entries[right].0 < self.entries[left].0 {
-                    right
-                } else {
-                    left
-                };
-            if self.entries[pos].0 <= self.entries[child].0 {
+            let child = if right < len && self.entries[right].0 < self.entries[left].0 {
+                right
+            } else {
+                left
+            };
+            if moving.0 <= self.entries[child].0 {
                 break;
             }
-            self.swap(pos, child);
+            self.put(pos, self.entries[child]);
             pos = child;
         }
+        self.put(pos, moving);
     }
 
-    fn swap(&mut self, a: usize, b: usize) {
-        self.entries.swap(a, b);
-        self.slots[self.entries[a].1 as usize].pos = a as u32;
-        self.slots[self.entries[b].1 as usize].pos = b as u32;
+    /// Writes `entry` at `pos`, and tells its slot.
+    fn put(&mut self, pos: usize, entry: (Instant, u32)) {
+        self.entries[pos] = entry;
+        self.slots[entry.1 as usize].pos = pos as u32;
     }
 }
 
