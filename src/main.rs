@@ -20,6 +20,7 @@ mod cli {
     #[cfg(feature = "bench")]
     pub mod bench;
     pub mod options;
+    pub mod signals;
 }
 
 #[derive(FromArgs)]
@@ -856,21 +857,9 @@ fn run(
             print_demo(&token, addr, is_tls);
         }
         let handle = server.handle();
-        use async_signal::Signal;
-        let signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup]);
-        let watch = async move {
-            if let Ok(mut signals) = signals {
-                use smol::stream::StreamExt as _;
-                while let Some(signal) = signals.next().await {
-                    match signal {
-                        Ok(Signal::Hup) => reload(&handle, &key_files, &tls).await,
-                        _ => {
-                            handle.shutdown();
-                            break;
-                        }
-                    }
-                }
-            }
+        let watch = async {
+            cli::signals::watch(|| reload(&handle, &key_files, &tls)).await;
+            handle.shutdown();
             std::future::pending::<std::io::Result<()>>().await
         };
         use smol::future::FutureExt as _;
