@@ -857,8 +857,9 @@ fn run(
             print_demo(&token, addr, is_tls);
         }
         let handle = server.handle();
+        let signals = cli::signals::watch(|| reload(&handle, &key_files, &tls));
         let watch = async {
-            cli::signals::watch(|| reload(&handle, &key_files, &tls)).await;
+            signals.await;
             handle.shutdown();
             std::future::pending::<std::io::Result<()>>().await
         };

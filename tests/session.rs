@@ -475,3 +475,20 @@ fn a_send_given_up_midway_is_finished_not_lost() {
     });
     server.stop();
 }
+
+#[test]
+fn sigterm_right_after_the_listen_line_is_a_graceful_shutdown() {
+    // The signals are taken over before the server listens: a SIGTERM sent the
+    // moment the listen line is out (sent directly, not through `kill(1)`, to hit
+    // that moment) still shuts down gracefully, exit status 0, never death by signal.
+    for _ in 0..20 {
+        let k = LocalKey::generate();
+        let mut s = Server::start(&k.arg());
+        let pid = rustix::process::Pid::from_raw(s.pid() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let st = s
+            .wait_exit(Duration::from_secs(15))
+            .expect("wsgate exits after SIGTERM");
+        assert_eq!(st.code(), Some(0), "exit status {st:?}");
+    }
+}

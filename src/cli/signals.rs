@@ -15,26 +15,31 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use smol::stream::Stream;
 
-/// Runs `on_hup` for each SIGHUP, and returns at the first SIGINT or SIGTERM.
-/// Never returns if the signals cannot be watched.
-pub async fn watch<R, Fut>(mut on_hup: R)
+/// Runs `on_hup` for each SIGHUP, and ends at the first SIGINT or SIGTERM. The
+/// signals are taken over here, when this is called, not when the future is first
+/// polled: from then on a SIGTERM is a graceful shutdown, whatever runs first.
+/// Never ends if the signals cannot be watched.
+pub fn watch<R, Fut>(mut on_hup: R) -> impl Future<Output = ()>
 where
     R: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
     use async_signal::Signal;
     use smol::stream::StreamExt as _;
-    let Ok(signals) = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup]) else {
-        return std::future::pending().await;
-    };
-    let mut signals = OwnWakes::new(signals);
-    while let Some(signal) = signals.next().await {
-        match signal {
-            Ok(Signal::Hup) => on_hup().await,
-            _ => return,
+    let signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup]);
+    async move {
+        let Ok(signals) = signals else {
+            return std::future::pending().await;
+        };
+        let mut signals = OwnWakes::new(signals);
+        while let Some(signal) = signals.next().await {
+            match signal {
+                Ok(Signal::Hup) => on_hup().await,
+                _ => return,
+            }
         }
+        std::future::pending().await
     }
-    std::future::pending().await
 }
 
 /// A stream that is polled only after its own waker was woken (and on its first
