@@ -492,3 +492,46 @@ fn sigterm_right_after_the_listen_line_is_a_graceful_shutdown() {
         assert_eq!(st.code(), Some(0), "exit status {st:?}");
     }
 }
+
+#[test]
+fn a_dropped_run_future_closes_the_listener_and_ends_its_threads() {
+    // `Server::run` dropped before any shutdown (a library user racing it with
+    // something else): its accept loops, which run as tasks of its executors, go
+    // with it, so the listener closes and the call returns, with one thread or two.
+    use smol::future::FutureExt as _;
+    use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    for threads in [1, 2] {
+        let mut config = wsgate::Config::default();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.keys.push(wsgate::Key::generate_local().unwrap());
+        config.threads = threads;
+        let server = smol::block_on(wsgate::Server::bind(config, wsgate::Handler::echo())).unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let answered = smol::block_on(async {
+                // One request answered first: the server was running.
+                let asked = async {
+                    let mut c = smol::net::TcpStream::connect(addr).await?;
+                    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+                    let mut status = [0u8; 12];
+                    c.read_exact(&mut status).await?;
+                    Ok(status)
+                };
+                async { server.run().await.map(|()| [0; 12]) }
+                    .or(asked)
+                    .await
+            });
+            let _ = tx.send(answered);
+        });
+        let answered = rx
+            .recv_timeout(IO_TIMEOUT)
+            .expect("the dropped run future returned")
+            .unwrap();
+        assert_eq!(&answered, b"HTTP/1.1 426", "threads={threads}");
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "threads={threads}: the listener is still open"
+        );
+    }
+}

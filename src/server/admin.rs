@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use smol::io::AsyncReadExt as _;
 
-use crate::conn::{log_http, read_head, respond, spawn_connection, status_of};
+use crate::conn::{Spawner, log_http, read_head, respond, spawn_connection, status_of};
 use crate::deadline::{instant_after, until};
 use crate::endpoints;
 use crate::head::{self, HeadError, Request, percent_decode, response, text_response};
@@ -37,7 +37,7 @@ pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 pub const MAX_REVOKE_BODY: usize = 8 * 1024;
 
 /// Accepts admin connections until the server shuts down.
-pub(crate) async fn accept_loop(listener: Listener, shared: Arc<Shared>, ex: &smol::Executor<'_>) {
+pub(crate) async fn accept_loop(listener: Listener, shared: Arc<Shared>, ex: &Spawner) {
     let open = Arc::new(AtomicUsize::new(0));
     while let Some((stream, peer)) = listener.next(&shared.shutdown, true).await {
         if open.fetch_add(1, Ordering::AcqRel) >= MAX_ADMIN_CONNECTIONS {

@@ -61,13 +61,25 @@ pub(crate) type ConnectionTask =
 /// Spawns a connection of either listener: one task type for all (its code is in the
 /// binary once). A panic ends this connection only, logged with its peer.
 pub(crate) fn spawn_connection(
-    ex: &smol::Executor<'_>,
+    ex: &Spawner,
     task: ConnectionTask,
     guard: Option<ConnGuard>,
     peer: SocketAddr,
 ) {
-    ex.spawn(run_connection(task, guard, peer)).detach();
+    // Always there: the accept loops run as tasks of this executor.
+    if let Some(ex) = ex.upgrade() {
+        ex.spawn(run_connection(task, guard, peer)).detach();
+    }
 }
+
+/// The executor that connection tasks are spawned on, as the accept loops hold it.
+/// They run as tasks of that executor, not as the future its thread runs it until: a
+/// spawn from that future, found the executor asleep, woke the thread in the middle
+/// of its poll, which then made one more turn of the event loop, without waiting (5
+/// system calls an accept: docs/decisions.md#accept-loops-as-tasks). Weak, because a
+/// task that held its own executor would keep it (and the listener) alive for ever
+/// once dropped.
+pub(crate) type Spawner = std::sync::Weak<smol::Executor<'static>>;
 
 /// Runs a connection task and its session to their end, holding `guard` until then;
 /// a panic ends this connection only, logged with its peer.

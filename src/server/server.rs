@@ -20,7 +20,7 @@ use smol::stream::StreamExt as _;
 use crate::auth::{Decision, Gate, GateConfig, Identity, MAX_FIRST_MESSAGE, Method, Rejection};
 use crate::config::{Config, ConfigError};
 use crate::conn::{
-    ConnGuard, ConnectionTask, SessionRun, log_http, read_head, respond, run_connection,
+    ConnGuard, ConnectionTask, SessionRun, Spawner, log_http, read_head, respond, run_connection,
     spawn_connection, status_of, write_all,
 };
 use crate::deadline::{instant_after, until};
@@ -336,35 +336,38 @@ impl Server {
             .detach();
         }
         crate::log_event!(Level::Info, "listen", "addr" = addr);
-        // The operators' listener runs beside the main one, on the same executor.
-        let admin_loop = async {
-            if let Some(admin) = admin {
-                crate::admin::accept_loop(admin, shared.clone(), &ex).await;
-            }
-        };
-        let main_loop = async {
-            accept_loop(&listener, &shared, &handler, &ex).await;
-            drop(listener);
-            crate::log_event!(
-                Level::Info,
-                "shutdown",
-                "connections" = shared.connections.load(Ordering::Acquire)
-            );
-            let grace = instant_after(Instant::now(), shared.config.shutdown_grace);
-            while shared.connections.load(Ordering::Acquire) > 0 {
-                let idle = shared.idle.listen();
-                if shared.connections.load(Ordering::Acquire) == 0 {
-                    break;
+        // The accept loops run as a task of the executor (see `Spawner`); dropping this
+        // future drops the task, and the executor then drops it and its loops.
+        let spawner = Arc::downgrade(&ex);
+        let serving = ex.spawn(async move {
+            // The operators' listener runs beside the main one, on the same executor.
+            let admin_loop = async {
+                if let Some(admin) = admin {
+                    crate::admin::accept_loop(admin, shared.clone(), &spawner).await;
                 }
-                if until(grace, idle).await.is_none() {
-                    break;
+            };
+            let main_loop = async {
+                accept_loop(&listener, &shared, &handler, &spawner).await;
+                drop(listener);
+                crate::log_event!(
+                    Level::Info,
+                    "shutdown",
+                    "connections" = shared.connections.load(Ordering::Acquire)
+                );
+                let grace = instant_after(Instant::now(), shared.config.shutdown_grace);
+                while shared.connections.load(Ordering::Acquire) > 0 {
+                    let idle = shared.idle.listen();
+                    if shared.connections.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    if until(grace, idle).await.is_none() {
+                        break;
+                    }
                 }
-            }
-        };
-        let serve: Until<'_> = Box::pin(async {
+            };
             smol::future::zip(main_loop, admin_loop).await;
         });
-        ex.run(serve).await;
+        ex.run(serving).await;
         Ok(())
     }
 }
@@ -376,7 +379,7 @@ fn accept_loop<'a>(
     listener: &'a Listener,
     shared: &'a Arc<Shared>,
     handler: &'a Handler,
-    ex: &'a smol::Executor<'static>,
+    ex: &'a Spawner,
 ) -> Until<'a> {
     Box::pin(async move {
         while let Some((stream, peer)) = listener.next(&shared.shutdown, false).await {
@@ -535,11 +538,20 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name("wsgate-worker".into())
                 .spawn(move || {
-                    let ex = smol::Executor::new();
-                    let run: Until<'_> = Box::pin(async {
-                        accept_loop(&listener, &shared, &handler, &ex).await;
+                    let ex = Arc::new(smol::Executor::new());
+                    let spawner = Arc::downgrade(&ex);
+                    // A task, as on the first thread (`Spawner`).
+                    let accepting = ex.spawn(async move {
+                        accept_loop(&listener, &shared, &handler, &spawner).await;
                         // The last loop to end closes the listener.
                         drop(listener);
+                    });
+                    // The accept loop ends when shutdown begins; the sessions then go
+                    // on until the first thread is done with them (`stop`), which also
+                    // ends a loop still accepting (its `Server::run` was dropped).
+                    let run: Until<'_> = Box::pin(async {
+                        use smol::future::FutureExt as _;
+                        accepting.or(stop.begun()).await;
                         stop.begun().await;
                     });
                     smol::block_on(ex.run(run));
