@@ -20,7 +20,6 @@ mod cli {
     #[cfg(feature = "bench")]
     pub mod bench;
     pub mod options;
-    pub mod signals;
 }
 
 #[derive(FromArgs)]
@@ -857,16 +856,30 @@ fn run(
             print_demo(&token, addr, is_tls);
         }
         let handle = server.handle();
-        let signals = cli::signals::watch(|| reload(&handle, &key_files, &tls));
-        let watch = async {
-            signals.await;
-            handle.shutdown();
-            std::future::pending::<std::io::Result<()>>().await
+        // Taken over now, before the server listens: from then on a SIGTERM is a
+        // graceful shutdown. Watched by a task of the server's executor: raced with
+        // `run`, the stream was polled at every wake of the thread, and async-signal
+        // reads its pipe at every poll (a `recvfrom` for nothing per turn of the event
+        // loop, 4–5 a round trip with one client at a time).
+        use async_signal::Signal;
+        let signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup]);
+        let watch = async move {
+            let Ok(mut signals) = signals else {
+                return;
+            };
+            use smol::stream::StreamExt as _;
+            while let Some(signal) = signals.next().await {
+                match signal {
+                    Ok(Signal::Hup) => reload(&handle, &key_files, &tls).await,
+                    _ => {
+                        handle.shutdown();
+                        return;
+                    }
+                }
+            }
         };
-        use smol::future::FutureExt as _;
         server
-            .run()
-            .or(watch)
+            .run_beside(watch)
             .await
             .map_err(|e| ConfigError::new("serve", e))
     })

@@ -535,3 +535,38 @@ fn a_dropped_run_future_closes_the_listener_and_ends_its_threads() {
         );
     }
 }
+
+#[test]
+fn a_task_run_beside_the_server_runs_and_can_end_it() {
+    // `Server::run_beside`: the task runs on the server's executor (`wsgate serve`'s
+    // signal watch is one) and can shut the server down, which then returns.
+    let mut config = wsgate::Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.keys.push(wsgate::Key::generate_local().unwrap());
+    let server = smol::block_on(wsgate::Server::bind(config, wsgate::Handler::echo())).unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.handle();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ran = smol::block_on(server.run_beside(async move {
+            // Served first: the task runs while the server does.
+            let mut c = smol::net::TcpStream::connect(addr).await.unwrap();
+            use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut status = [0u8; 12];
+            c.read_exact(&mut status).await.unwrap();
+            assert_eq!(&status, b"HTTP/1.1 426");
+            handle.shutdown();
+        }));
+        let _ = tx.send(ran);
+    });
+    rx.recv_timeout(IO_TIMEOUT)
+        .expect("the server returned after the task shut it down")
+        .unwrap();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the listener is still open"
+    );
+}

@@ -292,6 +292,34 @@ impl Server {
     /// all state. Returns once every connection closed or the grace period passed,
     /// and those threads ended.
     pub async fn run(self) -> io::Result<()> {
+        self.serve_with(None).await
+    }
+
+    /// [`run`](Self::run), with `task` run beside the server as a task of the calling
+    /// thread's executor, and dropped with it when the server returns. For work that
+    /// waits for events of its own, such as `wsgate serve`'s signal watch: a future
+    /// raced with [`run`](Self::run) instead is polled at every wake of the thread,
+    /// for every connection's events.
+    ///
+    /// ```no_run
+    /// # async fn f(server: wsgate::Server) -> std::io::Result<()> {
+    /// let handle = server.handle();
+    /// server
+    ///     .run_beside(async move {
+    ///         // … until some event of the application's own:
+    ///         handle.shutdown();
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn run_beside(
+        self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        self.serve_with(Some(Box::pin(task))).await
+    }
+
+    async fn serve_with(self, beside: Option<Until<'static>>) -> io::Result<()> {
         let Server {
             listener,
             admin,
@@ -305,13 +333,13 @@ impl Server {
         // The lines of one turn in one write: woken by the turn's first line, the
         // flusher is queued behind the tasks already ready, which run (and log) first.
         // One for all threads: one per executor measured no faster.
-        ex.spawn(async {
+        let flusher: Until<'static> = Box::pin(async {
             loop {
                 crate::log::flush_wanted().await;
                 crate::log::flush();
             }
-        })
-        .detach();
+        });
+        spawn_detached(&ex, flusher);
         let threads = match shared.config.threads {
             // The cores this process may run on (its affinity mask).
             0 => rustix::thread::sched_getaffinity(None).map_or(1, |s| s.count().max(1) as usize),
@@ -336,78 +364,92 @@ impl Server {
             .detach();
         }
         crate::log_event!(Level::Info, "listen", "addr" = addr);
-        // The accept loops run as a task of the executor (see `Spawner`); dropping this
-        // future drops the task, and the executor then drops it and its loops.
-        let spawner = Arc::downgrade(&ex);
-        let serving = ex.spawn(async move {
-            // The operators' listener runs beside the main one, on the same executor.
-            let admin_loop = async {
-                if let Some(admin) = admin {
-                    crate::admin::accept_loop(admin, shared.clone(), &spawner).await;
+        // The accept loops run as a task of the executor (see `Spawner`), detached:
+        // dropping this future drops the executor, and the task with it. They end,
+        // and close their listeners, when shutdown begins.
+        let accepting = accepting(
+            listener,
+            admin,
+            shared.clone(),
+            handler,
+            Arc::downgrade(&ex),
+        );
+        spawn_detached(&ex, accepting);
+        if let Some(task) = beside {
+            spawn_detached(&ex, task);
+        }
+        let drain: Until<'_> = Box::pin(async {
+            shared.shutdown.begun().await;
+            crate::log_event!(
+                Level::Info,
+                "shutdown",
+                "connections" = shared.connections.load(Ordering::Acquire)
+            );
+            let grace = instant_after(Instant::now(), shared.config.shutdown_grace);
+            while shared.connections.load(Ordering::Acquire) > 0 {
+                let idle = shared.idle.listen();
+                if shared.connections.load(Ordering::Acquire) == 0 {
+                    break;
                 }
-            };
-            let main_loop = async {
-                accept_loop(&listener, &shared, &handler, &spawner).await;
-                drop(listener);
-                crate::log_event!(
-                    Level::Info,
-                    "shutdown",
-                    "connections" = shared.connections.load(Ordering::Acquire)
-                );
-                let grace = instant_after(Instant::now(), shared.config.shutdown_grace);
-                while shared.connections.load(Ordering::Acquire) > 0 {
-                    let idle = shared.idle.listen();
-                    if shared.connections.load(Ordering::Acquire) == 0 {
-                        break;
-                    }
-                    if until(grace, idle).await.is_none() {
-                        break;
-                    }
+                if until(grace, idle).await.is_none() {
+                    break;
                 }
-            };
-            smol::future::zip(main_loop, admin_loop).await;
+            }
         });
-        ex.run(serving).await;
+        ex.run(drain).await;
         Ok(())
     }
 }
 
-/// Accepts connections until shutdown begins, each one run on `ex`: every thread of
-/// the server runs one, on its own executor (docs/decisions.md#threads). Boxed, so
-/// that its code is in the binary once for all threads.
-fn accept_loop<'a>(
-    listener: &'a Listener,
-    shared: &'a Arc<Shared>,
-    handler: &'a Handler,
-    ex: &'a Spawner,
-) -> Until<'a> {
+/// The accept loops of a thread, as a task of its executor `ex`: every thread of the
+/// server runs one, on its own executor (docs/decisions.md#threads), and the first
+/// thread also the operators' listener's. They end when shutdown begins, and drop
+/// their listeners. One function for all threads, so that its code is in the binary
+/// once.
+fn accepting(
+    listener: Arc<Listener>,
+    admin: Option<Listener>,
+    shared: Arc<Shared>,
+    handler: Handler,
+    ex: Spawner,
+) -> Until<'static> {
     Box::pin(async move {
-        while let Some((stream, peer)) = listener.next(&shared.shutdown, false).await {
-            let Some((guard, over_limit)) = ConnGuard::admit(shared) else {
-                continue;
-            };
-            // Boxed before the spawn: the task's own allocation then holds two
-            // pointers, and the connection future is freed before the session
-            // runs (only the handler's boxed future stays for the session).
-            let accepted = Instant::now();
-            #[cfg(feature = "load-balancer")]
-            let task: ConnectionTask = if shared.config.proxy_protocol {
-                Box::pin(proxied_connection(
-                    shared.clone(),
-                    handler.clone(),
-                    stream,
-                    peer,
-                    over_limit,
-                    accepted,
-                ))
-            } else {
-                dispatch(shared, handler, stream, peer, over_limit, accepted)
-            };
-            #[cfg(not(feature = "load-balancer"))]
-            let task = dispatch(shared, handler, stream, peer, over_limit, accepted);
-            spawn_connection(ex, task, Some(guard), peer);
-        }
+        let admin_loop = async {
+            if let Some(admin) = admin {
+                crate::admin::accept_loop(admin, shared.clone(), &ex).await;
+            }
+        };
+        smol::future::zip(accept_loop(&listener, &shared, &handler, &ex), admin_loop).await;
     })
+}
+
+/// Accepts connections until shutdown begins, each one run on `ex`.
+async fn accept_loop(listener: &Listener, shared: &Arc<Shared>, handler: &Handler, ex: &Spawner) {
+    while let Some((stream, peer)) = listener.next(&shared.shutdown, false).await {
+        let Some((guard, over_limit)) = ConnGuard::admit(shared) else {
+            continue;
+        };
+        // Boxed before the spawn: the task's own allocation then holds two
+        // pointers, and the connection future is freed before the session
+        // runs (only the handler's boxed future stays for the session).
+        let accepted = Instant::now();
+        #[cfg(feature = "load-balancer")]
+        let task: ConnectionTask = if shared.config.proxy_protocol {
+            Box::pin(proxied_connection(
+                shared.clone(),
+                handler.clone(),
+                stream,
+                peer,
+                over_limit,
+                accepted,
+            ))
+        } else {
+            dispatch(shared, handler, stream, peer, over_limit, accepted)
+        };
+        #[cfg(not(feature = "load-balancer"))]
+        let task = dispatch(shared, handler, stream, peer, over_limit, accepted);
+        spawn_connection(ex, task, Some(guard), peer);
+    }
 }
 
 /// The task of an accepted TCP connection: TLS first on a TLS listener, then the
@@ -510,8 +552,15 @@ fn log_refusal_silent(peer: SocketAddr, reason: &str) {
 }
 
 /// What a thread runs the executor until: one type for all, so that the executor's
-/// `run` is in the binary once.
+/// `run` is in the binary once. The server's own tasks (accept loops, log flusher)
+/// are of this type too, for the same reason.
 type Until<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// Spawns one of the server's own tasks, detached: one call of the executor's
+/// `spawn` for all of them.
+fn spawn_detached(ex: &smol::Executor<'static>, task: Until<'static>) {
+    ex.spawn(task).detach();
+}
 
 /// The server's extra threads. Each runs an executor of its own with its own accept
 /// loop on the shared listener, until this is dropped, which stops and joins them
@@ -539,21 +588,15 @@ impl Workers {
                 .name("wsgate-worker".into())
                 .spawn(move || {
                     let ex = Arc::new(smol::Executor::new());
-                    let spawner = Arc::downgrade(&ex);
-                    // A task, as on the first thread (`Spawner`).
-                    let accepting = ex.spawn(async move {
-                        accept_loop(&listener, &shared, &handler, &spawner).await;
-                        // The last loop to end closes the listener.
-                        drop(listener);
-                    });
+                    // A task, as on the first thread (`Spawner`). The last loop to end
+                    // closes the listener.
+                    let accepting = accepting(listener, None, shared, handler, Arc::downgrade(&ex));
+                    spawn_detached(&ex, accepting);
                     // The accept loop ends when shutdown begins; the sessions then go
-                    // on until the first thread is done with them (`stop`), which also
-                    // ends a loop still accepting (its `Server::run` was dropped).
-                    let run: Until<'_> = Box::pin(async {
-                        use smol::future::FutureExt as _;
-                        accepting.or(stop.begun()).await;
-                        stop.begun().await;
-                    });
+                    // on until the first thread is done with them (`stop`). The
+                    // executor drops what is left, a loop still accepting included (its
+                    // `Server::run` was dropped).
+                    let run: Until<'_> = Box::pin(stop.begun());
                     smol::block_on(ex.run(run));
                 })?;
             workers.threads.push(thread);
