@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::time::Duration;
 
 use common::*;
@@ -42,7 +41,7 @@ fn silent_peer_is_pinged_then_dropped_while_live_peer_stays() {
             let mut seen = Vec::new();
             let mut buf = [0u8; 1024];
             loop {
-                match dead.read(&mut buf) {
+                match read_uninterrupted(&mut dead, &mut buf) {
                     Ok(0) => return Ok(seen),
                     Ok(n) => seen.extend_from_slice(&buf[..n]),
                     Err(e) => return Err(e),

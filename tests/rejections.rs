@@ -568,7 +568,7 @@ fn incomplete_head_is_dropped_after_10_s_without_response() {
     c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(25))).unwrap();
     let mut buf = [0u8; 1024];
-    match c.read(&mut buf) {
+    match read_uninterrupted(&mut c, &mut buf) {
         Ok(0) => {}
         Ok(n) => panic!(
             "expected the connection dropped without a response, got {:?}",
@@ -611,7 +611,7 @@ fn stalled_crowd(extra: &[&str]) {
     for (i, c) in crowd.iter_mut().enumerate() {
         c.set_read_timeout(Some(Duration::from_secs(25))).unwrap();
         let mut buf = [0u8; 256];
-        match c.read(&mut buf) {
+        match read_uninterrupted(c, &mut buf) {
             Ok(0) => {}
             Ok(n) => panic!(
                 "stalled connection {i} got {:?}",

@@ -683,6 +683,17 @@ pub fn http_raw(addr: SocketAddr, bytes: &[u8]) -> Response {
     read_response(&mut s)
 }
 
+/// One `read`, again if a signal to this process cut it short: a blocking read with a
+/// timeout (`SO_RCVTIMEO`) fails with `Interrupted` then, even under `SA_RESTART`.
+pub fn read_uninterrupted(s: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
 /// Reads a response head from a blocking stream (bounded by its read timeout).
 pub fn read_response(s: &mut TcpStream) -> Response {
     let mut buf = Vec::new();
@@ -691,7 +702,7 @@ pub fn read_response(s: &mut TcpStream) -> Response {
         if let Some(end) = find_head_end(&buf) {
             break end;
         }
-        match s.read(&mut chunk) {
+        match read_uninterrupted(s, &mut chunk) {
             Ok(0) => panic!(
                 "connection closed before a response head; got {:?}",
                 String::from_utf8_lossy(&buf)
@@ -710,7 +721,7 @@ pub fn read_response(s: &mut TcpStream) -> Response {
         .and_then(|v| v.parse::<usize>().ok())
     {
         while r.body.len() < len {
-            match s.read(&mut chunk) {
+            match read_uninterrupted(s, &mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => r.body.extend_from_slice(&chunk[..n]),
             }
