@@ -225,16 +225,6 @@ fn shutdown_closes_every_session_with_1001_and_exits_0_within_10_s() {
     assert_eq!(st.code(), Some(0), "exit status {st:?}");
 }
 
-/// The server's CPU time so far (user + system), in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (in parentheses): utime and stime are the 12th
-    // and 13th.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split(' ').collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 /// The accept loops of all threads wait on the one listener together; waiting must
 /// not make them wake each other. An idle server that has served 20 connections and
 /// holds one session burns (next to) no CPU: a wake-up loop between the threads

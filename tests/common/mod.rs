@@ -1056,6 +1056,17 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// The server's CPU time so far (user + system, every thread), in clock ticks, from
+/// `/proc`.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (in parentheses, may hold spaces): utime and
+    // stime are the 12th and 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 /// A `wsgate::Server` from the library (not the binary), with one local key, running
 /// a custom handler on its own thread; `token` is valid for it (`sub` "bob").
 pub struct LibServer {
