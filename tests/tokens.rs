@@ -208,6 +208,28 @@ fn custom_claims_and_footer_accepted_interop() {
 }
 
 #[test]
+fn a_json_footer_without_kid_tries_every_key_of_the_purpose() {
+    // Other libraries write footers of their own (PASETO's `wpk`, an application's
+    // claims): no `kid` there, so each loaded key is tried, as for no footer at all.
+    let (first, k) = (LocalKey::generate(), LocalKey::generate());
+    let p = PublicKeyPair::generate();
+    let s = Server::start(&[&first.arg()[..], &k.arg()[..], &p.arg()[..]].concat());
+    let json = Claims::new("alice").json();
+    for footer in [
+        "{}",
+        r#"{"wpk":"k4.local-wrap.pie.x"}"#,
+        r#"{"app":{"v":2},"n":[1]}"#,
+    ] {
+        ok(&s, &k.token_with_footer(&json, Some(footer)));
+        ok(&s, &p.token_with_footer(&json, Some(footer)));
+    }
+    // With a kid beside them, the kid still decides: `first` cannot open k's token.
+    let footer = format!(r#"{{"wpk":"x","kid":"{}"}}"#, first.kid);
+    rejected(&s, &k.token_with_footer(&json, Some(&footer)));
+    ok(&s, &first.token_with_footer(&json, Some(&footer)));
+}
+
+#[test]
 fn a_token_has_one_spelling_a_usable_sub_and_an_object_footer() {
     let k = LocalKey::generate();
     let p = PublicKeyPair::generate();
@@ -222,6 +244,8 @@ fn a_token_has_one_spelling_a_usable_sub_and_an_object_footer() {
     let json = Claims::new("alice").json();
     rejected(&s, &p.token_with_footer(&json, Some("[1,2]")));
     rejected(&s, &k.token_with_footer(&json, Some("\"x\"")));
+    // An object whose kid is not a string.
+    rejected(&s, &k.token_with_footer(&json, Some(r#"{"kid":7}"#)));
     // An empty sub, or one with a control character: no identity to hand on.
     rejected(&s, &k.token(&Claims::new("")));
     rejected(&s, &k.token(&Claims::new("a\u{0}b")));

@@ -302,7 +302,7 @@ pub enum TokenError {
     NoKeyForPurpose,
     /// The footer `kid` names no loaded key.
     UnknownKid,
-    /// The footer is JSON but not `{"kid":"…"}`.
+    /// The footer is JSON but not an object, or its `kid` is not a string.
     BadFooter,
     /// Authentication tag or signature did not verify under any candidate key.
     Forged,
@@ -360,7 +360,7 @@ impl fmt::Display for TokenError {
             TokenError::Malformed => "token is not a well-formed PASETO v4 token",
             TokenError::NoKeyForPurpose => "no loaded key of the token's purpose (local/public)",
             TokenError::UnknownKid => "footer kid names no loaded key",
-            TokenError::BadFooter => "footer is not {\"kid\":\"…\"}",
+            TokenError::BadFooter => "footer is JSON but not an object with a string kid",
             TokenError::Forged => "tag or signature does not verify with any loaded key",
             TokenError::BadClaims => "claims are not a JSON object of PASETO registered claims",
             TokenError::MissingExp => "token has no exp claim",
@@ -553,6 +553,7 @@ fn time_claim(v: &Option<Cow<'_, str>>) -> Result<Option<i64>, TokenError> {
     }
 }
 
+
 impl ClaimRules {
     /// Rules with `leeway` seconds of clock skew and no `aud` or `iss` required (set
     /// [`ClaimRules::audience`] and [`ClaimRules::issuer`] for those).
@@ -628,10 +629,12 @@ impl ClaimRules {
     }
 }
 
+/// A JSON footer: an object whose other members (PASETO's `wpk`, an application's own)
+/// are ignored; without `kid`, every key of the purpose is tried.
 #[derive(Deserialize)]
 struct Footer<'a> {
-    #[serde(borrow)]
-    kid: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
 }
 
 /// The loaded keys, in the order given, and the claim rules: all that is needed
@@ -734,8 +737,8 @@ impl Verifier {
     }
 }
 
-/// The `kid` of a token's decoded footer, when the footer is a JSON object. A footer
-/// that is not JSON (PASETO allows any) carries no `kid`.
+/// The `kid` of a token's decoded footer, when the footer is a JSON object that has
+/// one. A footer that is not JSON (PASETO allows any) carries no `kid`.
 fn footer_kid(footer: &[u8]) -> Result<Option<Cow<'_, str>>, TokenError> {
     if footer.first() != Some(&b'{') {
         // JSON that is not an object (`[1,2]`, `"x"`, `7`) is a footer we cannot read.
@@ -750,7 +753,7 @@ fn footer_kid(footer: &[u8]) -> Result<Option<Cow<'_, str>>, TokenError> {
     // `from_str`, as for the claims: one copy of serde_json's parser in the binary.
     let footer = std::str::from_utf8(footer).map_err(|_| TokenError::BadFooter)?;
     let f: Footer<'_> = serde_json::from_str(footer).map_err(|_| TokenError::BadFooter)?;
-    Ok(Some(f.kid))
+    Ok(f.kid)
 }
 
 /// Writes the members of the claims object `json` whose names are not in `skip`, each
@@ -977,6 +980,16 @@ mod tests {
                     String::from_utf8_lossy(footer)
                 );
             }
+            // An object without a kid (another library's footer): every key is tried.
+            for footer in [&b"{}"[..], br#"{"wpk":"k4.local-wrap.pie.x"}"#] {
+                let t = k.issue_with_footer(&c, Some(footer)).unwrap();
+                assert!(v.verify(UntrustedToken(&t), NOW).is_ok());
+            }
+            let t = k.issue_with_footer(&c, Some(br#"{"kid":7}"#)).unwrap();
+            assert_eq!(
+                v.verify(UntrustedToken(&t), NOW).map(|_| ()),
+                Err(TokenError::BadFooter)
+            );
             // A footer that is not JSON at all is PASETO's business, not a kid.
             let t = k.issue_with_footer(&c, Some(b"plain text")).unwrap();
             assert!(v.verify(UntrustedToken(&t), NOW).is_ok());
