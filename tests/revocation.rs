@@ -117,11 +117,14 @@ fn revoking_a_sub_refuses_tokens_issued_up_to_then_and_not_later() {
     let old = k.token(&Claims::new("alice").iat_in(-5));
     let no_iat = k.token(&Claims::new("alice").without("iat"));
     let bob = k.token(&Claims::new("bob").iat_in(-5));
+    let (mut before, mut after) = (0, 0);
     run(async {
         let mut a1 = ws_bearer(&s, &old).await;
         let mut a2 = ws_bearer(&s, &no_iat).await;
         let mut b = ws_bearer(&s, &bob).await;
+        before = now();
         let v = revoke_ok(admin, r#"{"sub":"alice"}"#);
+        after = now();
         assert_eq!(v, serde_json::json!({"revoked": "sub", "closed": 2}));
         expect_revoked(&mut a1).await;
         expect_revoked(&mut a2).await;
@@ -141,6 +144,20 @@ fn revoking_a_sub_refuses_tokens_issued_up_to_then_and_not_later() {
     // whole seconds, so "after" is the next second).
     let fresh = k.token(&Claims::new("alice").iat_in(2));
     assert_still_serves(&s, &fresh);
+    // The moment is a whole second between `before` and `after`: an `iat` half a
+    // second past `after` is later than it; `before` itself, with a zero fraction, is
+    // at or before it.
+    let later = rfc3339(after).replace('Z', ".5Z");
+    assert_still_serves(&s, &k.token(&Claims::new("alice").set("iat", later)));
+    let then = rfc3339(before).replace('Z', ".000Z");
+    assert_401(&upgrade_status(
+        &s,
+        "/",
+        &[(
+            "Authorization",
+            &bearer(&k.token(&Claims::new("alice").set("iat", then))),
+        )],
+    ));
 }
 
 #[test]

@@ -16,6 +16,18 @@ pub fn unix_now() -> i64 {
 /// Parses an RFC 3339 date-time (`2039-01-01T00:00:00Z`, `…+02:00`, fractions allowed)
 /// into Unix seconds. Fractions of a second are truncated toward the past.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    parse_rfc3339_parts(s).map(|(secs, _)| secs)
+}
+
+/// As [`parse_rfc3339`], but a fraction of a second rounds up to the next whole second:
+/// the first whole second at or after the moment (an `iat` compared with the whole
+/// second of a revocation: `12:00:00.5` is after `12:00:00`).
+pub fn parse_rfc3339_up(s: &str) -> Option<i64> {
+    parse_rfc3339_parts(s).map(|(secs, fraction)| secs + i64::from(fraction))
+}
+
+/// The whole seconds, truncated, and whether a non-zero fraction was cut off.
+fn parse_rfc3339_parts(s: &str) -> Option<(i64, bool)> {
     let b = s.as_bytes();
     if b.len() < 20 {
         return None;
@@ -48,10 +60,12 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let mut i = 19;
+    let mut fraction = false;
     if b[i] == b'.' {
         i += 1;
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
+            fraction |= b[i] != b'0';
             i += 1;
         }
         if i == start {
@@ -70,7 +84,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset)
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset;
+    Some((secs, fraction))
 }
 
 /// A `Display` adapter that writes Unix seconds as RFC 3339 UTC without allocating.
@@ -234,6 +249,13 @@ mod tests {
             Some(1_640_995_200)
         );
         assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800));
+        // Rounded up: a fraction that is not zero is the next whole second.
+        let up = parse_rfc3339_up;
+        assert_eq!(up("2022-01-01T00:00:00.001Z"), Some(1_640_995_201));
+        assert_eq!(up("2022-01-01T02:00:00.5+02:00"), Some(1_640_995_201));
+        assert_eq!(up("2022-01-01T00:00:00.000Z"), Some(1_640_995_200));
+        assert_eq!(up("2022-01-01T00:00:00Z"), Some(1_640_995_200));
+        assert_eq!(up("2022-01-01T00:00:00.Z"), None);
     }
 
     #[test]

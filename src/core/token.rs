@@ -18,7 +18,7 @@ use pasetors::version4::{LocalToken, PublicToken, V4};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::time::{Rfc3339, parse_rfc3339};
+use crate::time::{Rfc3339, parse_rfc3339, parse_rfc3339_up};
 
 /// Longest token accepted, checked before any cryptography (`docs/protocol.md#tokens`).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -553,6 +553,15 @@ fn time_claim(v: &Option<Cow<'_, str>>) -> Result<Option<i64>, TokenError> {
     }
 }
 
+/// `iat`, in the first whole second at or after it: a `sub` revocation refuses the
+/// tokens issued at or before its whole second, and `12:00:00.5` is after `12:00:00`
+/// (`docs/protocol.md#revocation`).
+fn issued_at(v: &Option<Cow<'_, str>>) -> Result<Option<i64>, TokenError> {
+    match v {
+        None => Ok(None),
+        Some(s) => parse_rfc3339_up(s).map(Some).ok_or(TokenError::BadClaims),
+    }
+}
 
 impl ClaimRules {
     /// Rules with `leeway` seconds of clock skew and no `aud` or `iss` required (set
@@ -574,7 +583,7 @@ impl ClaimRules {
             serde_json::from_str(&payload).map_err(|_| TokenError::BadClaims)?;
         let exp = time_claim(&raw.exp)?.ok_or(TokenError::MissingExp)?;
         let nbf = time_claim(&raw.nbf)?;
-        let iat = time_claim(&raw.iat)?;
+        let iat = issued_at(&raw.iat)?;
         let ticket = match &raw.wsgate_ticket {
             None => None,
             Some(t) => Some(TicketClaims {
