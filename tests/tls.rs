@@ -390,7 +390,8 @@ fn endpoints_over_https() {
     });
 }
 
-/// On a TLS listener a `Host` without a port means 443, whatever the Origin's scheme.
+/// On a TLS listener a `Host` without a port means 443, whatever the Origin's scheme,
+/// and an `http://` Origin is the same origin only through an explicit port.
 #[test]
 fn origin_rule_takes_port_443_on_tls() {
     if !tls_build() {
@@ -420,7 +421,12 @@ fn origin_rule_takes_port_443_on_tls() {
         };
         assert_eq!(try_origin("gw.example", "https://gw.example").await, 101);
         assert_eq!(try_origin("gw.example", "http://gw.example").await, 403);
-        assert_eq!(try_origin("gw.example:80", "http://gw.example").await, 101);
+        // An http:// Origin's implied 80 is not an explicit port: still cross-origin.
+        assert_eq!(try_origin("gw.example:80", "http://gw.example").await, 403);
+        assert_eq!(
+            try_origin("gw.example:80", "http://gw.example:80").await,
+            101
+        );
     });
 }
 

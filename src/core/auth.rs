@@ -1191,6 +1191,14 @@ pub fn same_origin_on(origin: &str, host: &str, tls: bool) -> bool {
         _ => return false,
     };
     let authority = authority.trim_end_matches('/');
+    // The port an `http://` Origin implies (80) is never the TLS listener's: only an
+    // explicit port can make it the same origin there.
+    if tls
+        && default_port == 80
+        && !crate::head::split_authority(authority).is_ok_and(|(_, p)| p.is_some())
+    {
+        return false;
+    }
     match (
         split_authority(authority, default_port),
         split_authority(host.trim(), if tls { 443 } else { default_port }),

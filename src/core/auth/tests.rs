@@ -427,6 +427,11 @@ fn same_origin_is_always_allowed() {
     // On a TLS listener.
     assert!(same_origin_on("https://a.example", "a.example", true));
     assert!(!same_origin_on("http://a.example", "a.example", true));
+    // The 80 an http:// Origin implies is no match for a Host that says 80 either.
+    assert!(!same_origin_on("http://a.example", "a.example:80", true));
+    assert!(!same_origin_on("ws://a.example", "a.example:80", true));
+    assert!(same_origin_on("http://a.example:80", "a.example:80", true));
+    assert!(same_origin_on("https://a.example", "a.example:443", true));
     assert!(same_origin_on(
         "http://a.example:8443",
         "a.example:8443",
@@ -503,9 +508,11 @@ fn same_origin_on_a_tls_listener_uses_port_443() {
         decide(&tls, "gw.example", "https://gw.example:8443"),
         refused
     );
-    // http origins: port 80 implied, and the Host means 443.
+    // http origins: the Host means 443, and only a port the Origin names can match it
+    // (the 80 its scheme implies is not one).
     assert_eq!(decide(&tls, "gw.example", "http://gw.example"), refused);
-    assert_eq!(decide(&tls, "gw.example:80", "http://gw.example"), Ok(()));
+    assert_eq!(decide(&tls, "gw.example:80", "http://gw.example"), refused);
+    assert_eq!(decide(&tls, "gw.example:80", "http://gw.example:80"), Ok(()));
     assert_eq!(decide(&tls, "gw.example", "http://gw.example:443"), Ok(()));
     assert_eq!(
         decide(&tls, "gw.example:8443", "http://gw.example:8443"),
@@ -516,6 +523,11 @@ fn same_origin_on_a_tls_listener_uses_port_443() {
     assert_eq!(decide(&plain, "gw.example", "https://gw.example"), Ok(()));
     assert!(same_origin_on("http://a.example:443", "a.example", true));
     assert!(!same_origin_on("http://a.example", "a.example", true));
+    // The 80 an http:// Origin implies is no match for a Host that says 80 either.
+    assert!(!same_origin_on("http://a.example", "a.example:80", true));
+    assert!(!same_origin_on("ws://a.example", "a.example:80", true));
+    assert!(same_origin_on("http://a.example:80", "a.example:80", true));
+    assert!(same_origin_on("https://a.example", "a.example:443", true));
     assert!(same_origin_on("https://a.example", "a.example", true));
 }
 
