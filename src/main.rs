@@ -1155,6 +1155,19 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
         ));
     }
     let ttl = seconds("--ttl", &i.ttl, 1)?;
+    // A token the gate would refuse is not printed: the sub is an identity (never
+    // empty, no control character), and an empty aud, iss or jti names nothing.
+    if i.sub.is_empty() || i.sub.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            "--sub",
+            "must not be empty nor hold control characters",
+        ));
+    }
+    for (option, value) in [("--aud", &i.aud), ("--iss", &i.iss), ("--jti", &i.jti)] {
+        if value.as_deref() == Some("") {
+            return Err(ConfigError::new(option, "must not be empty"));
+        }
+    }
     let mut extra = Vec::with_capacity(i.claim.len());
     for c in &i.claim {
         let (k, v) = c

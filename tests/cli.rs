@@ -395,6 +395,26 @@ fn config_error_bad_option_values() {
         ]),
         "--claim",
     );
+    // A token the gate would refuse is not printed: no usable sub, an empty claim.
+    for (option, value) in [
+        ("--sub", ""),
+        ("--sub", "a\u{1}b"),
+        ("--aud", ""),
+        ("--iss", ""),
+        ("--jti", ""),
+    ] {
+        let mut args = vec!["issue", "--key", &k.path];
+        if option != "--sub" {
+            args.extend(["--sub", "a"]);
+        }
+        args.extend([option, value]);
+        let o = wsgate(&args);
+        assert_config_error(&o, option);
+        assert!(
+            stdout_of(&o).is_empty(),
+            "{option} {value:?}: a token was printed"
+        );
+    }
 }
 
 #[test]
