@@ -31,6 +31,42 @@ fn a_first_message_over_the_bound_is_refused_at_its_header() {
     s.wait_log_line(|l| {
         l.contains("event=auth_fail") && l.contains("detail=too_long") && l.contains("close=4401")
     });
+    s.wait_log_line(|l| {
+        l.contains("event=auth_fail") && l.contains("detail=too_long") && l.contains("close=1009")
+    });
+    assert_still_serves(&s, &k.token(&Claims::new("alice")));
+}
+
+/// With `--max-message` below the bound (a device's setting), a first message over it
+/// is closed with 1009, and that refusal is logged and counted like any other; so is a
+/// first frame that breaks the framing (1002).
+#[test]
+fn a_first_message_over_a_small_max_message_is_logged_and_counted() {
+    let k = LocalKey::generate();
+    let s = Server::start(&[&k.arg()[..], &["--max-message", "1000"]].concat());
+    let mut sock = raw_upgrade(&s, None);
+    sock.write_all(&raw_frame_header(0x81, 2000)).unwrap();
+    assert_eq!(raw_close_code(&mut sock), Some(1009));
+    s.wait_log_line(|l| {
+        l.contains("event=auth_fail")
+            && l.contains("method=message")
+            && l.contains("reason=invalid_token")
+            && l.contains("detail=too_long")
+            && l.contains("close=1009")
+    });
+    // An unmasked client frame: a protocol error.
+    let mut sock = raw_upgrade(&s, None);
+    sock.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    assert_eq!(raw_close_code(&mut sock), Some(1002));
+    s.wait_log_line(|l| {
+        l.contains("event=auth_fail") && l.contains("detail=malformed") && l.contains("close=1002")
+    });
+    let metrics = http(&s, "GET", "/metrics", &[]);
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("wsgate_auth_failures_total{reason=\"invalid_token\"} 2"),
+        "{text}"
+    );
     assert_still_serves(&s, &k.token(&Claims::new("alice")));
 }
 

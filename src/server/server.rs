@@ -1103,6 +1103,16 @@ async fn first_message(
                 if let Some((code, reason)) =
                     end.and_then(|r| r.err()).as_ref().and_then(peer_fault)
                 {
+                    // A first frame that cannot be read is a failed authentication all
+                    // the same: counted and logged, with the code it got.
+                    let token = if code == 1009 {
+                        TokenError::TooLong
+                    } else {
+                        TokenError::Malformed
+                    };
+                    let answer = Answer::CloseWith(code);
+                    let r = Rejection::BadToken(token);
+                    shared.auth_fail(peer, Some(Method::Message), r, answer);
                     close_unreadable(&mut ws, code, reason).await;
                 }
                 return None;

@@ -159,6 +159,7 @@ impl Shared {
             match answer {
                 Answer::Http => line.kv("status", r.status()),
                 Answer::Close => line.kv("close", r.close().0),
+                Answer::CloseWith(code) => line.kv("close", code),
             }
             .emit();
         }
@@ -194,6 +195,9 @@ pub(crate) enum Answer {
     Http,
     /// A close frame after the upgrade.
     Close,
+    /// A close frame with another code than the refusal's own: a first frame too big
+    /// for `--max-message` (1009) or broken (1002, 1007).
+    CloseWith(u16),
 }
 
 /// The server's stop signal: a flag for whoever looks, and an event for whoever
