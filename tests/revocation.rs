@@ -301,6 +301,15 @@ fn bad_revocations_are_400_and_a_full_list_is_503_forgetting_nothing() {
         format!("DELETE /sessions HTTP/1.1\r\nHost: {admin}\r\n\r\n").as_bytes(),
     );
     assert_eq!(r.status, 405);
+    // HEAD gets the head alone, a refusal's too.
+    for (target, status) in [("/revoke", 405), ("/nope", 404), ("/sessions", 200)] {
+        let r = http_raw(
+            admin,
+            format!("HEAD {target} HTTP/1.1\r\nHost: {admin}\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, status, "{}", r.head);
+        assert!(r.body.is_empty(), "HEAD {target} sent a body: {:?}", r.body);
+    }
 }
 
 #[test]

@@ -206,8 +206,27 @@ fn head_has_the_headers_and_no_body() {
             x.after_head
         );
     }
-    let x = raw(&s, "HEAD", "/missing.txt");
-    assert_eq!(x.r.status, 404, "{}", x.r.head);
+    // Refusals answer HEAD with their head alone too: 404, 405, 400.
+    for (target, status) in [("/missing.txt", 404), ("/ticket", 405), ("/100%.txt", 400)] {
+        let x = raw(&s, "HEAD", target);
+        assert_eq!(x.r.status, status, "{}", x.r.head);
+        assert!(x.r.header("content-length").is_some(), "{}", x.r.head);
+        assert!(
+            x.after_head.is_empty(),
+            "HEAD {target} sent a body: {:?}",
+            x.after_head
+        );
+    }
+    // Without --static, the 426 of a plain request.
+    let k = LocalKey::generate();
+    let plain = Server::start(&k.arg());
+    let x = raw(&plain, "HEAD", "/");
+    assert_eq!(x.r.status, 426, "{}", x.r.head);
+    assert!(
+        x.after_head.is_empty(),
+        "HEAD / sent a body: {:?}",
+        x.after_head
+    );
 }
 
 #[test]

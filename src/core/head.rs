@@ -356,6 +356,17 @@ pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8], send_body: b
     out
 }
 
+/// `answer` as the answer to a request made with `method`: for `HEAD`, the head alone,
+/// as a `GET` would get it (its `Content-Length` included), whatever the status.
+pub fn for_method(method: &str, mut answer: Vec<u8>) -> Vec<u8> {
+    if method == "HEAD" {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            answer.truncate(end + 4);
+        }
+    }
+    answer
+}
+
 /// A plain-text response (`text/plain; charset=utf-8`).
 pub fn text_response(status: u16, extra: &[(&str, &str)], body: &str) -> Vec<u8> {
     let mut headers = Vec::with_capacity(extra.len() + 1);
@@ -502,6 +513,12 @@ mod tests {
             head_only,
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
         );
+        // Any answer to HEAD is its head, an error's too.
+        let r = text_response(426, &[], "this is a WebSocket endpoint\n");
+        let head = for_method("HEAD", r.clone());
+        assert!(head.ends_with(b"Content-Length: 29\r\nConnection: close\r\n\r\n"));
+        assert_eq!(&r[..head.len()], &head[..]);
+        assert_eq!(for_method("GET", r.clone()), r);
     }
 
     #[test]

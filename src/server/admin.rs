@@ -74,7 +74,7 @@ async fn connection(shared: Arc<Shared>, mut stream: BoxedConnection, peer: Sock
             let body_start = rest.to_vec();
             let answer = route(&shared, &req, &mut stream, body_start, deadline, peer).await;
             log_http(peer, &req, status_of(&answer));
-            answer
+            head::for_method(req.method, answer)
         }
         Ok(None) => return,
         Err(HeadError::TooLarge) => text_response(431, &[], "request head too large\n"),

@@ -718,6 +718,10 @@ async fn refuse(
         }
         _ => head::text_response(status, extra, body),
     };
+    let answer = match req {
+        Some(req) => head::for_method(req.method, answer),
+        None => answer,
+    };
     respond(stream, &answer).await;
     Next::Done
 }
@@ -796,7 +800,7 @@ async fn handshake(
         return refuse(stream, peer, (!upgrade).then_some(&req), refusal).await;
     }
     if !upgrade {
-        let answer = endpoints::serve(shared, &req, peer).await;
+        let answer = head::for_method(req.method, endpoints::serve(shared, &req, peer).await);
         log_http(peer, &req, status_of(&answer));
         respond(stream, &answer).await;
         return Next::Done;
