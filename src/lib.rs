@@ -180,7 +180,7 @@ pub use token::{
 /// follows the code, not semver.
 #[doc(hidden)]
 pub mod internal {
-    pub use crate::auth::{MAX_FIRST_MESSAGE, random_id};
+    pub use crate::auth::{MAX_FIRST_MESSAGE, origin_parts, random_id};
     #[cfg(feature = "load-balancer")]
     pub use crate::client_addr::{MAX_PROXY_HEADER, ProxyHeader, parse_proxy_header};
     pub use crate::config::io_reason;

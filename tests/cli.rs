@@ -395,6 +395,16 @@ fn config_error_bad_option_values() {
         ]),
         "--claim",
     );
+    // An origin whose port is not a port.
+    for origin in [
+        "https://app.example.com:https",
+        "https://app.example.com:99999",
+    ] {
+        assert_config_error(
+            &wsgate(&["serve", "--key", &k.path, "--allow-origin", origin]),
+            "--allow-origin",
+        );
+    }
     // A token the gate would refuse is not printed: no usable sub, an empty claim.
     for (option, value) in [
         ("--sub", ""),

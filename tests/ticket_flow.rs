@@ -675,6 +675,38 @@ fn preflight(s: &Server, origin: &str) -> Response {
     )
 }
 
+/// `--allow-origin https://app.example.com:443` names the origin browsers send as
+/// `https://app.example.com`: the preflight and the upgrade both see it as allowed.
+#[test]
+fn an_allowed_origin_written_with_its_default_port_matches_the_browsers_origin() {
+    let k = LocalKey::generate();
+    let s = serve(&k, &["--allow-origin", "https://app.example.com:443"]);
+    let r = preflight(&s, APP);
+    assert_eq!(r.status, 204, "{}", r.head);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some(APP),
+        "{}",
+        r.head
+    );
+    let token = k.token(&Claims::new("alice"));
+    let r = upgrade_status(
+        &s,
+        "/",
+        &[("Origin", APP), ("Authorization", &bearer(&token))],
+    );
+    assert_eq!(r.status, 101, "{}", r.head);
+    let r = upgrade_status(
+        &s,
+        "/",
+        &[
+            ("Origin", "https://app.example.com:8443"),
+            ("Authorization", &bearer(&token)),
+        ],
+    );
+    assert_eq!(r.status, 403, "{}", r.head);
+}
+
 #[test]
 fn cors_preflight_for_an_allowed_origin() {
     let k = LocalKey::generate();

@@ -145,7 +145,7 @@ pub fn parse_origin(o: &str) -> Result<String, ConfigError> {
         matches!(s.to_ascii_lowercase().as_str(), "http" | "https")
             && !rest.is_empty()
             && !rest.contains(['/', '?', '#', '@', ' '])
-    });
+    }) && wsgate::internal::origin_parts(t).is_some();
     if !ok {
         return Err(ConfigError::new(
             format!("--allow-origin {o}"),

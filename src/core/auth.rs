@@ -992,13 +992,20 @@ impl Gate {
         method != Some(Method::Cookie)
     }
 
-    /// Whether `origin` is one of `--allow-origin` (for CORS answers).
+    /// Whether `origin` is one of `--allow-origin` (for CORS answers): the same scheme,
+    /// host and port, case aside and with the scheme's port implied, so that
+    /// `https://app.example.com:443` and `https://app.example.com` are one origin.
     pub fn cors_allowed(&self, origin: &str) -> bool {
-        let o = origin.trim_end_matches('/');
+        let Some(o) = origin_parts(origin) else {
+            return false;
+        };
         self.cfg
             .allowed_origins
             .iter()
-            .any(|a| a.eq_ignore_ascii_case(o))
+            .filter_map(|a| origin_parts(a))
+            .any(|(scheme, host, port)| {
+                scheme == o.0 && port == o.2 && host.eq_ignore_ascii_case(o.1)
+            })
     }
 
     fn bearer<'a>(&self, req: &Request<'a>) -> Option<&'a str> {
@@ -1175,50 +1182,60 @@ pub fn random_id() -> Result<String, getrandom::Error> {
     Ok(Base64UrlSafeNoPadding::encode_to_string(b).unwrap_or_default())
 }
 
+/// An origin's scheme (`"http"` or `"https"`; `ws` and `wss` count as those), host
+/// (as written) and port (the scheme's when absent); `None` when it is not one.
+pub fn origin_parts(origin: &str) -> Option<(&'static str, &str, u16)> {
+    origin_split(origin)
+        .map(|(scheme, host, port, default)| (scheme, host, port.unwrap_or(default)))
+}
+
+/// As [`origin_parts`], the port as written (`None` when absent), then the scheme's.
+fn origin_split(origin: &str) -> Option<(&'static str, &str, Option<u16>, u16)> {
+    let (scheme, authority) = origin.split_once("://")?;
+    let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => ("http", 80),
+        "https" | "wss" => ("https", 443),
+        _ => return None,
+    };
+    let (host, port) = split_authority(authority.trim_end_matches('/'))?;
+    Some((scheme, host, port, default_port))
+}
+
 /// Same origin (`docs/protocol.md#the-origin-rule`): Origin's authority (host and port,
 /// port implied by its scheme, case-insensitive) equals the `Host` header's (a `Host`
 /// without a port takes the default port of the Origin's scheme). On a listener that
 /// speaks TLS (`tls`), a `Host` without a port means 443 whatever the Origin's scheme,
-/// so an `http://` Origin is never the same origin unless its explicit port equals the
-/// `Host`'s.
+/// so an `http://` Origin is never the same origin unless it names a port, and that
+/// port equals the `Host`'s.
 pub fn same_origin_on(origin: &str, host: &str, tls: bool) -> bool {
-    let Some((scheme, authority)) = origin.split_once("://") else {
+    let Some((scheme, oh, op, default_port)) = origin_split(origin) else {
         return false;
     };
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" | "ws" => 80,
-        "https" | "wss" => 443,
-        _ => return false,
-    };
-    let authority = authority.trim_end_matches('/');
-    // The port an `http://` Origin implies (80) is never the TLS listener's: only an
-    // explicit port can make it the same origin there.
-    if tls
-        && default_port == 80
-        && !crate::head::split_authority(authority).is_ok_and(|(_, p)| p.is_some())
-    {
+    // The port an `http://` Origin implies (80) is never the TLS listener's.
+    if tls && scheme == "http" && op.is_none() {
         return false;
     }
-    match (
-        split_authority(authority, default_port),
-        split_authority(host.trim(), if tls { 443 } else { default_port }),
-    ) {
-        (Some((oh, op)), Some((hh, hp))) => op == hp && oh.eq_ignore_ascii_case(hh),
-        _ => false,
+    let host_default = if tls { 443 } else { default_port };
+    match split_authority(host.trim()) {
+        Some((hh, hp)) => {
+            op.unwrap_or(default_port) == hp.unwrap_or(host_default) && oh.eq_ignore_ascii_case(hh)
+        }
+        None => false,
     }
 }
 
-/// Host (as written: any case, an IPv6 literal in brackets) and port of `Host` or an
-/// Origin's authority; the Origin rule compares these pairs. Any host, an empty one
-/// included, and any port, 0 included: a pair only has to equal another.
-pub(crate) fn split_authority(a: &str, default_port: u16) -> Option<(&str, u16)> {
+/// Host (as written: any case, an IPv6 literal in brackets) and port, when written, of
+/// `Host` or an Origin's authority; the Origin rule compares these pairs, the port
+/// implied where absent. Any host, an empty one included, and any port, 0 included: a
+/// pair only has to equal another.
+pub(crate) fn split_authority(a: &str) -> Option<(&str, Option<u16>)> {
     if a.is_empty() || a.contains(['/', '@', '?', '#']) {
         return None;
     }
     let (host, port) = crate::head::split_authority(a).ok()?;
     let port = match port {
-        None => default_port,
-        Some(p) => crate::head::parse_port(p)?,
+        None => None,
+        Some(p) => Some(crate::head::parse_port(p)?),
     };
     Some((host, port))
 }

@@ -590,8 +590,8 @@ mod tests {
             Ok(u) => format!("{} {}", u.host(), u.port()),
             Err(e) => e.to_owned(),
         };
-        let origin = |a| match crate::auth::split_authority(a, 443) {
-            Some((host, port)) => format!("{host} {port}"),
+        let origin = |a| match crate::auth::split_authority(a) {
+            Some((host, port)) => format!("{host} {}", port.unwrap_or(443)),
             None => "refused".to_owned(),
         };
         for (a, by_split, by_url, by_origin) in [

@@ -404,6 +404,43 @@ fn allow_list_checks_every_method() {
     ]));
 }
 
+/// An allowed origin is a scheme, a host and a port: the port its scheme implies may be
+/// written or not, on either side; another port or scheme is another origin.
+#[test]
+fn allowed_origins_compare_with_the_port_implied() {
+    let g = fixture_with(
+        DEFAULT,
+        &[
+            "https://app.example.com:443",
+            "http://dev.example:80",
+            "https://x.example:8443",
+        ],
+        vec![Key::generate_local().unwrap()],
+    );
+    for o in [
+        "https://app.example.com",
+        "https://app.example.com:443",
+        "wss://APP.example.com",
+        "http://dev.example",
+        "http://dev.example:80",
+        "https://x.example:8443",
+    ] {
+        assert!(g.cors_allowed(o), "{o}");
+    }
+    for o in [
+        "http://app.example.com",
+        "https://app.example.com:8443",
+        "https://dev.example",
+        "https://x.example",
+        "https://app.example.com.evil",
+        "https://app.example.com:+443",
+        "null",
+        "",
+    ] {
+        assert!(!g.cors_allowed(o), "{o}");
+    }
+}
+
 #[test]
 fn same_origin_is_always_allowed() {
     let f = fixture(DEFAULT, &["https://app.example.com"]);
@@ -512,7 +549,10 @@ fn same_origin_on_a_tls_listener_uses_port_443() {
     // (the 80 its scheme implies is not one).
     assert_eq!(decide(&tls, "gw.example", "http://gw.example"), refused);
     assert_eq!(decide(&tls, "gw.example:80", "http://gw.example"), refused);
-    assert_eq!(decide(&tls, "gw.example:80", "http://gw.example:80"), Ok(()));
+    assert_eq!(
+        decide(&tls, "gw.example:80", "http://gw.example:80"),
+        Ok(())
+    );
     assert_eq!(decide(&tls, "gw.example", "http://gw.example:443"), Ok(()));
     assert_eq!(
         decide(&tls, "gw.example:8443", "http://gw.example:8443"),
