@@ -270,3 +270,64 @@ fn a_refresh_racing_the_expiry_timer_gets_one_clear_answer() {
     }
     eprintln!("outcomes: {outcomes:?}");
 }
+
+/// Every frame and listing that shows an `exp` shows the claim as the token has it:
+/// with its fraction and offset (another library's `2030-01-01T10:00:00.250+02:00`),
+/// not rewritten in UTC seconds. The first message's `authenticated`, the notice, the
+/// `refreshed` frame, `GET /sessions`, and a ticket's session (the minting token's).
+#[test]
+fn every_exp_shown_is_the_claim_as_issued() {
+    let k = LocalKey::generate();
+    let s = server(&k, &["--admin-listen", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    // Within the 30 s notice: the notice comes at once.
+    let first = Claims::new("alice").set("exp", shifted(now() + 20, 2, ".250"));
+    let later = Claims::new("alice").set("exp", shifted(now() + 600, -5, ".5"));
+    let sessions = |sub: &str| -> serde_json::Value {
+        let r = http_raw(
+            admin,
+            format!("GET /sessions?sub={sub} HTTP/1.1\r\nHost: {admin}\r\n\r\n").as_bytes(),
+        );
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    run(async {
+        let mut ws = ws_ok(&s, &[]).await;
+        let ok = first_message_ok(&mut ws, &k.token(&first)).await;
+        assert_eq!(ok["exp"], first.exp(), "{ok}");
+        let notice = json(&recv_text(&mut ws).await);
+        assert_eq!(notice["type"], "expiring");
+        assert_eq!(notice["exp"], first.exp(), "{notice}");
+        assert_eq!(sessions("alice")[0]["exp"], first.exp());
+        send_text(&mut ws, &refresh_msg(&k.token(&later))).await;
+        let refreshed = json(&recv_text(&mut ws).await);
+        assert_eq!(refreshed["type"], "refreshed");
+        assert_eq!(refreshed["exp"], later.exp(), "{refreshed}");
+        assert_eq!(sessions("alice")[0]["exp"], later.exp());
+    });
+    // A ticket's session shows the minting token's exp as issued.
+    let want = shifted(now() + 900, 1, ".125");
+    let minting = k.token(&Claims::new("bob").set("exp", want.as_str()));
+    let r = http(
+        &s,
+        "POST",
+        "/ticket",
+        &[
+            ("Content-Length", "0"),
+            ("Authorization", &bearer(&minting)),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    let ticket: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    run(async {
+        let mut ws = ws_ok(&s, &[]).await;
+        let ok = first_message_ok(&mut ws, ticket["ticket"].as_str().unwrap()).await;
+        assert_eq!(ok["exp"], want.as_str(), "{ok}");
+    });
+}
+
+/// `unix` as RFC 3339 in the offset `hours` (`+02:00`), with the fraction `frac`.
+fn shifted(unix: i64, hours: i64, frac: &str) -> String {
+    let local = rfc3339(unix + hours * 3600);
+    let sign = if hours < 0 { '-' } else { '+' };
+    local.replace('Z', &format!("{frac}{sign}{:02}:00", hours.abs()))
+}

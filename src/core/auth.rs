@@ -327,6 +327,9 @@ pub struct Identity {
     pub sub: String,
     /// The `exp` that bounds the session (the minting token's, for a ticket), Unix seconds.
     pub exp: i64,
+    /// That `exp` as issued, when its text is not the form `Rfc3339` writes (a
+    /// fraction, an offset): the frames and `GET /sessions` show it so.
+    pub exp_text: Option<Box<str>>,
     /// When the session must end: `exp` + leeway, Unix seconds.
     pub deadline: i64,
     /// The claims JSON object as signed.
@@ -388,13 +391,7 @@ impl Identity {
             frame.push_str(&serde_json::to_string(&self.sub).unwrap_or_default());
         }
         frame.push_str(r#","exp":""#);
-        match Rfc3339(self.exp).ascii() {
-            Some(b) => frame.push_str(std::str::from_utf8(&b).unwrap_or_default()),
-            None => {
-                use std::fmt::Write as _;
-                let _ = write!(frame, "{}", Rfc3339(self.exp));
-            }
-        }
+        crate::time::push_as_issued(&mut frame, self.exp, self.exp_text.as_deref());
         frame.push_str(r#""}"#);
         frame
     }
@@ -781,6 +778,7 @@ impl Gate {
         let Claims {
             sub,
             exp,
+            exp_text,
             jti,
             iat,
             ticket,
@@ -791,6 +789,7 @@ impl Gate {
                 let identity = Identity {
                     sub,
                     exp,
+                    exp_text,
                     deadline: exp.saturating_add(leeway),
                     claims: json,
                     method,
@@ -817,6 +816,7 @@ impl Gate {
                 let identity = Identity {
                     sub,
                     exp: t.session_exp,
+                    exp_text: t.session_exp_text,
                     deadline: t.session_exp.saturating_add(leeway),
                     claims: json,
                     method,
@@ -867,6 +867,7 @@ impl Gate {
             deadline: claims.exp.saturating_add(leeway),
             sub: claims.sub,
             exp: claims.exp,
+            exp_text: claims.exp_text,
             claims: claims.json,
             method: session.method,
             via_ticket: false,
@@ -947,7 +948,16 @@ impl Gate {
         json.extend_from_slice(br#"":{"ip":""#);
         crate::digits::extend_ip(&mut json, canonical(peer));
         json.extend_from_slice(br#"","session_exp":"#);
-        crate::digits::extend_i64(&mut json, claims.exp);
+        match &claims.exp_text {
+            // As issued, for the frames of the session it opens (no JSON escape: it
+            // parsed as RFC 3339).
+            Some(text) => {
+                json.push(b'"');
+                json.extend_from_slice(text.as_bytes());
+                json.push(b'"');
+            }
+            None => crate::digits::extend_i64(&mut json, claims.exp),
+        }
         // The session a ticket opens is the minting token's, for revocation too.
         if let Some(jti) = &claims.jti {
             json.extend_from_slice(br#","jti":"#);

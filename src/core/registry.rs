@@ -59,6 +59,8 @@ pub struct SessionInfo {
     pub since: i64,
     /// The `exp` claim that bounds it now (after refreshes), Unix seconds.
     pub exp: i64,
+    /// That `exp` as issued, when not the form `Rfc3339` writes ([`Identity::exp_text`]).
+    pub exp_text: Option<Box<str>>,
 }
 
 struct Entry {
@@ -152,6 +154,7 @@ impl Registry {
                     peer,
                     since,
                     exp: identity.exp,
+                    exp_text: identity.exp_text.clone(),
                 },
                 jti: identity.jti.clone(),
                 iat: identity.iat,
@@ -190,6 +193,7 @@ impl Registry {
             e.jti_pos = jti_pos;
             e.iat = identity.iat;
             e.info.exp = identity.exp;
+            e.info.exp_text = identity.exp_text.clone();
         }
     }
 
@@ -277,6 +281,7 @@ mod tests {
         Identity {
             sub: sub.into(),
             exp: 100,
+            exp_text: None,
             deadline: 160,
             claims: "{}".into(),
             method: Method::Header,

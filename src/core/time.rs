@@ -132,6 +132,30 @@ impl Rfc3339 {
     }
 }
 
+/// A time claim's text, kept when writing its Unix seconds back would not give it
+/// (an `exp` is shown as issued, `docs/protocol.md#which-exp`): a fraction, an offset,
+/// a lower-case `t` or `z`, a leap second. `None` for the form [`Rfc3339`] writes. For
+/// text that [`parse_rfc3339`] read: such text needs no JSON escape.
+pub fn text_unless_canonical(text: &str) -> Option<Box<str>> {
+    let b = text.as_bytes();
+    let canonical = b.len() == 20 && b[10] == b'T' && b[19] == b'Z' && &b[17..19] != b"60";
+    (!canonical).then(|| text.into())
+}
+
+/// Appends a time as issued: its kept `text` (see [`text_unless_canonical`]), else
+/// `unix` as [`Rfc3339`] writes it.
+pub fn push_as_issued(out: &mut String, unix: i64, text: Option<&str>) {
+    match (text, Rfc3339(unix).ascii()) {
+        (Some(t), _) => out.push_str(t),
+        // Only ASCII digits were written into an ASCII template.
+        (None, Some(b)) => out.push_str(std::str::from_utf8(&b).unwrap_or_default()),
+        (None, None) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{}", Rfc3339(unix));
+        }
+    }
+}
+
 impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(b) = self.ascii() {
@@ -256,6 +280,27 @@ mod tests {
         assert_eq!(up("2022-01-01T00:00:00.000Z"), Some(1_640_995_200));
         assert_eq!(up("2022-01-01T00:00:00Z"), Some(1_640_995_200));
         assert_eq!(up("2022-01-01T00:00:00.Z"), None);
+    }
+
+    #[test]
+    fn times_are_shown_as_issued() {
+        for canonical in ["2022-01-01T00:00:00Z", "2039-12-31T23:59:59Z"] {
+            assert_eq!(text_unless_canonical(canonical), None);
+        }
+        for kept in [
+            "2022-01-01T00:00:00.250Z",
+            "2022-01-01T02:00:00+02:00",
+            "2022-01-01t00:00:00z",
+            "2022-01-01 00:00:00Z",
+            "2016-12-31T23:59:60Z",
+        ] {
+            assert_eq!(text_unless_canonical(kept).as_deref(), Some(kept));
+        }
+        let mut out = String::new();
+        push_as_issued(&mut out, 1_640_995_200, None);
+        out.push(' ');
+        push_as_issued(&mut out, 1_640_995_200, Some("2022-01-01T02:00:00+02:00"));
+        assert_eq!(out, "2022-01-01T00:00:00Z 2022-01-01T02:00:00+02:00");
     }
 
     #[test]

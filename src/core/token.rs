@@ -18,7 +18,7 @@ use pasetors::version4::{LocalToken, PublicToken, V4};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::time::{Rfc3339, parse_rfc3339, parse_rfc3339_up};
+use crate::time::{Rfc3339, parse_rfc3339, parse_rfc3339_up, text_unless_canonical};
 
 /// Longest token accepted, checked before any cryptography (`docs/protocol.md#tokens`).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -509,6 +509,8 @@ pub struct TicketClaims {
     pub ip: String,
     /// `exp` of the token that minted the ticket (Unix seconds): the session's end.
     pub session_exp: i64,
+    /// Its text as issued, when not the form `Rfc3339` writes ([`Claims::exp_text`]).
+    pub session_exp_text: Option<Box<str>>,
     /// `jti` of the token that minted the ticket: revocation looks at it.
     pub minted_by_jti: Option<String>,
     /// `iat` of the token that minted the ticket (Unix seconds): revocation looks at it.
@@ -523,6 +525,9 @@ pub struct Claims {
     pub sub: String,
     /// `exp` in Unix seconds.
     pub exp: i64,
+    /// `exp` as issued, when its text is not the form [`crate::internal::Rfc3339`] writes
+    /// (a fraction, an offset): frames and listings show it as the token has it.
+    pub exp_text: Option<Box<str>>,
     /// `jti`, if any.
     pub jti: Option<String>,
     /// `iat` in Unix seconds, if any.
@@ -582,6 +587,7 @@ impl ClaimRules {
         let raw: RawClaims<'_> =
             serde_json::from_str(&payload).map_err(|_| TokenError::BadClaims)?;
         let exp = time_claim(&raw.exp)?.ok_or(TokenError::MissingExp)?;
+        let exp_text = raw.exp.as_deref().and_then(text_unless_canonical);
         let nbf = time_claim(&raw.nbf)?;
         let iat = issued_at(&raw.iat)?;
         let ticket = match &raw.wsgate_ticket {
@@ -589,6 +595,10 @@ impl ClaimRules {
             Some(t) => Some(TicketClaims {
                 ip: t.ip.clone().into_owned(),
                 session_exp: t.session_exp.unix()?,
+                session_exp_text: match &t.session_exp {
+                    TicketTime::Text(s) => text_unless_canonical(s),
+                    TicketTime::Unix(_) => None,
+                },
                 minted_by_jti: t.jti.as_deref().map(str::to_owned),
                 minted_by_iat: t.iat.as_ref().map(TicketTime::unix).transpose()?,
             }),
@@ -630,6 +640,7 @@ impl ClaimRules {
         Ok(Claims {
             sub,
             exp,
+            exp_text,
             jti,
             iat,
             ticket,

@@ -225,12 +225,13 @@ fn sessions(shared: &Shared, req: &Request<'_>) -> Vec<u8> {
         }
         let sub = serde_json::to_string(&s.sub).unwrap_or_default();
         body.push_str(&format!(
-            r#"{{"sub":{sub},"method":"{}","peer":"{}","since":"{}","exp":"{}"}}"#,
+            r#"{{"sub":{sub},"method":"{}","peer":"{}","since":"{}","exp":""#,
             s.method,
             s.peer,
             Rfc3339(s.since),
-            Rfc3339(s.exp)
         ));
+        crate::time::push_as_issued(&mut body, s.exp, s.exp_text.as_deref());
+        body.push_str(r#""}"#);
     }
     body.push(']');
     json_response(200, &body)

@@ -491,7 +491,7 @@ impl Session {
                 if self.notice_at.is_some_and(|n| now >= n) {
                     // Before the expiry check: a notice due at the deadline still goes.
                     self.notice_at = None;
-                    let frame = exp_frame("expiring", self.identity.exp);
+                    let frame = exp_frame("expiring", &self.identity);
                     Box::pin(self.send_watched(Message::text(frame))).await;
                 }
                 if !self.open {
@@ -572,7 +572,7 @@ impl Session {
                 self.armed = None;
                 self.shared.registry.update(self.registry_id, &identity);
                 self.identity = identity;
-                let frame = exp_frame("refreshed", self.identity.exp);
+                let frame = exp_frame("refreshed", &self.identity);
                 self.send_watched(Message::text(frame)).await;
             }
             Err(rejection) => {
@@ -720,12 +720,13 @@ fn notice_at(shared: &Shared, exp: i64, now_unix: i64) -> Option<Instant> {
     instant_at(exp.saturating_sub(notice), now_unix)
 }
 
-/// `{"type":"<kind>","exp":"<RFC 3339>"}`: the `expiring` and `refreshed` frames.
-fn exp_frame(kind: &str, exp: i64) -> String {
-    format!(
-        r#"{{"type":"{kind}","exp":"{}"}}"#,
-        crate::time::Rfc3339(exp)
-    )
+/// `{"type":"<kind>","exp":"<RFC 3339>"}`: the `expiring` and `refreshed` frames, with
+/// the `exp` as issued.
+fn exp_frame(kind: &str, identity: &Identity) -> String {
+    let mut frame = format!(r#"{{"type":"{kind}","exp":""#);
+    crate::time::push_as_issued(&mut frame, identity.exp, identity.exp_text.as_deref());
+    frame.push_str(r#""}"#);
+    frame
 }
 
 /// Runs `f` for at most [`CLOSE_WAIT`]: `None` if it did not finish. Every closing
