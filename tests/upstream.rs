@@ -6,7 +6,8 @@
 mod common;
 use common::*;
 
-use std::net::SocketAddr;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -784,6 +785,81 @@ fn shutdown_closes_both_sides_with_1001() {
         assert_eq!(upstream, 1001);
     });
     assert!(s.wait_exit(IO_TIMEOUT).is_some_and(|st| st.success()));
+}
+
+/// A raw upstream's side of wsgate's dial: accepts the connection and reads the
+/// upgrade request head; returns the stream and its `Sec-WebSocket-Key`. wsgate
+/// then waits for the answer ([`answer_101`]), or for ever.
+fn accept_dial(up: &TcpListener) -> (TcpStream, String) {
+    let (mut conn, _) = up.accept().unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            read_uninterrupted(&mut conn, &mut b).unwrap(),
+            1,
+            "EOF in the head"
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no Sec-WebSocket-Key in {head}"));
+    (conn, key)
+}
+
+/// The `101` that completes the dial of [`accept_dial`]; a write error is returned,
+/// not a panic (wsgate may have closed the connection).
+fn answer_101(conn: &mut TcpStream, key: &str) -> std::io::Result<()> {
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    conn.write_all(
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn shutdown_drops_a_dial_still_under_way() {
+    // An upstream that accepts and does not answer (yet): the dial waits in the
+    // upgrade, for up to 5 s. At shutdown the session ends with its client's close
+    // and the dial is dropped, however far it got; the exit does not wait for it.
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let k = LocalKey::generate();
+    let mut s = gateway(&k, &format!("ws://{}/", up.local_addr().unwrap()), &[]);
+    let t = k.token(&Claims::new("alice"));
+    let mut client = raw_upgrade(&s, Some(&t));
+    let (mut conn, key) = accept_dial(&up);
+    s.signal("TERM");
+    assert_eq!(raw_close_code(&mut client), Some(1001));
+    client
+        .write_all(&raw_frame(0x88, &1001u16.to_be_bytes(), true))
+        .unwrap();
+    // The client's closing handshake is done; only now does the upstream answer.
+    // Had wsgate kept dialling, that answer would complete the dial and wsgate would
+    // pass the 1001 on: the upstream gets nothing, only the end of the connection.
+    let _ = answer_101(&mut conn, &key);
+    let mut buf = [0u8; 64];
+    match read_uninterrupted(&mut conn, &mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!("wsgate finished the dial and sent {:?}", &buf[..n]),
+        Err(e) => panic!("wsgate kept the upstream connection open: {e}"),
+    }
+    assert!(s.wait_exit(IO_TIMEOUT).is_some_and(|st| st.success()));
+    let log = s.log();
+    assert!(!log.contains("event=upstream_error"), "{log}");
+    let line = s.wait_log_line(|l| l.contains("event=close"));
+    assert_eq!(log_value(&line, "code").as_deref(), Some("1001"), "{line}");
 }
 
 #[test]

@@ -16,7 +16,8 @@
 //!   stream is [`FrameAligned`] for that.
 //! - Close codes travel both ways. The upstream ending without a close frame, or
 //!   being unreachable, closes the client with 1011. The token's expiry (4401) and
-//!   server shutdown (1001) close both sides, through [`Session::recv_or`].
+//!   server shutdown (1001) close both sides, through [`Session::recv_or`]. A dial
+//!   still under way at shutdown is dropped once the client's close is done.
 
 use std::fmt;
 use std::sync::Arc;
@@ -246,8 +247,9 @@ pub async fn relay(mut session: Session, upstream: &UpstreamUrl) {
         }
         Race::Closed | Race::Client(_) => {
             // The session ended during the dial (bounded): an upstream that answers
-            // still gets the close code rather than a reset.
-            if let Ok(ws) = dialled.await {
+            // still gets the close code rather than a reset. At shutdown the dial is
+            // dropped: the exit waits for closing handshakes, not for a slow upstream.
+            if let Some(Ok(ws)) = session.unless_shutdown(dialled).await {
                 let (tx, mut rx) = ws.split();
                 close_upstream(&session, Some(tx), &mut rx).await;
             }

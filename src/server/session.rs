@@ -274,6 +274,14 @@ impl Session {
         self.forward_control = on;
     }
 
+    /// `f`, unless the server begins shutting down first (or has): `None` then.
+    pub(crate) fn unless_shutdown<T>(
+        &self,
+        f: impl Future<Output = T>,
+    ) -> impl Future<Output = Option<T>> {
+        self.shared.shutdown.unless_begun(f)
+    }
+
     /// The WebSocket limits of the server (message size, buffers), for a handler
     /// that opens a WebSocket of its own.
     pub(crate) fn ws_config(&self) -> WebSocketConfig {
