@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -358,6 +358,51 @@ fn upstream_close_code_reaches_the_client() {
             other => panic!("expected the close reply, got {other:?}"),
         }
     });
+}
+
+#[test]
+fn an_upstream_close_without_a_code_reaches_the_client_without_one() {
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &format!("ws://{}/", up.local_addr().unwrap()), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let (mut conn, key) = accept_dial(&up);
+        answer_101(&mut conn, &key).unwrap();
+        // A close frame with no payload: no code, no reason.
+        conn.write_all(&[0x88, 0x00]).unwrap();
+        assert_eq!(recv_data(&mut ws).await, Message::Close(None));
+        // The upstream's closing handshake completes: wsgate's reply has no code
+        // either (masked, as from a client); the upstream, the server, then ends
+        // the connection.
+        let mut reply = [0u8; 6];
+        conn.read_exact(&mut reply).unwrap();
+        assert_eq!(reply[..2], [0x88, 0x80], "{reply:?}");
+        drop(conn);
+        // And the client's: its reply goes, and wsgate ends the connection.
+        let end = timeout(IO_TIMEOUT, ws.next()).await;
+        assert!(matches!(end, Some(None | Some(Err(_)))), "{end:?}");
+    });
+    let line = s.wait_log_line(|l| l.contains("event=close"));
+    assert_eq!(log_value(&line, "code").as_deref(), Some("1005"), "{line}");
+}
+
+#[test]
+fn a_client_close_without_a_code_reaches_the_upstream_without_one() {
+    let up = Upstream::start();
+    let k = LocalKey::generate();
+    let s = gateway(&k, &up.url("/"), &[]);
+    let t = k.token(&Claims::new("alice"));
+    run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        let mut conn = up.next().await;
+        ws.close(None).await.unwrap();
+        assert_eq!(up_recv(&mut conn.ws).await, Message::Close(None));
+        assert_eq!(recv_data(&mut ws).await, Message::Close(None));
+    });
+    let line = s.wait_log_line(|l| l.contains("event=close"));
+    assert_eq!(log_value(&line, "code").as_deref(), Some("1005"), "{line}");
 }
 
 #[test]

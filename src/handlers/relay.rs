@@ -14,10 +14,11 @@
 //! - Memory: after a message over 4 KiB either way, the upstream WebSocket is rebuilt
 //!   with fresh buffers between messages, as the client's is ([`Session`]); its
 //!   stream is [`FrameAligned`] for that.
-//! - Close codes travel both ways. The upstream ending without a close frame, or
-//!   being unreachable, closes the client with 1011. The token's expiry (4401) and
-//!   server shutdown (1001) close both sides, through [`Session::recv_or`]. A dial
-//!   still under way at shutdown is dropped once the client's close is done.
+//! - Close codes travel both ways, a close frame without a code as one without a
+//!   code. The upstream ending without a close frame, or being unreachable, closes
+//!   the client with 1011. The token's expiry (4401) and server shutdown (1001)
+//!   close both sides, through [`Session::recv_or`]. A dial still under way at
+//!   shutdown is dropped once the client's close is done.
 
 use std::fmt;
 use std::sync::Arc;
@@ -427,9 +428,10 @@ async fn pump(
             smol::future::zip(client, drain(&mut rx)).await;
         }
         End::UpstreamClosed(f) => {
+            // No code: none for the client either (1005, see `Session::close`).
             let (code, reason) = match &f {
                 Some(f) => (u16::from(f.code), f.reason.to_string()),
-                None => (1000, String::new()),
+                None => (1005, String::new()),
             };
             // Our reply to the upstream's close is queued; reading flushes it.
             let client = session.close(code, &reason);

@@ -669,7 +669,8 @@ impl Session {
     }
 
     /// Closes the session with `code` and `reason`, waiting (bounded) for the client's
-    /// close frame. Idempotent.
+    /// close frame; 1005 (no status code) sends a close frame without a payload.
+    /// Idempotent.
     pub async fn close(&mut self, code: u16, reason: &str) {
         if self.open {
             // Boxed: the closing handshake's state is not kept in every session's future.
@@ -756,11 +757,12 @@ pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
     }
 }
 
-/// Sends a close frame and waits for the peer's, all within [`CLOSE_WAIT`].
+/// Sends a close frame (without a payload for 1005) and waits for the peer's, all
+/// within [`CLOSE_WAIT`].
 pub(crate) async fn close_and_drain(ws: &mut WsStream, code: u16, reason: &str) {
-    let frame = close_frame(code, reason);
+    let frame = (code != 1005).then(|| close_frame(code, reason));
     within_close_wait(async {
-        if ws.close(Some(frame)).await.is_ok() {
+        if ws.close(frame).await.is_ok() {
             while let Some(Ok(_)) = ws.next().await {}
         }
     })
