@@ -257,6 +257,42 @@ fn exit_closes_the_client_even_if_a_background_child_holds_stdout() {
 }
 
 #[test]
+fn shutdown_does_not_wait_for_a_pipe_held_outside_the_process_group() {
+    let dir = TempDir::new();
+    // `setsid` takes the background `sleep` out of the process group: it survives
+    // the session's kill and holds stderr (and stdout) open.
+    let cmd = script(
+        &dir,
+        "holder.sh",
+        "setsid sleep 60 &\necho $! > \"$1\"\necho ready\nexec cat",
+    );
+    let cmd = format!("{cmd} {}", dir.file("holder"));
+    let k = LocalKey::generate();
+    let t = k.token(&Claims::new("alice"));
+    let mut s = exec_server(&k, &cmd, &[]);
+    let signalled = run(async {
+        let mut ws = ws_bearer(&s, &t).await;
+        assert_eq!(recv_text(&mut ws).await, "ready");
+        let signalled = std::time::Instant::now();
+        s.signal("TERM");
+        assert_eq!(expect_close(&mut ws).await.0, 1001);
+        signalled
+    });
+    let exit = s.wait_exit(IO_TIMEOUT);
+    let took = signalled.elapsed();
+    let holder = read_pid(&dir.file("holder"));
+    let held = !dead(holder);
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &holder.to_string()])
+        .status();
+    assert!(exit.is_some_and(|st| st.success()), "{}", s.log());
+    assert!(held, "the holder was gone before wsgate exited");
+    // Waiting for the pipe's last lines, as at the end of a session, would take
+    // EXIT_WAIT (2 s): wsgate exits once its client's closing handshake is done.
+    assert!(took < Duration::from_secs(2), "exit {took:?} after SIGTERM");
+}
+
+#[test]
 fn background_children_are_killed_when_the_client_leaves() {
     let dir = TempDir::new();
     let cmd = script(

@@ -319,9 +319,15 @@ pub async fn run(mut session: Session, cmd: &ExecCommand) {
             bounded(process.status()).await.and_then(Result::ok)
         }
     };
-    // The last stderr lines (bounded: a grandchild may hold the pipe).
+    // The last stderr lines (bounded: a process that left the group may hold the
+    // pipe). At shutdown only those already written: the exit waits for closing
+    // handshakes, not for a pipe (docs/operations.md#signals).
     if !errors_done {
-        bounded(&mut errors).await;
+        if session.is_shutting_down() {
+            smol::future::poll_once(&mut errors).await;
+        } else {
+            bounded(&mut errors).await;
+        }
     }
     crate::log_event!(
         Level::Debug,

@@ -274,6 +274,11 @@ impl Session {
         self.forward_control = on;
     }
 
+    /// Whether the server is shutting down.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shared.is_shutting_down()
+    }
+
     /// `f`, unless the server begins shutting down first (or has): `None` then.
     pub(crate) fn unless_shutdown<T>(
         &self,
