@@ -196,6 +196,54 @@ fn a_revocation_on_one_node_closes_sessions_on_the_others_and_refuses_everywhere
     assert_eq!(present(&b, &later).status, 101);
 }
 
+/// The node that answers `POST /revoke` hears its own publication too, often before
+/// the reply to its command: whichever closes the sessions, `closed` counts them all
+/// (and no line says another node's entry closed them).
+#[test]
+fn closed_counts_every_session_the_answering_node_closed_whichever_path_did() {
+    if !supported() {
+        return;
+    }
+    let redis = Redis::start();
+    let k = LocalKey::generate();
+    let a = node(&k, &redis.url(), &[], true);
+    let admin = admin_addr(&a);
+    run(async {
+        for round in 0..20 {
+            let (claims, body, kind) = if round % 2 == 0 {
+                let jti = format!("j-{round}");
+                let body = format!(r#"{{"jti":"{jti}"}}"#);
+                (Claims::new("alice").set("jti", jti), body, "jti")
+            } else {
+                let sub = format!("user-{round}");
+                let body = format!(r#"{{"sub":"{sub}"}}"#);
+                (Claims::new(&sub), body, "sub")
+            };
+            let t = k.token(&claims.exp_in(600));
+            let mut sessions = Vec::new();
+            for _ in 0..3 {
+                sessions.push(ws_bearer(&a, &t).await);
+            }
+            let r = post_revoke(admin, &body);
+            assert_eq!(r.status, 200, "{}", r.head);
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(
+                v,
+                serde_json::json!({"revoked": kind, "closed": 3}),
+                "round {round}"
+            );
+            for ws in &mut sessions {
+                assert_eq!(
+                    expect_close_within(ws, Duration::from_millis(1500)).await,
+                    (4401, "token revoked".to_owned())
+                );
+            }
+        }
+    });
+    let log = a.log();
+    assert!(!log.contains("source=redis"), "{log}");
+}
+
 #[test]
 fn a_node_started_before_redis_is_not_ready_until_it_has_loaded() {
     if !supported() {

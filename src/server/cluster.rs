@@ -7,6 +7,9 @@
 //!   entry, score: when it is forgotten), and published on the channel of the same
 //!   name, in one `MULTI`/`EXEC`. Every node subscribes, then loads the live entries,
 //!   and keeps a copy in memory: a token handshake costs no Redis round trip.
+//! - The node that stores a revocation often hears its own publication before the
+//!   reply: the sessions it closes then are counted for the request ([`Pending`]),
+//!   whose answer says how many this node closed (`docs/operations.md#several-nodes-redis`).
 //! - Until the first load a node is not ready (upgrades, `POST /ticket` and
 //!   `/healthz` answer 503). When Redis goes away the node keeps serving tokens
 //!   against its copy, tickets get 503, and a supervisor reconnects with backoff (at
@@ -19,7 +22,8 @@
 use std::fmt;
 use std::io;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use event_listener::Event;
@@ -339,6 +343,47 @@ pub(crate) struct Cluster {
     conn: smol::lock::Mutex<Option<Conn>>,
     /// Notified when a command fails: the supervisor reconnects.
     failed: Event,
+    /// The revocations this node is storing, and the sessions their publications
+    /// closed here meanwhile (rarely more than one at a time).
+    pending: Mutex<Vec<InFlight>>,
+    next_pending: AtomicU64,
+}
+
+struct InFlight {
+    id: u64,
+    /// As in the sorted set: what the publication carries.
+    member: String,
+    closed: usize,
+}
+
+/// A revocation this node is storing, from before its command is sent until the
+/// request has closed the matching sessions itself: the sessions that its
+/// publication closes here meanwhile are counted for it, not as another node's.
+pub(crate) struct Pending<'a> {
+    cluster: &'a Cluster,
+    id: u64,
+}
+
+impl Pending<'_> {
+    /// Ends it: how many sessions the publication closed here while it was pending.
+    /// Called after the request closed the sessions, so none is missed by both.
+    pub(crate) fn finish(self) -> usize {
+        self.take()
+    }
+
+    fn take(&self) -> usize {
+        let mut pending = self.cluster.pending();
+        let Some(i) = pending.iter().position(|p| p.id == self.id) else {
+            return 0;
+        };
+        pending.swap_remove(i).closed
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.take();
+    }
 }
 
 /// Why a shared operation did not happen: Redis is down or did not answer in time.
@@ -354,7 +399,25 @@ impl Cluster {
             loaded: AtomicBool::new(false),
             conn: smol::lock::Mutex::new(None),
             failed: Event::new(),
+            pending: Mutex::new(Vec::new()),
+            next_pending: AtomicU64::new(0),
         }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<InFlight>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks `entry`, made here at `at`, as being stored by this node, until the
+    /// [`Pending`] is finished or dropped.
+    pub(crate) fn begin_revoke(&self, entry: &Revocation, at: i64) -> Pending<'_> {
+        let id = self.next_pending.fetch_add(1, Ordering::Relaxed);
+        self.pending().push(InFlight {
+            id,
+            member: member(entry, at),
+            closed: 0,
+        });
+        Pending { cluster: self, id }
     }
 
     /// Connected, subscribed and loaded.
@@ -575,7 +638,8 @@ impl Cluster {
         }
     }
 
-    /// Puts an entry in this node's copy and closes the live sessions it matches.
+    /// Puts an entry in this node's copy and closes the live sessions it matches; if
+    /// this node is storing it ([`Pending`]), they are counted for that request.
     fn apply(&self, shared: &Shared, entry: &Revocation, at: i64, forget_at: i64, log: bool) {
         let now = unix_now();
         if shared
@@ -592,9 +656,20 @@ impl Cluster {
             );
             return;
         }
-        let closed = shared
-            .registry
-            .revoke(entry, if at == 0 { now } else { at });
+        let closed = {
+            // Held while closing: the request finishes after its own closing, so
+            // each session is counted by it or logged here, never lost between.
+            let mut pending = self.pending();
+            let closed = shared
+                .registry
+                .revoke(entry, if at == 0 { now } else { at });
+            let m = member(entry, at);
+            if let Some(p) = pending.iter_mut().find(|p| p.member == m) {
+                p.closed += closed;
+                return;
+            }
+            closed
+        };
         if log && closed > 0 {
             crate::log_event!(
                 Level::Info,

@@ -76,13 +76,13 @@ impl Shared {
     pub(crate) fn revoke(&self, entry: &Revocation) -> Result<usize, RevocationsFull> {
         let now = unix_now();
         self.gate.revoke(entry, now)?;
-        Ok(self.close_revoked(entry, now))
+        let closed = self.registry.revoke(entry, now);
+        self.revoked(entry, closed);
+        Ok(closed)
     }
 
-    /// Closes the live sessions that `entry` (stored, made at `now`) matches; counts
-    /// and logs the revocation. How many it closed.
-    fn close_revoked(&self, entry: &Revocation, now: i64) -> usize {
-        let closed = self.registry.revoke(entry, now);
+    /// Counts and logs a revocation made here that closed `closed` sessions.
+    fn revoked(&self, entry: &Revocation, closed: usize) {
         self.metrics.revocation(entry.kind());
         crate::log_event!(
             Level::Info,
@@ -90,12 +90,13 @@ impl Shared {
             "kind" = entry.kind(),
             "closed" = closed,
         );
-        closed
     }
 
     /// [`ServerHandle::revoke_everywhere`](crate::ServerHandle::revoke_everywhere):
     /// with `--redis`, stored and published first, and nothing stored anywhere while
-    /// that cannot be done; else as [`Shared::revoke`].
+    /// that cannot be done; else as [`Shared::revoke`]. With Redis too it counts the
+    /// sessions this node closed because of it, whichever of the request and the
+    /// node's own subscription got there first.
     pub(crate) async fn revoke_everywhere(&self, entry: &Revocation) -> Result<usize, RevokeError> {
         #[cfg(feature = "redis")]
         if let Some(cluster) = &self.cluster {
@@ -107,6 +108,7 @@ impl Shared {
                 }
                 now.saturating_add(list.ttl())
             };
+            let pending = cluster.begin_revoke(entry, now);
             cluster
                 .revoke(entry, now, forget_at)
                 .await
@@ -114,7 +116,10 @@ impl Shared {
             self.gate
                 .apply_revocation(entry, now, forget_at, now)
                 .map_err(|_| RevokeError::Full)?;
-            return Ok(self.close_revoked(entry, now));
+            let here = self.registry.revoke(entry, now);
+            let closed = here + pending.finish();
+            self.revoked(entry, closed);
+            return Ok(closed);
         }
         self.revoke(entry).map_err(|_| RevokeError::Full)
     }
