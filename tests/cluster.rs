@@ -323,6 +323,55 @@ fn redis_killed_and_restarted_tokens_keep_working_tickets_wait_sessions_stay() {
     });
 }
 
+/// A good ticket refused because Redis is gone is no authentication failure: it is
+/// not counted in `wsgate_auth_failures_total`, and its line is a `refuse`.
+#[test]
+fn a_ticket_refused_in_an_outage_is_not_counted_as_an_auth_failure() {
+    if !supported() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let k = LocalKey::generate();
+    let a = node(&k, &redis.url(), &[], true);
+    let t = token(&k, "alice");
+    let (at_handshake, as_message) = (ticket(&a, &t), ticket(&a, &t));
+    let failures = |s: &Server| {
+        let r = http(s, "GET", "/metrics", &[]);
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .filter(|l| l.starts_with("wsgate_auth_failures_total{"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let before = failures(&a);
+    assert!(before.iter().all(|l| l.ends_with(" 0")), "{before:?}");
+    redis.kill();
+    a.wait_log_line(|l| l.contains("event=redis_error"));
+    assert_eq!(present(&a, &at_handshake).status, 503);
+    run(async {
+        let (mut ws, _) = ws_raw(a.addr, &upgrade_bytes(&a.host(), "/", &[]))
+            .await
+            .expect("101");
+        send_text(&mut ws, &as_message).await;
+        assert_eq!(
+            expect_close(&mut ws).await,
+            (1013, "try again later".into())
+        );
+    });
+    let line = a.wait_log_line(|l| l.contains("close=1013"));
+    assert!(
+        line.contains("event=refuse") && line.contains("reason=redis_unavailable"),
+        "{line}"
+    );
+    let line = a.wait_log_line(|l| l.contains("status=503") && l.contains("method="));
+    assert!(
+        line.contains("event=refuse") && line.contains("reason=redis_unavailable"),
+        "{line}"
+    );
+    assert!(!a.log().contains("event=auth_fail"), "{}", a.log());
+    assert_eq!(failures(&a), before);
+}
+
 #[test]
 fn a_hung_redis_costs_a_ticket_a_second_not_a_handshake_nor_shutdown() {
     if !supported() {

@@ -218,23 +218,27 @@ impl Rejection {
             Rejection::MissingToken
             | Rejection::QueryDisabled
             | Rejection::BadToken(_)
-            | Rejection::Busy
-            | Rejection::Unavailable => FailureReason::InvalidToken,
+            | Rejection::Busy => FailureReason::InvalidToken,
             Rejection::Expired => FailureReason::Expired,
             Rejection::TicketReused => FailureReason::TicketReused,
             Rejection::TicketWrongIp => FailureReason::ForbiddenIp,
             Rejection::OriginNotAllowed => FailureReason::ForbiddenOrigin,
             Rejection::Timeout => FailureReason::Timeout,
             Rejection::Revoked => FailureReason::Revoked,
-            Rejection::WrongSub => return None,
+            // Redis out of reach is no authentication failure (`docs/operations.md#logs`).
+            Rejection::WrongSub | Rejection::Unavailable => return None,
         })
     }
 
     /// The `reason` label of `wsgate_auth_failures_total` (`docs/operations.md#metrics`)
-    /// for the log line (`forbidden_sub` for a refresh for another `sub`).
+    /// for the log line; for the two it does not count, `forbidden_sub` (a refresh for
+    /// another `sub`) and `redis_unavailable`.
     pub fn metric_reason(self) -> &'static str {
-        self.failure_reason()
-            .map_or("forbidden_sub", FailureReason::as_str)
+        match self.failure_reason() {
+            Some(r) => r.as_str(),
+            None if self == Rejection::Unavailable => "redis_unavailable",
+            None => "forbidden_sub",
+        }
     }
 
     /// The precise reason for the log line.

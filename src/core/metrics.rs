@@ -318,7 +318,6 @@ mod tests {
             Rejection::MissingToken,
             Rejection::QueryDisabled,
             Rejection::BadToken(TokenError::TooLong),
-            Rejection::Unavailable,
             Rejection::Expired,
             Rejection::TicketReused,
             Rejection::TicketWrongIp,
@@ -335,9 +334,9 @@ mod tests {
             );
             assert!(m.render().contains(&line), "{r:?}");
         }
-        // Not counted: the server's own limit, and a refresh for another `sub`
-        // (`wsgate_refreshes_total`).
-        for r in [Rejection::Busy, Rejection::WrongSub] {
+        // Not counted: the server's own limit, Redis out of reach, and a refresh for
+        // another `sub` (`wsgate_refreshes_total`).
+        for r in [Rejection::Busy, Rejection::Unavailable, Rejection::WrongSub] {
             let m = Metrics::default();
             m.failure(r);
             let render = m.render();
@@ -347,5 +346,6 @@ mod tests {
             assert!(failures.all(|l| l.ends_with(" 0")), "{r:?}");
         }
         assert_eq!(Rejection::WrongSub.metric_reason(), "forbidden_sub");
+        assert_eq!(Rejection::Unavailable.metric_reason(), "redis_unavailable");
     }
 }

@@ -146,7 +146,10 @@ impl Shared {
 
     /// Counts and logs a refusal: `reason=` is the metric label
     /// (`docs/operations.md#metrics`), `detail=` the precise cause, then the status or
-    /// close code that was sent.
+    /// close code that was sent. A ticket refused because Redis is out of reach is no
+    /// authentication failure: like the other 503s (`--max-connections`, `POST
+    /// /ticket` in an outage) it is an `event=refuse reason=redis_unavailable` line,
+    /// counted nowhere.
     pub(crate) fn auth_fail(
         &self,
         peer: SocketAddr,
@@ -154,13 +157,23 @@ impl Shared {
         r: Rejection,
         answer: Answer,
     ) {
-        self.metrics.failure(r);
+        let outage = r == Rejection::Unavailable;
+        if !outage {
+            self.metrics.failure(r);
+        }
         if crate::log::enabled(Level::Info) {
-            let line = crate::log::Line::new(Level::Info, "auth_fail")
-                .kv("peer", peer)
-                .opt("method", method)
-                .kv("reason", r.metric_reason())
-                .kv("detail", r.log_reason());
+            let line = if outage {
+                crate::log::Line::new(Level::Info, "refuse")
+                    .kv("peer", peer)
+                    .opt("method", method)
+                    .kv("reason", r.metric_reason())
+            } else {
+                crate::log::Line::new(Level::Info, "auth_fail")
+                    .kv("peer", peer)
+                    .opt("method", method)
+                    .kv("reason", r.metric_reason())
+                    .kv("detail", r.log_reason())
+            };
             match answer {
                 Answer::Http => line.kv("status", r.status()),
                 Answer::Close => line.kv("close", r.close().0),
