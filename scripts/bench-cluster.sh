@@ -4,7 +4,8 @@
 #   - a token handshake (Authorization header) with --redis vs without: no Redis
 #     round trip is made, so the ratio should be 1.00;
 #   - the ticket flow (POST /ticket, then the ticket at the handshake) with --redis vs
-#     the single-node flow: the redemption becomes one SET NX PX round trip.
+#     the single-node flow: the redemption becomes one round trip (EVALSHA of a
+#     script running SET NX PX; cmdstat_set still counts one per ticket).
 # Each figure: the server runs under callgrind for N1 and for N2 round trips (one
 # client at a time), and (I(N2) - I(N1)) / (N2 - N1) removes start-up and shutdown.
 # Needs valgrind and redis-server. Usage: scripts/bench-cluster.sh [N1 N2] (100 1100).

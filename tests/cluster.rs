@@ -419,6 +419,73 @@ fn a_hung_redis_costs_a_ticket_a_second_not_a_handshake_nor_shutdown() {
     redis.signal("CONT");
 }
 
+/// A revocation answered `503` because Redis hung is not applied when Redis resumes
+/// and finds the command waiting in its socket buffer: nothing stored, nothing
+/// published, no session closed on any node, the token still good.
+#[test]
+fn a_revocation_refused_while_redis_hung_is_not_applied_when_it_resumes() {
+    if !supported() {
+        return;
+    }
+    let (redis, k, a, b) = two_nodes();
+    let t = k.token(&Claims::new("alice").exp_in(600).set("jti", "j-1"));
+    run(async {
+        let mut on_a = ws_bearer(&a, &t).await;
+        let mut on_b = ws_bearer(&b, &t).await;
+        redis.signal("STOP");
+        let r = post_revoke(admin_addr(&a), r#"{"jti":"j-1"}"#);
+        assert_eq!(r.status, 503, "{}", r.head);
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            "redis unavailable: nothing stored\n"
+        );
+        redis.signal("CONT");
+        eventually("A ready again", Duration::from_secs(15), || {
+            healthz(&a).status == 200
+        });
+        // Redis ran the waiting command before it served A's new connection.
+        assert_eq!(redis.cli(&["ZCARD", "wsgate:revocations"]).trim(), "0");
+        let line =
+            a.wait_log_line(|l| l.contains("event=redis_error") && l.contains("during=revoke"));
+        assert!(line.contains("no answer within"), "{line}");
+        assert_echo(&mut on_a).await;
+        assert_echo(&mut on_b).await;
+    });
+    for n in [&a, &b] {
+        assert_eq!(present(n, &t).status, 101);
+    }
+    assert!(!b.log().contains("event=revoke"), "{}", b.log());
+}
+
+/// A ticket answered `503` because Redis hung is not spent when Redis resumes and
+/// finds the redemption waiting: it opens once afterwards, then is refused.
+#[test]
+fn a_ticket_refused_while_redis_hung_is_not_spent_when_it_resumes() {
+    if !supported() {
+        return;
+    }
+    let (redis, k, a, b) = two_nodes();
+    let tk = ticket(&a, &token(&k, "alice"));
+    redis.signal("STOP");
+    let r = present(&a, &tk);
+    assert_eq!(
+        (r.status, r.header("retry-after")),
+        (503, Some("1")),
+        "{}",
+        r.head
+    );
+    redis.signal("CONT");
+    eventually("A ready again", Duration::from_secs(15), || {
+        healthz(&a).status == 200
+    });
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0");
+    assert_eq!(present(&b, &tk).status, 101);
+    for n in [&a, &b] {
+        let r = present(n, &tk);
+        assert_eq!(r.status, 401, "{}", r.head);
+    }
+}
+
 /// A ticket, or `None` if the node already answers 503 (it noticed the hang).
 fn ticket_or_503(s: &Server, token: &str) -> Option<String> {
     let r = post_ticket(s, token);
@@ -561,10 +628,11 @@ fn token_handshakes_cost_no_redis_command() {
         "{}",
         redis.cli(&["INFO", "commandstats"])
     );
-    // A ticket costs exactly one command.
+    // A ticket costs exactly one command: the script, which runs one `SET`.
     let out = wsgate(&[
         "bench", &url, "--key", &key, "--method", "ticket", "-n", "20", "-c", "4",
     ]);
     assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(redis.calls("evalsha"), 20);
     assert_eq!(redis.calls("set"), 20);
 }

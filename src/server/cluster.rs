@@ -1,12 +1,18 @@
 //! Several nodes as one (`docs/operations.md#several-nodes-redis`): single-use tickets and
 //! revocations shared through Redis (or anything speaking its protocol: Valkey).
 //!
-//! - A ticket is redeemed with one atomic command, `SET <prefix>ticket:<jti> 1 NX PX
-//!   <ms>`: the first node to set the key wins, every later use on any node finds it.
+//! - A ticket is redeemed with one atomic command, [`TICKET`] (`SET <prefix>ticket:<jti>
+//!   1 NX PX <ms>` in a script): the first node to set the key wins, every later use
+//!   on any node finds it.
 //! - A revocation is stored in one sorted set, `<prefix>revocations` (member: the
 //!   entry, score: when it is forgotten), and published on the channel of the same
-//!   name, in one `MULTI`/`EXEC`. Every node subscribes, then loads the live entries,
-//!   and keeps a copy in memory: a token handshake costs no Redis round trip.
+//!   name, in one atomic command, [`REVOKE`]. Every node subscribes, then loads the
+//!   live entries, and keeps a copy in memory: a token handshake costs no Redis round
+//!   trip.
+//! - Both writes are scripts (`EVALSHA`, loaded when the connection opens) that first
+//!   compare Redis's clock with a deadline the node passes, [`WRITE_DEADLINE`] after
+//!   it began waiting, and do nothing past it: a write that reaches a Redis which
+//!   hung, after the node answered 503, stores nothing (`docs/decisions.md`).
 //! - The node that stores a revocation often hears its own publication before the
 //!   reply: the sessions it closes then are counted for the request ([`Pending`]),
 //!   whose answer says how many this node closed (`docs/operations.md#several-nodes-redis`).
@@ -24,7 +30,7 @@ use std::io;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_listener::Event;
 use redis_protocol::resp2::decode::decode;
@@ -43,6 +49,10 @@ use crate::time::unix_now;
 
 /// Longest wait for one command's answer (connecting included).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long after the node began waiting a write may still take effect in Redis:
+/// half of [`COMMAND_TIMEOUT`]. Later, the script does nothing; the other half is
+/// for the reply, so that one merely slow is not taken for a failure after all.
+const WRITE_DEADLINE: Duration = Duration::from_millis(500);
 /// Longest wait for the revocation entries to load.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest pause between two reconnection attempts.
@@ -202,6 +212,39 @@ async fn within<T>(
         .unwrap_or_else(|| Err(err(format!("no answer within {} ms", d.as_millis()))))
 }
 
+/// The first lines of both scripts: nothing happens once Redis's clock (µs) is past
+/// `ARGV[1]`, the deadline. `TIME` before a write is allowed since Redis 5 (scripts
+/// replicate their effects, not themselves; the only way since Redis 7 and Valkey).
+macro_rules! unless_late {
+    () => {
+        "local t = redis.call('TIME')\n\
+         if tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(ARGV[1]) then\n\
+           return redis.status_reply('LATE')\n\
+         end\n"
+    };
+}
+
+/// Redeems a ticket: `KEYS[1]` the ticket's key, `ARGV[2]` how long it is kept (ms).
+/// `OK` the first time, nil after.
+const TICKET: &str = concat!(
+    unless_late!(),
+    "return redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2])\n"
+);
+
+/// Stores and publishes a revocation: `KEYS[1]` the sorted set (and channel),
+/// `ARGV[2..5]` its score, member, publication, and the score up to which entries are
+/// forgotten now. `OK`.
+const REVOKE: &str = concat!(
+    unless_late!(),
+    "redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])\n\
+     redis.call('PUBLISH', KEYS[1], ARGV[4])\n\
+     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[5])\n\
+     return redis.status_reply('OK')\n"
+);
+
+/// The script's reply when it ran past its deadline and did nothing.
+const LATE: &[u8] = b"LATE";
+
 /// One connection speaking RESP2.
 struct Conn {
     stream: TcpStream,
@@ -298,6 +341,82 @@ impl Conn {
     }
 }
 
+/// The command connection: the scripts' digests, and Redis's clock.
+struct Commands {
+    conn: Conn,
+    /// `SCRIPT LOAD`'s answers for [`TICKET`] and [`REVOKE`].
+    ticket: String,
+    revoke: String,
+    /// Redis's clock (`TIME`, µs since the epoch) at one of our instants, read when
+    /// the connection opened. The reading is taken as of when its reply arrived, so
+    /// it is never ahead of Redis's clock then: the deadlines derived from it are, if
+    /// anything, early.
+    clock: (Instant, i64),
+}
+
+impl Commands {
+    /// Opens a connection, loads the scripts and reads Redis's clock, within
+    /// [`COMMAND_TIMEOUT`] per step.
+    async fn open(url: &RedisUrl) -> Result<Commands, RedisError> {
+        let mut conn = Conn::open(url).await?;
+        within(COMMAND_TIMEOUT, async move {
+            conn.push(&[b"SCRIPT", b"LOAD", TICKET.as_bytes()])?;
+            conn.push(&[b"SCRIPT", b"LOAD", REVOKE.as_bytes()])?;
+            conn.push(&[b"TIME"])?;
+            conn.flush().await?;
+            let mut digest = async || {
+                let reply = conn.read().await?;
+                bulk_str(&reply)
+                    .map(str::to_owned)
+                    .ok_or_else(|| err(format!("SCRIPT LOAD answered {reply:?}")))
+            };
+            let (ticket, revoke) = (digest().await?, digest().await?);
+            let time = conn.read().await?;
+            let clock = (
+                Instant::now(),
+                parse_time(&time).ok_or_else(|| err(format!("TIME answered {time:?}")))?,
+            );
+            Ok(Commands {
+                conn,
+                ticket,
+                revoke,
+                clock,
+            })
+        })
+        .await
+    }
+}
+
+/// `at` on Redis's clock (µs), from a `clock` reading as in [`Commands::clock`].
+fn redis_time(clock: (Instant, i64), at: Instant) -> i64 {
+    let (ours, theirs) = clock;
+    let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    match at.checked_duration_since(ours) {
+        Some(d) => theirs.saturating_add(micros(d)),
+        None => theirs.saturating_sub(micros(ours - at)),
+    }
+}
+
+/// `TIME`'s answer, in µs since the epoch.
+fn parse_time(reply: &OwnedFrame) -> Option<i64> {
+    let OwnedFrame::Array(parts) = reply else {
+        return None;
+    };
+    let [secs, micros] = parts.as_slice() else {
+        return None;
+    };
+    let secs: i64 = bulk_str(secs)?.parse().ok()?;
+    let micros: i64 = bulk_str(micros)?.parse().ok()?;
+    secs.checked_mul(1_000_000)?.checked_add(micros)
+}
+
+/// Which of the scripts.
+#[derive(Clone, Copy)]
+enum Script {
+    Ticket,
+    Revoke,
+}
+
 /// How a revocation travels: `j:<jti>` or `s:<moment>:<sub>` (the member of the
 /// sorted set), and `<forget_at> <member>` (the publication).
 fn member(entry: &Revocation, at: i64) -> String {
@@ -340,7 +459,7 @@ pub(crate) struct Cluster {
     loaded: AtomicBool,
     /// The command connection while up. One command at a time on it; each waits for
     /// its turn within its own deadline.
-    conn: smol::lock::Mutex<Option<Conn>>,
+    conn: smol::lock::Mutex<Option<Commands>>,
     /// Notified when a command fails: the supervisor reconnects.
     failed: Event,
     /// The revocations this node is storing, and the sessions their publications
@@ -434,25 +553,53 @@ impl Cluster {
         format!("{}{name}", self.prefix)
     }
 
-    /// Runs `f` on the command connection within [`COMMAND_TIMEOUT`] (the wait for
-    /// the connection included); any failure marks the node down.
-    async fn with_conn<T>(
+    /// Runs `script` on `key` (`ARGV[1]`: its deadline on Redis's clock, then `args`)
+    /// within [`COMMAND_TIMEOUT`] (the wait for the connection included): its reply. Any
+    /// failure marks the node down; so does a script that reached Redis too late
+    /// (Redis hung, or its clock jumped: the reconnection reads it again).
+    async fn eval(
         &self,
         what: &str,
-        f: impl AsyncFnOnce(&mut Conn) -> Result<T, RedisError>,
-    ) -> Result<T, Unavailable> {
+        script: Script,
+        key: &str,
+        args: &[&[u8]],
+    ) -> Result<OwnedFrame, Unavailable> {
         if !self.is_up() {
             return Err(Unavailable);
         }
+        let began = Instant::now();
         let result = within(COMMAND_TIMEOUT, async {
             let mut slot = self.conn.lock().await;
             // Out of its slot during the command: if this future is dropped (the
             // deadline), the connection goes with it instead of leaving a reply
             // behind for the next command to read as its own.
-            let mut conn = slot.take().ok_or_else(|| err("not connected"))?;
-            let r = f(&mut conn).await;
+            let mut c = slot.take().ok_or_else(|| err("not connected"))?;
+            let deadline = redis_time(
+                c.clock,
+                crate::deadline::instant_after(began, WRITE_DEADLINE),
+            )
+            .to_string();
+            let sha = match script {
+                Script::Ticket => &c.ticket,
+                Script::Revoke => &c.revoke,
+            };
+            let mut argv: Vec<&[u8]> = vec![
+                b"EVALSHA",
+                sha.as_bytes(),
+                b"1",
+                key.as_bytes(),
+                deadline.as_bytes(),
+            ];
+            argv.extend_from_slice(args);
+            let r = match c.conn.call(&argv).await {
+                Ok(OwnedFrame::SimpleString(s)) if s == LATE => Err(err(format!(
+                    "ran in Redis more than {} ms after the node began waiting: not applied",
+                    WRITE_DEADLINE.as_millis()
+                ))),
+                r => r,
+            };
             if r.is_ok() {
-                *slot = Some(conn);
+                *slot = Some(c);
             }
             r
         })
@@ -477,10 +624,7 @@ impl Cluster {
         let ms = (exp.saturating_sub(unix_now()).clamp(0, 86_400 * 365) + 1) * 1000;
         let ms = ms.to_string();
         let reply = self
-            .with_conn("ticket", async |c| {
-                c.call(&[b"SET", key.as_bytes(), b"1", b"NX", b"PX", ms.as_bytes()])
-                    .await
-            })
+            .eval("ticket", Script::Ticket, &key, &[ms.as_bytes()])
             .await?;
         Ok(matches!(reply, OwnedFrame::SimpleString(ref s) if s == b"OK"))
     }
@@ -497,22 +641,14 @@ impl Cluster {
         let publication = format!("{forget_at} {m}");
         let score = forget_at.to_string();
         let now = unix_now().to_string();
-        self.with_conn("revoke", async |c| {
-            c.push(&[b"MULTI"])?;
-            c.push(&[b"ZADD", key.as_bytes(), score.as_bytes(), m.as_bytes()])?;
-            c.push(&[b"PUBLISH", key.as_bytes(), publication.as_bytes()])?;
-            c.push(&[b"ZREMRANGEBYSCORE", key.as_bytes(), b"-inf", now.as_bytes()])?;
-            c.push(&[b"EXEC"])?;
-            c.flush().await?;
-            for _ in 0..4 {
-                c.read().await?;
-            }
-            match c.read().await? {
-                OwnedFrame::Array(_) => Ok(()),
-                other => Err(err(format!("EXEC answered {other:?}"))),
-            }
-        })
-        .await
+        let args: [&[u8]; 4] = [
+            score.as_bytes(),
+            m.as_bytes(),
+            publication.as_bytes(),
+            now.as_bytes(),
+        ];
+        self.eval("revoke", Script::Revoke, &key, &args).await?;
+        Ok(())
     }
 
     /// Keeps the node connected for as long as the server runs: connect, subscribe,
@@ -571,18 +707,19 @@ impl Cluster {
             }
         })
         .await?;
-        let mut conn = Conn::open(&self.url).await?;
+        let mut conn = Commands::open(&self.url).await?;
         let now = unix_now();
         let entries = within(LOAD_TIMEOUT, async {
             let min = format!("({now}");
-            conn.call(&[
-                b"ZRANGEBYSCORE",
-                channel.as_bytes(),
-                min.as_bytes(),
-                b"+inf",
-                b"WITHSCORES",
-            ])
-            .await
+            conn.conn
+                .call(&[
+                    b"ZRANGEBYSCORE",
+                    channel.as_bytes(),
+                    min.as_bytes(),
+                    b"+inf",
+                    b"WITHSCORES",
+                ])
+                .await
         })
         .await?;
         let OwnedFrame::Array(items) = entries else {
@@ -767,5 +904,34 @@ mod tests {
             assert_eq!(parse_member(bad), None, "{bad}");
         }
         assert_eq!(parse_publication("nope j:a"), None);
+    }
+
+    #[test]
+    fn deadlines_on_redis_clock() {
+        let bulk = |s: &str| OwnedFrame::BulkString(s.as_bytes().to_vec());
+        let time = OwnedFrame::Array(vec![bulk("1700000000"), bulk("250")]);
+        assert_eq!(parse_time(&time), Some(1_700_000_000_000_250));
+        for bad in [
+            OwnedFrame::Array(vec![bulk("1700000000")]),
+            OwnedFrame::Array(vec![bulk("x"), bulk("1")]),
+            OwnedFrame::Array(vec![bulk("99999999999999999"), bulk("1")]),
+            bulk("1700000000"),
+        ] {
+            assert_eq!(parse_time(&bad), None, "{bad:?}");
+        }
+        let ours = Instant::now() + Duration::from_secs(10);
+        let clock = (ours, 1_700_000_000_000_000);
+        assert_eq!(
+            redis_time(clock, ours + WRITE_DEADLINE),
+            1_700_000_000_500_000
+        );
+        assert_eq!(
+            redis_time(clock, ours - Duration::from_secs(2)),
+            1_699_999_998_000_000
+        );
+        for script in [TICKET, REVOKE] {
+            assert!(script.starts_with("local t = redis.call('TIME')\n"));
+            assert!(script.contains("return redis.status_reply('LATE')"));
+        }
     }
 }
