@@ -365,13 +365,16 @@ impl Commands {
             conn.push(&[b"TIME"])?;
             conn.flush().await?;
             let mut digest = async || {
-                let reply = conn.read().await?;
+                let reply = conn
+                    .read()
+                    .await
+                    .map_err(|e| err(format!("SCRIPT LOAD: {e}")))?;
                 bulk_str(&reply)
                     .map(str::to_owned)
                     .ok_or_else(|| err(format!("SCRIPT LOAD answered {reply:?}")))
             };
             let (ticket, revoke) = (digest().await?, digest().await?);
-            let time = conn.read().await?;
+            let time = conn.read().await.map_err(|e| err(format!("TIME: {e}")))?;
             let clock = (
                 Instant::now(),
                 parse_time(&time).ok_or_else(|| err(format!("TIME answered {time:?}")))?,
