@@ -245,6 +245,13 @@ const REVOKE: &str = concat!(
 /// The script's reply when it ran past its deadline and did nothing.
 const LATE: &[u8] = b"LATE";
 
+/// An error reply, without the arguments an unknown command's error quotes: a
+/// ticket's key or a revoked jti must not reach the log.
+fn answered(e: &str) -> RedisError {
+    let e = e.split(", with args").next().unwrap_or_default();
+    err(format!("Redis answered: {e}"))
+}
+
 /// One connection speaking RESP2.
 struct Conn {
     stream: TcpStream,
@@ -311,7 +318,7 @@ impl Conn {
                 Ok(Some((frame, used))) => {
                     self.buf.drain(..used);
                     return match frame {
-                        OwnedFrame::Error(e) => Err(err(format!("Redis answered: {e}"))),
+                        OwnedFrame::Error(e) => Err(answered(&e)),
                         f => Ok(f),
                     };
                 }
@@ -907,6 +914,20 @@ mod tests {
             assert_eq!(parse_member(bad), None, "{bad}");
         }
         assert_eq!(parse_publication("nope j:a"), None);
+    }
+
+    #[test]
+    fn error_replies_quote_no_argument() {
+        let e = "ERR unknown command 'EVALSHA', with args beginning with: 'ab' '1' \
+                 'wsgate:ticket:secret-jti' ";
+        assert_eq!(
+            answered(e).to_string(),
+            "Redis answered: ERR unknown command 'EVALSHA'"
+        );
+        assert_eq!(
+            answered("NOSCRIPT No matching script.").to_string(),
+            "Redis answered: NOSCRIPT No matching script."
+        );
     }
 
     #[test]
