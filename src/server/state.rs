@@ -162,17 +162,15 @@ impl Shared {
             self.metrics.failure(r);
         }
         if crate::log::enabled(Level::Info) {
+            let event = if outage { "refuse" } else { "auth_fail" };
+            let line = crate::log::Line::new(Level::Info, event)
+                .kv("peer", peer)
+                .opt("method", method)
+                .kv("reason", r.metric_reason());
             let line = if outage {
-                crate::log::Line::new(Level::Info, "refuse")
-                    .kv("peer", peer)
-                    .opt("method", method)
-                    .kv("reason", r.metric_reason())
+                line
             } else {
-                crate::log::Line::new(Level::Info, "auth_fail")
-                    .kv("peer", peer)
-                    .opt("method", method)
-                    .kv("reason", r.metric_reason())
-                    .kv("detail", r.log_reason())
+                line.kv("detail", r.log_reason())
             };
             match answer {
                 Answer::Http => line.kv("status", r.status()),
