@@ -215,30 +215,37 @@ impl Rejection {
     /// another `sub`, which only `wsgate_refreshes_total` counts.
     pub(crate) fn failure_reason(self) -> Option<FailureReason> {
         Some(match self {
-            Rejection::MissingToken
-            | Rejection::QueryDisabled
-            | Rejection::BadToken(_)
-            | Rejection::Busy => FailureReason::InvalidToken,
+            Rejection::MissingToken | Rejection::QueryDisabled | Rejection::BadToken(_) => {
+                FailureReason::InvalidToken
+            }
             Rejection::Expired => FailureReason::Expired,
             Rejection::TicketReused => FailureReason::TicketReused,
             Rejection::TicketWrongIp => FailureReason::ForbiddenIp,
             Rejection::OriginNotAllowed => FailureReason::ForbiddenOrigin,
             Rejection::Timeout => FailureReason::Timeout,
             Rejection::Revoked => FailureReason::Revoked,
-            // Redis out of reach is no authentication failure (`docs/operations.md#logs`).
-            Rejection::WrongSub | Rejection::Unavailable => return None,
+            // The server's own limits are no authentication failure
+            // (`docs/operations.md#logs`).
+            Rejection::WrongSub | Rejection::Unavailable | Rejection::Busy => return None,
         })
     }
 
     /// The `reason` label of `wsgate_auth_failures_total` (`docs/operations.md#metrics`)
-    /// for the log line; for the two it does not count, `forbidden_sub` (a refresh for
-    /// another `sub`) and `redis_unavailable`.
+    /// for the log line; for those it does not count, `forbidden_sub` (a refresh for
+    /// another `sub`), `redis_unavailable` and `ticket_cache_full`.
     pub fn metric_reason(self) -> &'static str {
-        match self.failure_reason() {
-            Some(r) => r.as_str(),
-            None if self == Rejection::Unavailable => "redis_unavailable",
-            None => "forbidden_sub",
+        match (self.failure_reason(), self) {
+            (Some(r), _) => r.as_str(),
+            (None, Rejection::Unavailable) => "redis_unavailable",
+            (None, Rejection::Busy) => "ticket_cache_full",
+            (None, _) => "forbidden_sub",
         }
+    }
+
+    /// A 503 of the server's own (Redis out of reach, the ticket cache full): the
+    /// client did nothing wrong, and it may try again.
+    pub(crate) fn is_server_limit(self) -> bool {
+        matches!(self, Rejection::Unavailable | Rejection::Busy)
     }
 
     /// The precise reason for the log line.

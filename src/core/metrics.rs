@@ -134,10 +134,6 @@ impl Metrics {
 
     /// Counts a refusal.
     pub(crate) fn failure(&self, r: Rejection) {
-        if r == Rejection::Busy {
-            // A full ticket cache is the server's limit, not the client's failure.
-            return;
-        }
         if let Some(reason) = r.failure_reason() {
             self.failures[reason as usize].fetch_add(1, Relaxed);
         }
@@ -347,5 +343,7 @@ mod tests {
         }
         assert_eq!(Rejection::WrongSub.metric_reason(), "forbidden_sub");
         assert_eq!(Rejection::Unavailable.metric_reason(), "redis_unavailable");
+        assert_eq!(Rejection::Busy.metric_reason(), "ticket_cache_full");
+        assert!(Rejection::Busy.is_server_limit() && Rejection::Unavailable.is_server_limit());
     }
 }

@@ -146,10 +146,10 @@ impl Shared {
 
     /// Counts and logs a refusal: `reason=` is the metric label
     /// (`docs/operations.md#metrics`), `detail=` the precise cause, then the status or
-    /// close code that was sent. A ticket refused because Redis is out of reach is no
-    /// authentication failure: like the other 503s (`--max-connections`, `POST
-    /// /ticket` in an outage) it is an `event=refuse reason=redis_unavailable` line,
-    /// counted nowhere.
+    /// close code that was sent. A ticket refused for the server's own limits (Redis out
+    /// of reach, the ticket cache full) is no authentication failure: like the other
+    /// 503s (`--max-connections`, `POST /ticket` in an outage) it is an `event=refuse
+    /// reason=redis_unavailable|ticket_cache_full` line, counted nowhere.
     pub(crate) fn auth_fail(
         &self,
         peer: SocketAddr,
@@ -157,17 +157,17 @@ impl Shared {
         r: Rejection,
         answer: Answer,
     ) {
-        let outage = r == Rejection::Unavailable;
-        if !outage {
+        let limit = r.is_server_limit();
+        if !limit {
             self.metrics.failure(r);
         }
         if crate::log::enabled(Level::Info) {
-            let event = if outage { "refuse" } else { "auth_fail" };
+            let event = if limit { "refuse" } else { "auth_fail" };
             let line = crate::log::Line::new(Level::Info, event)
                 .kv("peer", peer)
                 .opt("method", method)
                 .kv("reason", r.metric_reason());
-            let line = if outage {
+            let line = if limit {
                 line
             } else {
                 line.kv("detail", r.log_reason())
