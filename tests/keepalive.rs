@@ -74,3 +74,38 @@ fn silent_peer_is_pinged_then_dropped_while_live_peer_stays() {
         assert_echo(&mut ws).await;
     });
 }
+
+/// A client that sends but never reads leaves the server an echo it cannot deliver:
+/// the session waits on the socket, not on the client's frames, and the keepalive's
+/// ping cannot go out either. It is dropped as a silent one all the same (after two
+/// ping intervals without taking the message), not held with its buffers until its
+/// token expires.
+#[test]
+fn a_client_that_never_reads_what_it_is_sent_is_dropped_as_silent() {
+    let key = LocalKey::generate();
+    let server = Server::start(&["--key", &key.path, "--ping-interval", "1"]);
+    let token = key.token(&Claims::new("alice").exp_in(3600));
+    let mut sock = raw_upgrade(&server, Some(&token));
+    let mut writer = sock.try_clone().unwrap();
+    // 16 MB of echoes to come back: more than the two sockets' buffers hold. The
+    // writes stop when the server stops reading, and fail once it drops the client.
+    let sending = std::thread::spawn(move || {
+        let frame = raw_frame(0x82, &vec![7u8; 1_000_000], true);
+        for _ in 0..16 {
+            if std::io::Write::write_all(&mut writer, &frame).is_err() {
+                return;
+            }
+        }
+    });
+    server.wait_log_line(|l| l.contains("event=ping_timeout") && l.contains("sub=alice"));
+    // The connection is gone: reading drains what was sent, then ends (or resets).
+    let mut buf = vec![0u8; 1 << 16];
+    while matches!(read_uninterrupted(&mut sock, &mut buf), Ok(n) if n > 0) {}
+    sending.join().unwrap();
+    let line = server.wait_log_line(|l| l.contains("event=close") && l.contains("sub=alice"));
+    assert!(line.contains("code=1006"), "{line}");
+    run(async {
+        let mut ws = ws_bearer(&server, &token).await;
+        assert_echo(&mut ws).await;
+    });
+}

@@ -520,22 +520,12 @@ impl Session {
                         // The client spoke since the last check: it is alive.
                         self.awaiting_pong = false;
                     } else if self.awaiting_pong {
-                        crate::log_event!(
-                            Level::Info,
-                            "ping_timeout",
-                            "peer" = self.peer,
-                            "sub" = &self.identity.sub
-                        );
-                        self.close_code = Some(1006);
-                        self.open = false;
+                        self.drop_silent();
                     } else {
+                        // Not waiting for a socket the client does not empty: its
+                        // silence until the next check drops it all the same.
                         self.awaiting_pong = true;
-                        self.unflushed = true;
-                        let ping = self.ws.send(Message::Ping(Default::default()));
-                        if Box::pin(ping).await.is_err() {
-                            self.open = false;
-                        }
-                        self.unflushed = false;
+                        Box::pin(self.probe()).await;
                     }
                 }
             }
@@ -628,21 +618,25 @@ impl Session {
 
     /// Sends a message to the client, unless the token expires or the server shuts
     /// down before the client takes it: the session is then closed (4401 `token
-    /// expired`, 1001 `going away`) and `false` returned. A client that stops reading
-    /// cannot outlive its token. `false` also when sending fails.
+    /// expired`, 1001 `going away`) and `false` returned. A client that has not taken
+    /// the message after two ping intervals, the silence the keepalive allows a client
+    /// that is read, is dropped as one that stopped answering pings (`ping_timeout`):
+    /// a client that stops reading holds neither its buffers nor its slot for longer.
+    /// `false` also when sending fails.
     pub async fn send_watched(&mut self, msg: Message) -> bool {
         if !self.open {
             return false;
         }
         self.renew |= msg.len() > RENEW_BUFFERS_ABOVE;
-        let deadline = self.deadline;
+        let stalled_at = crate::deadline::instant_after(Instant::now(), self.ping_interval * 2);
+        let until = earliest(self.deadline, Some(stalled_at));
         let sent = {
             self.unflushed = true;
             let ws = &mut self.ws;
             let wake = &mut self.wake;
             let send = async { Some(ws.send(msg).await.is_ok()) };
             let expire = async {
-                match deadline {
+                match until {
                     Some(d) => Sleep::at(d).await,
                     None => Sleep::never().await,
                 };
@@ -666,11 +660,29 @@ impl Session {
             }
             None => {
                 self.wake = self.control.listen();
-                let (code, reason) = self.woken_for();
-                self.close(code, reason).await;
+                let woken = self.control.is_revoked() || self.shared.is_shutting_down();
+                if !woken && self.deadline.is_none_or(|d| Instant::now() < d) {
+                    self.drop_silent();
+                } else {
+                    let (code, reason) = self.woken_for();
+                    self.close(code, reason).await;
+                }
                 false
             }
         }
+    }
+
+    /// Drops a client that stopped answering: logged once, no close handshake (it
+    /// would not be read either).
+    fn drop_silent(&mut self) {
+        crate::log_event!(
+            Level::Info,
+            "ping_timeout",
+            "peer" = self.peer,
+            "sub" = &self.identity.sub
+        );
+        self.close_code = Some(1006);
+        self.open = false;
     }
 
     /// Closes the session with `code` and `reason`, waiting (bounded) for the client's
