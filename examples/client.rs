@@ -118,7 +118,9 @@ async fn session(url: &str, key: &Key, sub: &str) -> End {
                         return End::Retry("send failed".into());
                     }
                 }
-                Some((_, exp)) => println!("refreshed: the session now ends at {exp}"),
+                Some((_, exp)) => {
+                    println!("refreshed: exp is now {exp} (the session ends at exp + leeway)")
+                }
                 None => println!("< {t}"),
             },
             Some(Some(Ok(Message::Close(Some(f))))) => {

@@ -59,7 +59,7 @@ struct Serve {
     /// address to bind; :8080 for every IPv4 interface [127.0.0.1:8080]
     #[argh(option, default = "\"127.0.0.1:8080\".into()")]
     listen: String,
-    /// PASERK key file (k4.local, k4.public or k4.secret); repeat for rotation
+    /// PASERK key file (k4.local or k4.public); repeat for rotation
     #[argh(option)]
     key: Vec<PathBuf>,
     /// enabled methods [header,protocol,cookie,message]; `query` is also available
