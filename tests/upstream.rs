@@ -241,6 +241,14 @@ fn a_client_path_cannot_leave_the_upstream_prefix() {
         assert!(!r.has_header("sec-websocket-accept"), "{path}");
     }
     s.wait_log_line(|l| l.contains("event=refuse") && l.contains("reason=path_not_served"));
+    // A target that is not a path (an absolute URI, `*`) is no path to append: 400.
+    for target in ["http://evil.example/x", "*"] {
+        let r = http_raw(
+            s.addr,
+            &upgrade_bytes(&s.host(), target, &[("Authorization", &auth)]),
+        );
+        assert_eq!(r.status, 400, "{target}:\n{}", r.head);
+    }
     // No dial happened for any of them; a good path still reaches the upstream.
     run(async {
         let (_ws, _) = ws_connect(&s, "/room/..x", &[("Authorization", &auth)])

@@ -82,6 +82,12 @@ pub fn parse<'a>(
             else {
                 return Err(HeadError::Malformed);
             };
+            // Origin form only (`/path?query`): an absolute URI (`http://host/x`, which
+            // only proxies are sent) or `*` would reach paths, `--path` and an upstream's
+            // target as something else than a path.
+            if !target.starts_with('/') {
+                return Err(HeadError::Malformed);
+            }
             if let Some(name) = duplicated(req.headers) {
                 return Err(HeadError::Duplicate(name));
             }
@@ -676,6 +682,16 @@ mod tests {
             parse(b"\x00\x01 garbage\r\n\r\n", &mut st).unwrap_err(),
             HeadError::Malformed
         );
+        // Origin form only: no absolute URI, no `*`.
+        for target in ["http://evil.example/x", "ws://a/", "*", "x/y"] {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            let mut st = header_storage();
+            assert_eq!(
+                parse(head.as_bytes(), &mut st).unwrap_err(),
+                HeadError::Malformed,
+                "{target}"
+            );
+        }
     }
 
     #[test]
