@@ -1157,15 +1157,17 @@ fn issue(i: Issue) -> Result<(), ConfigError> {
     let ttl = seconds("--ttl", &i.ttl, 1)?;
     // A token the gate would refuse is not printed: the sub is an identity (never
     // empty, no control character), and an empty aud, iss or jti names nothing.
-    if i.sub.is_empty() || i.sub.chars().any(char::is_control) {
-        return Err(ConfigError::new(
-            "--sub",
-            "must not be empty nor hold control characters",
-        ));
-    }
-    for (option, value) in [("--aud", &i.aud), ("--iss", &i.iss), ("--jti", &i.jti)] {
-        if value.as_deref() == Some("") {
-            return Err(ConfigError::new(option, "must not be empty"));
+    for (option, value) in [
+        ("--sub", Some(&i.sub)),
+        ("--aud", i.aud.as_ref()),
+        ("--iss", i.iss.as_ref()),
+        ("--jti", i.jti.as_ref()),
+    ] {
+        if value.is_some_and(|v| v.is_empty() || v.chars().any(char::is_control)) {
+            return Err(ConfigError::new(
+                option,
+                "must not be empty nor hold control characters",
+            ));
         }
     }
     let mut extra = Vec::with_capacity(i.claim.len());

@@ -1017,6 +1017,7 @@ impl Gate {
     /// host and port, case aside and with the scheme's port implied, so that
     /// `https://app.example.com:443` and `https://app.example.com` are one origin.
     pub fn cors_allowed(&self, origin: &str) -> bool {
+        let port = |(_, _, port, default): (_, _, Option<u16>, u16)| port.unwrap_or(default);
         let Some(o) = origin_parts(origin) else {
             return false;
         };
@@ -1024,9 +1025,7 @@ impl Gate {
             .allowed_origins
             .iter()
             .filter_map(|a| origin_parts(a))
-            .any(|(scheme, host, port)| {
-                scheme == o.0 && port == o.2 && host.eq_ignore_ascii_case(o.1)
-            })
+            .any(|a| a.0 == o.0 && port(a) == port(o) && a.1.eq_ignore_ascii_case(o.1))
     }
 
     fn bearer<'a>(&self, req: &Request<'a>) -> Option<&'a str> {
@@ -1204,14 +1203,9 @@ pub fn random_id() -> Result<String, getrandom::Error> {
 }
 
 /// An origin's scheme (`"http"` or `"https"`; `ws` and `wss` count as those), host
-/// (as written) and port (the scheme's when absent); `None` when it is not one.
-pub fn origin_parts(origin: &str) -> Option<(&'static str, &str, u16)> {
-    origin_split(origin)
-        .map(|(scheme, host, port, default)| (scheme, host, port.unwrap_or(default)))
-}
-
-/// As [`origin_parts`], the port as written (`None` when absent), then the scheme's.
-fn origin_split(origin: &str) -> Option<(&'static str, &str, Option<u16>, u16)> {
+/// (as written), port as written (`None` when absent), and the scheme's port; `None`
+/// when it is not an origin.
+pub fn origin_parts(origin: &str) -> Option<(&'static str, &str, Option<u16>, u16)> {
     let (scheme, authority) = origin.split_once("://")?;
     let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => ("http", 80),
@@ -1229,7 +1223,7 @@ fn origin_split(origin: &str) -> Option<(&'static str, &str, Option<u16>, u16)> 
 /// so an `http://` Origin is never the same origin unless it names a port, and that
 /// port equals the `Host`'s.
 pub fn same_origin_on(origin: &str, host: &str, tls: bool) -> bool {
-    let Some((scheme, oh, op, default_port)) = origin_split(origin) else {
+    let Some((scheme, oh, op, default_port)) = origin_parts(origin) else {
         return false;
     };
     // The port an `http://` Origin implies (80) is never the TLS listener's.

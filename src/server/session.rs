@@ -749,7 +749,10 @@ fn notice_at(shared: &Shared, exp: i64, now_unix: i64) -> Option<Instant> {
 /// `{"type":"<kind>","exp":"<RFC 3339>"}`: the `expiring` and `refreshed` frames, with
 /// the `exp` as issued.
 fn exp_frame(kind: &str, identity: &Identity) -> String {
-    let mut frame = format!(r#"{{"type":"{kind}","exp":""#);
+    let mut frame = String::with_capacity(48);
+    for part in [r#"{"type":""#, kind, r#"","exp":""#] {
+        frame.push_str(part);
+    }
     crate::time::push_as_issued(&mut frame, identity.exp, identity.exp_text.as_deref());
     frame.push_str(r#""}"#);
     frame
