@@ -507,10 +507,12 @@ fn stalled_handshake_holds_a_slot_until_the_head_deadline() {
             "the staller was not dropped: {read:?}"
         );
         assert!(started.elapsed() >= Duration::from_secs(5));
-        // Its slot is free again.
+        // Its slot is free again, and one line says why it went.
         let a = https(&s, &request_bytes(&s.host(), "GET", "/healthz", &[])).await;
         assert_eq!(a.status, 200, "{}", a.head);
     });
+    s.server
+        .wait_log_line(|l| l.contains("event=tls_fail") && l.contains("reason=timeout"));
 }
 
 // ---------------------------------------------------------------------------

@@ -1021,9 +1021,14 @@ async fn tls_connection(
 ) -> Option<SessionRun> {
     let deadline = instant_after(accepted, shared.config.head_timeout);
     let handshake = until(deadline, acceptor.accept(tcp));
-    let stream = match shared.shutdown.unless_begun(handshake).await.flatten()? {
-        Ok(stream) => stream,
-        Err(e) => {
+    let stream = match shared.shutdown.unless_begun(handshake).await? {
+        Some(Ok(stream)) => stream,
+        None => {
+            // Not done by the head deadline: dropped, one line to see a slow attack.
+            crate::log_event!(Level::Info, "tls_fail", "peer" = peer, "reason" = "timeout");
+            return None;
+        }
+        Some(Err(e)) => {
             // A TCP probe that connects and leaves (load balancers' health checks)
             // is no event.
             if e.kind() != io::ErrorKind::UnexpectedEof {
