@@ -150,3 +150,44 @@ fn an_8_kib_token_inside_a_large_json_first_message_works() {
         assert_eq!(recv_text(&mut ws).await, big);
     });
 }
+
+/// The bound is on the message, not the frame: fragments that are each small but add
+/// up past it are refused at the header of the one that crosses it (4401, its payload
+/// not read); a token sent in fragments within it works.
+#[test]
+fn a_fragmented_first_message_is_bounded_as_a_whole() {
+    let k = LocalKey::generate();
+    let s = Server::start(&k.arg());
+    let half = MAX_FIRST_MESSAGE as u64 / 2 + 1;
+    let mut sock = raw_upgrade(&s, None);
+    // A text frame without FIN, then a continuation: together over the bound.
+    sock.write_all(&raw_frame_header(0x01, half)).unwrap();
+    sock.write_all(&vec![b' '; half as usize]).unwrap();
+    sock.write_all(&raw_frame_header(0x00, half)).unwrap();
+    assert_eq!(raw_close_code(&mut sock), Some(4401));
+    s.wait_log_line(|l| {
+        l.contains("event=auth_fail") && l.contains("detail=too_long") && l.contains("close=4401")
+    });
+    // A token in three fragments, with a ping between them.
+    let token = k.token(&Claims::new("alice"));
+    let (a, rest) = token.as_bytes().split_at(10);
+    let (b, c) = rest.split_at(10);
+    let mut sock = raw_upgrade(&s, None);
+    for f in [
+        raw_frame(0x01, a, true),
+        raw_frame(0x89, b"p", true),
+        raw_frame(0x00, b, true),
+        raw_frame(0x80, c, true),
+    ] {
+        sock.write_all(&f).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&seen).contains("\"type\":\"authenticated\"") {
+        match read_uninterrupted(&mut sock, &mut buf) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            other => panic!("no authenticated frame: {other:?}, {seen:?}"),
+        }
+    }
+    assert_still_serves(&s, &token);
+}

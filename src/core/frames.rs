@@ -23,12 +23,38 @@ pub struct FrameCursor {
     have: u8,
     /// Payload bytes left in the current frame; the header is complete when set.
     payload_left: Option<u64>,
+    /// Payload bytes of the data message under way, from its frames' headers so far
+    /// (a text or binary frame starts one, continuations add to it).
+    message: u64,
 }
 
 impl FrameCursor {
     /// Whether the next byte starts a frame.
     pub fn at_boundary(&self) -> bool {
         self.have == 0 && self.payload_left.is_none()
+    }
+
+    /// The announced length of the data message under way (or the last one), its
+    /// frames' headers read so far: known before any of its payload is handed out.
+    pub fn message_len(&self) -> u64 {
+        self.message
+    }
+
+    /// Counts a frame header: first byte (FIN, opcode) and payload length.
+    fn count(&mut self, b0: u8, payload: u64) {
+        match b0 & 0x0f {
+            0 => self.message = self.message.saturating_add(payload),
+            1..=7 => self.message = payload,
+            _ => {}
+        }
+    }
+
+    /// At a boundary again, the message count kept.
+    fn reset(&mut self) {
+        *self = FrameCursor {
+            message: self.message,
+            ..FrameCursor::default()
+        };
     }
 
     /// How many leading bytes of `bytes` belong to the current frame, never past
@@ -38,6 +64,7 @@ impl FrameCursor {
         // The usual case: a whole header at a boundary.
         if self.at_boundary() {
             if let Some((head, payload)) = parse_header(bytes) {
+                self.count(bytes[0], payload);
                 let rest = (bytes.len() - head) as u64;
                 if payload <= rest {
                     return head + payload as usize;
@@ -53,7 +80,7 @@ impl FrameCursor {
                 i += n;
                 let left = left - n as u64;
                 if left == 0 {
-                    *self = FrameCursor::default();
+                    self.reset();
                     return i;
                 }
                 self.payload_left = Some(left);
@@ -71,8 +98,9 @@ impl FrameCursor {
             self.have += n as u8;
             i += n;
             if let Some((_, payload)) = parse_header(&self.head[..usize::from(self.have)]) {
+                self.count(self.head[0], payload);
                 if payload == 0 {
-                    *self = FrameCursor::default();
+                    self.reset();
                     return i;
                 }
                 self.payload_left = Some(payload);
@@ -201,5 +229,37 @@ pub(crate) mod tests {
         assert!(!c.at_boundary(), "mid-payload");
         assert_eq!(c.take(&f[f.len() - 1..]), 1);
         assert!(c.at_boundary());
+    }
+
+    /// A message's length is known from its frames' headers: a text or binary frame
+    /// starts one, continuations add to it, control frames between them do not count;
+    /// whether a header comes whole or a byte at a time.
+    #[test]
+    fn message_lengths_add_up_over_fragments() {
+        let mut first = frame(1, 300, true);
+        first[0] &= 0x7f; // not FIN: fragments follow
+        let mut second = frame(0, 70_000, true);
+        second[0] &= 0x7f;
+        let stream = [
+            first,
+            frame(9, 4, true),
+            second,
+            frame(0, 5, true),
+            frame(2, 7, true),
+        ]
+        .concat();
+        for chunk in [1, 3, 13, 1 << 20] {
+            let mut c = FrameCursor::default();
+            let mut seen = Vec::new();
+            let mut at = 0;
+            while at < stream.len() {
+                let end = (at + chunk).min(stream.len());
+                at += c.take(&stream[at..end]);
+                if c.message_len() > 0 && seen.last() != Some(&c.message_len()) {
+                    seen.push(c.message_len());
+                }
+            }
+            assert_eq!(seen, [300, 70_300, 70_305, 7], "chunks of {chunk}");
+        }
     }
 }

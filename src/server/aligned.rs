@@ -25,6 +25,8 @@ pub struct FrameAligned<S> {
     /// Bytes were sent held back: they go when the connection closes
     /// ([`FrameAligned::finish`]).
     held: bool,
+    /// The longest data message let through (0: no bound): see [`FrameAligned::limit`].
+    limit: u64,
 }
 
 impl<S> FrameAligned<S> {
@@ -37,6 +39,7 @@ impl<S> FrameAligned<S> {
             spill_at: 0,
             last_write: false,
             held: false,
+            limit: 0,
         }
     }
 
@@ -49,7 +52,23 @@ impl<S> FrameAligned<S> {
             spill_at: 0,
             last_write: false,
             held: false,
+            limit: 0,
         }
+    }
+
+    /// Bounds the data messages let through at `bytes` (0: no bound): a read that
+    /// reaches the header of a frame that takes a message past it fails
+    /// (`InvalidData`), before any of that frame goes to the WebSocket layer, which so
+    /// never buffers it. The first message before authentication is bounded so
+    /// (`docs/protocol.md#first-message-authentication`), then the bound is lifted.
+    pub fn limit(&mut self, bytes: u64) {
+        self.limit = bytes;
+    }
+
+    /// The length of the message that went past the bound, once one did.
+    pub fn over_limit(&self) -> Option<u64> {
+        let len = self.cursor.message_len();
+        (self.limit != 0 && len > self.limit).then_some(len)
     }
 
     /// Whether everything handed out so far ends at a frame boundary: the WebSocket
@@ -105,6 +124,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameAligned<S> {
             let avail = &this.spill[this.spill_at..];
             let n = avail.len().min(out.len());
             let n = this.cursor.take(&avail[..n]);
+            if this.over_limit().is_some() {
+                return Poll::Ready(Err(io::ErrorKind::InvalidData.into()));
+            }
             out[..n].copy_from_slice(&avail[..n]);
             this.spill_at += n;
             if this.spill_at == this.spill.len() {
@@ -118,6 +140,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameAligned<S> {
         };
         let read = std::task::ready!(Pin::new(inner).poll_read(cx, out))?;
         let n = this.cursor.take(&out[..read]);
+        if this.over_limit().is_some() {
+            return Poll::Ready(Err(io::ErrorKind::InvalidData.into()));
+        }
         if n < read {
             this.spill = out[n..read].to_vec();
             this.spill_at = 0;

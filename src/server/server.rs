@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::error::CapacityError;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use event_listener::Event;
 use smol::stream::StreamExt as _;
@@ -237,10 +236,6 @@ impl Server {
             .max_message_size(Some(max))
             // Control frames (up to 125 bytes) must pass whatever --max-message is.
             .max_frame_size(Some(max.max(125)));
-        let pre_auth = max.min(MAX_FIRST_MESSAGE);
-        let pre_auth_config = ws_config
-            .max_message_size(Some(pre_auth))
-            .max_frame_size(Some(pre_auth.max(125)));
         let shared = Arc::new(Shared {
             config,
             gate,
@@ -250,7 +245,6 @@ impl Server {
             connections: AtomicUsize::new(0),
             idle: Event::new(),
             ws_config,
-            pre_auth_config,
             #[cfg(feature = "redis")]
             cluster,
         });
@@ -937,21 +931,11 @@ async fn redeem(shared: &Shared, identity: &mut Identity) -> Result<(), Rejectio
     }
 }
 
-/// The WebSocket over `stream`; `leftover` (bytes after the request head) is read
-/// first. `authenticated`: with the session's limits, else with the pre-auth bound.
-async fn ws_from(
-    shared: &Shared,
-    stream: BoxedConnection,
-    leftover: Vec<u8>,
-    authenticated: bool,
-) -> WsStream {
+/// The WebSocket over `stream`, with the session's limits; `leftover` (bytes after
+/// the request head) is read first.
+async fn ws_from(shared: &Shared, stream: BoxedConnection, leftover: Vec<u8>) -> WsStream {
     let stream = crate::aligned::FrameAligned::new(stream, leftover);
-    let config = if authenticated {
-        shared.ws_config
-    } else {
-        shared.pre_auth_config
-    };
-    WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
+    WebSocketStream::from_raw_socket(stream, Role::Server, Some(shared.ws_config)).await
 }
 
 /// One client connection, whatever its transport: the request head, then an answer
@@ -984,20 +968,24 @@ async fn connection(
             target,
             leftover,
         } => {
-            let ws = Box::pin(ws_from(&shared, stream, leftover, true)).await;
+            let ws = Box::pin(ws_from(&shared, stream, leftover)).await;
             Some(handler.run(Session::new(identity, peer, target, ws, shared.clone())))
         }
         Next::InBand {
             rejection,
             leftover,
         } => {
-            let mut ws = Box::pin(ws_from(&shared, stream, leftover, false)).await;
+            let mut ws = Box::pin(ws_from(&shared, stream, leftover)).await;
             let (code, reason) = rejection.close();
             Box::pin(close_and_drain(&mut ws, code, reason)).await;
             None
         }
         Next::FirstMessage { target, leftover } => {
-            let ws = Box::pin(ws_from(&shared, stream, leftover, false)).await;
+            let mut ws = Box::pin(ws_from(&shared, stream, leftover)).await;
+            // Before authentication, a first message of a token's size at most: a
+            // token-less connection cannot make the server hold `--max-message`.
+            let bound = shared.config.max_message.min(MAX_FIRST_MESSAGE);
+            ws.get_mut().limit(bound as u64);
             let session =
                 Box::pin(first_message(shared.clone(), ws, peer, target, accepted)).await?;
             Some(handler.run(session))
@@ -1069,6 +1057,7 @@ async fn first_message(
     let deadline = instant_after(Instant::now(), shared.config.auth_timeout);
     // The refused first frame is still arriving: close without parsing what follows.
     let mut unreadable = false;
+    let mut first_len = 0;
     let verdict = loop {
         if shared.is_shutting_down() {
             close_and_drain(&mut ws, 1001, "going away").await;
@@ -1081,6 +1070,7 @@ async fn first_message(
         };
         match ev {
             First::Frame(Some(Ok(Message::Text(t)))) => {
+                first_len = t.len();
                 let verdict =
                     shared
                         .gate
@@ -1100,18 +1090,19 @@ async fn first_message(
                 return None;
             }
             First::Frame(Some(Ok(_))) => continue,
-            First::Frame(Some(Err(async_tungstenite::tungstenite::Error::Capacity(
-                CapacityError::MessageTooLong { size, .. },
-            )))) if size <= shared.config.max_message => {
-                // Over the pre-auth bound but within --max-message: too long to be a
-                // token. The rest of the frame is not read.
-                unreadable = true;
-                break Err(Rejection::BadToken(TokenError::TooLong));
-            }
             First::Frame(end) => {
-                if let Some((code, reason)) =
-                    end.and_then(|r| r.err()).as_ref().and_then(peer_fault)
-                {
+                // Refused at its header, over the bound (the rest of it is not read):
+                // within --max-message, too long to be a token; over it, 1009.
+                let over = ws.get_ref().over_limit();
+                if over.is_some_and(|len| len <= shared.config.max_message as u64) {
+                    unreadable = true;
+                    break Err(Rejection::BadToken(TokenError::TooLong));
+                }
+                let fault = match over {
+                    Some(_) => Some((1009, "message too big")),
+                    None => end.and_then(|r| r.err()).as_ref().and_then(peer_fault),
+                };
+                if let Some((code, reason)) = fault {
                     // A first frame that cannot be read is a failed authentication all
                     // the same: counted and logged, with the code it got.
                     let token = if code == 1009 {
@@ -1141,25 +1132,12 @@ async fn first_message(
                 return None;
             }
             shared.auth_ok(peer, &identity, accepted);
-            // From here on the session's limits apply: a fresh WebSocket state with
-            // them (the token frame was read whole and the answer flushed, so no byte
-            // is left behind in the old one).
-            let fresh = ws.get_ref().at_boundary();
-            let ws = if fresh {
-                let stream = ws.into_inner();
-                Box::pin(WebSocketStream::from_raw_socket(
-                    stream,
-                    Role::Server,
-                    Some(shared.ws_config),
-                ))
-                .await
-            } else {
-                ws
-            };
+            // From here on the session's limits apply (the WebSocket has them: only
+            // the bound of the first message is lifted), and a large token message's
+            // buffers are renewed as a large message's are.
+            ws.get_mut().limit(0);
             let mut session = Session::new(identity, peer, target, ws, shared.clone());
-            if !fresh {
-                // Not expected (reads end at frame ends); the renewal at the next
-                // boundary brings the session's limits then.
+            if first_len > crate::session::RENEW_BUFFERS_ABOVE {
                 session.renew_buffers_later();
             }
             Some(session)

@@ -34,9 +34,6 @@ pub(crate) struct Shared {
     /// Notified when the last connection closes (shutdown waits for it).
     pub(crate) idle: Event,
     pub(crate) ws_config: WebSocketConfig,
-    /// The same, bounded by [`crate::auth::MAX_FIRST_MESSAGE`], until the client is
-    /// authenticated.
-    pub(crate) pre_auth_config: WebSocketConfig,
     /// The state shared with other nodes, with `--redis`.
     #[cfg(feature = "redis")]
     pub(crate) cluster: Option<crate::cluster::Cluster>,
