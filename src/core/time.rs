@@ -19,15 +19,10 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     parse_rfc3339_parts(s).map(|(secs, _)| secs)
 }
 
-/// As [`parse_rfc3339`], but a fraction of a second rounds up to the next whole second:
-/// the first whole second at or after the moment (an `iat` compared with the whole
-/// second of a revocation: `12:00:00.5` is after `12:00:00`).
-pub fn parse_rfc3339_up(s: &str) -> Option<i64> {
-    parse_rfc3339_parts(s).map(|(secs, fraction)| secs + i64::from(fraction))
-}
-
-/// The whole seconds, truncated, and whether a non-zero fraction was cut off.
-fn parse_rfc3339_parts(s: &str) -> Option<(i64, bool)> {
+/// The whole seconds, truncated, and whether a non-zero fraction was cut off: with
+/// it, the first whole second at or after the moment (an `iat` compared with the
+/// whole second of a revocation: `12:00:00.5` is after `12:00:00`).
+pub fn parse_rfc3339_parts(s: &str) -> Option<(i64, bool)> {
     let b = s.as_bytes();
     if b.len() < 20 {
         return None;
@@ -139,7 +134,9 @@ impl Rfc3339 {
 pub fn text_unless_canonical(text: &str) -> Option<Box<str>> {
     let b = text.as_bytes();
     let canonical = b.len() == 20 && b[10] == b'T' && b[19] == b'Z' && &b[17..19] != b"60";
-    (!canonical).then(|| text.into())
+    // Longer than any real one (nanoseconds and an offset: 35 bytes) is shown as
+    // written by us: a ticket carries the text, and must stay under 8 KiB.
+    (!canonical && b.len() <= 40).then(|| text.into())
 }
 
 /// Appends a time as issued: its kept `text` (see [`text_unless_canonical`]), else
@@ -274,7 +271,7 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800));
         // Rounded up: a fraction that is not zero is the next whole second.
-        let up = parse_rfc3339_up;
+        let up = |s| parse_rfc3339_parts(s).map(|(secs, f)| secs + i64::from(f));
         assert_eq!(up("2022-01-01T00:00:00.001Z"), Some(1_640_995_201));
         assert_eq!(up("2022-01-01T02:00:00.5+02:00"), Some(1_640_995_201));
         assert_eq!(up("2022-01-01T00:00:00.000Z"), Some(1_640_995_200));
@@ -296,6 +293,9 @@ mod tests {
         ] {
             assert_eq!(text_unless_canonical(kept).as_deref(), Some(kept));
         }
+        // Longer than any real time's text: not kept (a ticket carries it).
+        let long = format!("2022-01-01T00:00:00.{}Z", "1".repeat(30));
+        assert_eq!(text_unless_canonical(&long), None);
         let mut out = String::new();
         push_as_issued(&mut out, 1_640_995_200, None);
         out.push(' ');

@@ -18,7 +18,7 @@ use pasetors::version4::{LocalToken, PublicToken, V4};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::time::{Rfc3339, parse_rfc3339, parse_rfc3339_up, text_unless_canonical};
+use crate::time::{Rfc3339, parse_rfc3339, parse_rfc3339_parts, text_unless_canonical};
 
 /// Longest token accepted, checked before any cryptography (`docs/protocol.md#tokens`).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -558,13 +558,15 @@ fn time_claim(v: &Option<Cow<'_, str>>) -> Result<Option<i64>, TokenError> {
     }
 }
 
-/// `iat`, in the first whole second at or after it: a `sub` revocation refuses the
-/// tokens issued at or before its whole second, and `12:00:00.5` is after `12:00:00`
-/// (`docs/protocol.md#revocation`).
-fn issued_at(v: &Option<Cow<'_, str>>) -> Result<Option<i64>, TokenError> {
+/// `iat`: its whole second, and the first whole second at or after it (a `sub`
+/// revocation refuses the tokens issued at or before its whole second, and
+/// `12:00:00.5` is after `12:00:00`: `docs/protocol.md#revocation`).
+fn issued_at(v: &Option<Cow<'_, str>>) -> Result<Option<(i64, i64)>, TokenError> {
     match v {
         None => Ok(None),
-        Some(s) => parse_rfc3339_up(s).map(Some).ok_or(TokenError::BadClaims),
+        Some(s) => parse_rfc3339_parts(s)
+            .map(|(secs, fraction)| Some((secs, secs + i64::from(fraction))))
+            .ok_or(TokenError::BadClaims),
     }
 }
 
@@ -589,7 +591,7 @@ impl ClaimRules {
         let exp = time_claim(&raw.exp)?.ok_or(TokenError::MissingExp)?;
         let exp_text = raw.exp.as_deref().and_then(text_unless_canonical);
         let nbf = time_claim(&raw.nbf)?;
-        let iat = issued_at(&raw.iat)?;
+        let issued = issued_at(&raw.iat)?;
         let ticket = match &raw.wsgate_ticket {
             None => None,
             Some(t) => Some(TicketClaims {
@@ -611,7 +613,9 @@ impl ClaimRules {
         if nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
             return Err(TokenError::NotYetValid);
         }
-        if iat.is_some_and(|iat| now.saturating_add(leeway) < iat) {
+        // The leeway as for `nbf`, on `iat`'s whole second (rounded up for revocation
+        // only).
+        if issued.is_some_and(|(iat, _)| now.saturating_add(leeway) < iat) {
             return Err(TokenError::IssuedInFuture);
         }
         if let Some(want) = &self.audience {
@@ -642,7 +646,7 @@ impl ClaimRules {
             exp,
             exp_text,
             jti,
-            iat,
+            iat: issued.map(|(_, up)| up),
             ticket,
             json: payload,
         })
@@ -1048,6 +1052,15 @@ mod tests {
                     Rfc3339(NOW + 61)
                 )),
                 Err(TokenError::IssuedInFuture),
+            ),
+            // The leeway on `iat`'s whole second, as on `nbf`'s: 60.5 s ahead passes.
+            (
+                t(format!(
+                    r#"{{"sub":"a","exp":"{}","iat":"{}"}}"#,
+                    Rfc3339(NOW + 500),
+                    Rfc3339(NOW + 60).to_string().replace('Z', ".5Z")
+                )),
+                Ok(()),
             ),
             (t(r#"{"sub":"a"}"#.into()), Err(TokenError::MissingExp)),
             (
