@@ -130,5 +130,9 @@ fn a_client_that_reads_a_stream_is_not_dropped_as_silent() {
     let token = key.token(&Claims::new("alice").exp_in(600));
     let mut sock = raw_upgrade(&server, Some(&token));
     assert_eq!(raw_close_code(&mut sock), Some(1000), "{}", server.log());
-    assert!(!server.log().contains("event=ping_timeout"), "{}", server.log());
+    assert!(
+        !server.log().contains("event=ping_timeout"),
+        "{}",
+        server.log()
+    );
 }
