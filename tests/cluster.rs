@@ -486,6 +486,27 @@ fn a_ticket_refused_while_redis_hung_is_not_spent_when_it_resumes() {
     }
 }
 
+/// Redis forgets the scripts (`SCRIPT FLUSH`): the next ticket and revocation are
+/// sent whole instead, not refused, and no node goes down for it.
+#[test]
+fn scripts_flushed_from_redis_are_sent_again_without_a_503() {
+    if !supported() {
+        return;
+    }
+    let (redis, k, a, b) = two_nodes();
+    let tk = ticket(&a, &token(&k, "alice"));
+    assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]).trim(), "OK");
+    assert_eq!(present(&b, &tk).status, 101);
+    assert_eq!(present(&a, &tk).status, 401);
+    redis.cli(&["SCRIPT", "FLUSH"]);
+    let r = post_revoke(admin_addr(&a), r#"{"jti":"nobody"}"#);
+    assert_eq!(r.status, 200, "{}", r.head);
+    for n in [&a, &b] {
+        assert!(!n.log().contains("event=redis_error"), "{}", n.log());
+        assert_eq!(healthz(n).status, 200);
+    }
+}
+
 /// A ticket, or `None` if the node already answers 503 (it noticed the hang).
 fn ticket_or_503(s: &Server, token: &str) -> Option<String> {
     let r = post_ticket(s, token);

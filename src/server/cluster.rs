@@ -245,6 +245,10 @@ const REVOKE: &str = concat!(
 /// The script's reply when it ran past its deadline and did nothing.
 const LATE: &[u8] = b"LATE";
 
+/// How our error for Redis's answer to an `EVALSHA` of a script it does not hold
+/// begins ([`answered`]).
+const NOSCRIPT: &str = "Redis answered: NOSCRIPT";
+
 /// An error reply, without the arguments an unknown command's error quotes: a
 /// ticket's key or a revoked jti must not reach the log.
 fn answered(e: &str) -> RedisError {
@@ -589,9 +593,9 @@ impl Cluster {
                 crate::deadline::instant_after(began, WRITE_DEADLINE),
             )
             .to_string();
-            let sha = match script {
-                Script::Ticket => &c.ticket,
-                Script::Revoke => &c.revoke,
+            let (sha, text) = match script {
+                Script::Ticket => (&c.ticket, TICKET),
+                Script::Revoke => (&c.revoke, REVOKE),
             };
             let mut argv: Vec<&[u8]> = vec![
                 b"EVALSHA",
@@ -601,7 +605,16 @@ impl Cluster {
                 deadline.as_bytes(),
             ];
             argv.extend_from_slice(args);
-            let r = match c.conn.call(&argv).await {
+            let mut r = c.conn.call(&argv).await;
+            if r.as_ref().is_err_and(|e| e.0.starts_with(NOSCRIPT)) {
+                // Redis forgot the scripts (`SCRIPT FLUSH`, a restart behind a proxy):
+                // nothing ran, so the script goes whole, with the same deadline, and
+                // Redis keeps it again.
+                argv[0] = b"EVAL";
+                argv[1] = text.as_bytes();
+                r = c.conn.call(&argv).await;
+            }
+            let r = match r {
                 Ok(OwnedFrame::SimpleString(s)) if s == LATE => Err(err(format!(
                     "ran in Redis more than {} ms after the node began waiting: not applied",
                     WRITE_DEADLINE.as_millis()
