@@ -650,9 +650,6 @@ impl Session {
         };
         match sent {
             Some(true) => {
-                // A client that takes what it is sent is alive, as one that speaks
-                // is: a ping queued behind megabytes of output reaches it late.
-                self.active = true;
                 self.unflushed = false;
                 true
             }
