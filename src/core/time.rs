@@ -142,11 +142,13 @@ pub fn text_unless_canonical(text: &str) -> Option<Box<str>> {
 /// Appends a time as issued: its kept `text` (see [`text_unless_canonical`]), else
 /// `unix` as [`Rfc3339`] writes it.
 pub fn push_as_issued(out: &mut String, unix: i64, text: Option<&str>) {
-    match (text, Rfc3339(unix).ascii()) {
-        (Some(t), _) => out.push_str(t),
+    if let Some(t) = text {
+        return out.push_str(t);
+    }
+    match Rfc3339(unix).ascii() {
         // Only ASCII digits were written into an ASCII template.
-        (None, Some(b)) => out.push_str(std::str::from_utf8(&b).unwrap_or_default()),
-        (None, None) => {
+        Some(b) => out.push_str(std::str::from_utf8(&b).unwrap_or_default()),
+        None => {
             use std::fmt::Write as _;
             let _ = write!(out, "{}", Rfc3339(unix));
         }
